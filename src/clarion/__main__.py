@@ -1,0 +1,5 @@
+"""Allow ``python -m clarion``."""
+
+from clarion.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The app registry: look an app up by id (HTTP API) or by key (WebSocket, auth_key)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from clarion.config import AppConfig
+from clarion.protocol.signing import Credentials
+
+
+class App:
+    """One configured app, with what the data plane needs at hand."""
+
+    __slots__ = ("config", "credentials", "id", "key")
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.id = config.id
+        self.key = config.key
+        self.credentials = Credentials(config.key, config.secret)
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+
+class AppRegistry:
+    def __init__(self, configs: Iterable[AppConfig]) -> None:
+        self._by_id: dict[str, App] = {}
+        self._by_key: dict[str, App] = {}
+        for config in configs:
+            app = App(config)
+            self._by_id[app.id] = app
+            self._by_key[app.key] = app
+
+    def by_id(self, app_id: str) -> App | None:
+        return self._by_id.get(app_id)
+
+    def by_key(self, key: str) -> App | None:
+        return self._by_key.get(key)
+
+    def __iter__(self) -> Iterable[App]:  # type: ignore[override]
+        return iter(self._by_id.values())

@@ -1,0 +1,1 @@
+"""The one door to other nodes: fan-out between nodes and the shared channel state."""

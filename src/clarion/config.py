@@ -1,0 +1,185 @@
+"""One typed settings tree: built-in defaults, then a TOML file, then the environment,
+then command-line flags (each overriding the one before), validated once at start.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to change."""
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 6001
+    # Optional path prefix before /app/{key} (pusher-js option wsPath).
+    path_prefix: str = ""
+    # Largest WebSocket message accepted from a client; bigger ones close with 1009.
+    max_frame_bytes: int = 100 * 1024
+    # Largest HTTP API request body; bigger ones get 413.
+    max_body_bytes: int = 1024 * 1024
+    # A subscriber with more than this many bytes waiting to be written is closed (4100).
+    write_buffer_limit: int = 1024 * 1024
+    # Seconds to wait for any frame after the server's pusher:ping before closing with 4201.
+    pong_timeout: float = 30.0
+    log_level: str = "info"
+
+
+class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    key: str
+    secret: str
+    name: str = ""
+    enabled: bool = True
+    # Seconds; announced in connection_established and drives the server's ping.
+    activity_timeout: int = 120
+    # Maximum concurrent WebSocket connections for the app (None: no limit).
+    max_connections: int | None = None
+    # Client events (client-*) on private and presence channels; off by default, as on Pusher.
+    client_events: bool = False
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    apps: list[AppConfig] = msgspec.field(default_factory=list)
+
+
+DEMO_APP = {"id": "1", "key": "app-key", "secret": "app-secret"}
+
+_ENV_SERVER = {"CLARION_HOST": "host", "CLARION_PORT": "port", "CLARION_LOG_LEVEL": "log_level"}
+_ENV_APP = {"CLARION_APP_ID": "id", "CLARION_APP_KEY": "key", "CLARION_APP_SECRET": "secret"}
+
+
+def load(
+    config_path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings; raise ConfigError with a clear message on any problem."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {"server": {}, "apps": []}
+    path = config_path or env.get("CLARION_CONFIG")
+    if path:
+        try:
+            with Path(path).open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"Config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"Cannot read config file {path}: {exc}") from None
+        if not isinstance(raw.get("server", {}), dict):
+            raise ConfigError("[server] must be a table")
+        raw.setdefault("server", {})
+        if not isinstance(raw.get("apps", []), list):
+            raise ConfigError("apps must be an array of tables: write [[apps]]")
+        raw.setdefault("apps", [])
+
+    server = raw["server"]
+    for var, field in _ENV_SERVER.items():
+        if var in env:
+            server[field] = env[var]
+    app_env = {field: env[var] for var, field in _ENV_APP.items() if var in env}
+    if app_env:
+        if len(raw["apps"]) > 1:
+            raise ConfigError(
+                "CLARION_APP_ID/KEY/SECRET configure the single-app case, but the config file "
+                f"defines {len(raw['apps'])} apps; set them in the file instead"
+            )
+        app = dict(raw["apps"][0]) if raw["apps"] else dict(DEMO_APP)
+        app.update(app_env)
+        raw["apps"] = [app]
+    for name, value in (flags or {}).items():
+        if value is not None:
+            server[name] = value
+    if not raw["apps"]:
+        raw["apps"] = [dict(DEMO_APP)]
+
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"Invalid configuration: {_where(str(exc))}") from None
+    _validate(settings)
+    return settings
+
+
+def _where(message: str) -> str:
+    # msgspec says "at `$.apps[0].key`"; users think in TOML terms.
+    return message.replace("`$.", "`").replace("$.", "")
+
+
+def _validate(settings: Settings) -> None:
+    server = settings.server
+    if not 0 <= server.port <= 65535:
+        raise ConfigError(f"server.port must be between 0 and 65535, got {server.port}")
+    if server.path_prefix and (
+        not server.path_prefix.startswith("/") or server.path_prefix.endswith("/")
+    ):
+        raise ConfigError("server.path_prefix must start with / and not end with / (e.g. /ws)")
+    for field in ("max_frame_bytes", "max_body_bytes", "write_buffer_limit"):
+        if getattr(server, field) < 1024:
+            raise ConfigError(f"server.{field} must be at least 1024 bytes")
+    if server.pong_timeout <= 0:
+        raise ConfigError("server.pong_timeout must be positive")
+    if server.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("server.log_level must be one of debug, info, warning, error")
+    ids: set[str] = set()
+    keys: set[str] = set()
+    for index, app in enumerate(settings.apps):
+        where = f"apps[{index}]"
+        for field in ("id", "key", "secret"):
+            if not getattr(app, field):
+                raise ConfigError(f"{where}.{field} must not be empty")
+        if "/" in app.id or "/" in app.key:
+            raise ConfigError(f"{where}: id and key must not contain '/'")
+        if app.id in ids:
+            raise ConfigError(f"{where}.id {app.id!r} is used by another app")
+        if app.key in keys:
+            raise ConfigError(f"{where}.key {app.key!r} is used by another app")
+        ids.add(app.id)
+        keys.add(app.key)
+        if app.activity_timeout < 1:
+            raise ConfigError(f"{where}.activity_timeout must be at least 1 second")
+        if app.max_connections is not None and app.max_connections < 0:
+            raise ConfigError(f"{where}.max_connections must not be negative")
+
+
+def redact(secret: str) -> str:
+    if len(secret) <= 4:
+        return "****"
+    return secret[:2] + "*" * (len(secret) - 2)
+
+
+def describe(settings: Settings) -> str:
+    """The effective configuration as TOML, secrets redacted (printed at start)."""
+    lines = ["[server]"]
+    for field in settings.server.__struct_fields__:
+        lines.append(f"{field} = {_toml(getattr(settings.server, field))}")
+    for app in settings.apps:
+        lines.append("")
+        lines.append("[[apps]]")
+        for field in app.__struct_fields__:
+            value = getattr(app, field)
+            if field == "secret":
+                value = redact(value)
+            if value is None:
+                continue
+            lines.append(f"{field} = {_toml(value)}")
+    return "\n".join(lines)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()
+    return str(value)

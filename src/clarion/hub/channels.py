@@ -1,0 +1,213 @@
+"""Channels and their subscribers on this node, the cache of cache channels, and
+``publish()``, which encodes a frame once per channel and hands it to the broker.
+
+The hub never imports the server: a subscriber is anything with a socket id and a
+transport (see :mod:`clarion.hub.fanout`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from clarion.broker.base import Broker, ChannelCounts
+from clarion.hub.fanout import Subscriber, write_to_all
+from clarion.hub.presence import PresenceMembers
+from clarion.protocol import messages, names
+from clarion.protocol.api import PublishRequest
+
+CACHE_TTL = 1800.0
+
+
+class Channel:
+    __slots__ = ("name", "presence", "subscribers")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # subscriber -> its presence user_id (None outside presence channels)
+        self.subscribers: dict[Subscriber, str | None] = {}
+        self.presence: PresenceMembers | None = (
+            PresenceMembers()
+            if names.channel_kind(name) is names.ChannelKind.PRESENCE
+            else None
+        )
+
+
+@dataclass(slots=True)
+class CachedEvent:
+    event: str
+    data: str
+    frame: bytes
+    expires_at: float
+
+    def ttl(self, now: float) -> int:
+        return max(0, int(self.expires_at - now))
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: str
+    user_info: Any
+
+
+class PresenceFull(Exception):
+    """The presence channel already holds the maximum number of distinct members."""
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What a subscribe changed. ``frames`` go to the subscriber, in order."""
+
+    frames: list[bytes]
+    new: bool
+
+
+class AppChannels:
+    """All channels of one app on this node."""
+
+    __slots__ = ("app_id", "cache", "channels", "connections")
+
+    def __init__(self, app_id: str) -> None:
+        self.app_id = app_id
+        self.channels: dict[str, Channel] = {}
+        self.cache: dict[str, CachedEvent] = {}
+        self.connections = 0
+
+    def cached(self, channel: str, now: float) -> CachedEvent | None:
+        entry = self.cache.get(channel)
+        if entry is not None and entry.expires_at <= now:
+            del self.cache[channel]
+            return None
+        return entry
+
+
+class Hub:
+    def __init__(self, broker: Broker, write_buffer_limit: int) -> None:
+        self.broker = broker
+        self.write_buffer_limit = write_buffer_limit
+        self._apps: dict[str, AppChannels] = {}
+        broker.bind(self.deliver)
+
+    def app(self, app_id: str) -> AppChannels:
+        state = self._apps.get(app_id)
+        if state is None:
+            state = self._apps[app_id] = AppChannels(app_id)
+        return state
+
+    # --- the data plane ----------------------------------------------------------
+
+    def publish(self, app_id: str, request: PublishRequest) -> None:
+        """Encode the event once per channel and hand each frame to the broker."""
+        app = self.app(app_id)
+        for channel in request.channels:
+            frame = messages.event(request.name, channel, request.data)
+            if names.is_cache_channel(channel):
+                app.cache[channel] = CachedEvent(
+                    request.name, request.data, frame, time.monotonic() + CACHE_TTL
+                )
+            self.broker.publish(app_id, channel, frame, request.socket_id)
+
+    def deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+        """Write a frame from the broker to this node's subscribers of ``channel``."""
+        state = self._apps.get(app_id)
+        if state is None:
+            return
+        target = state.channels.get(channel)
+        if target is not None:
+            write_to_all(target.subscribers, frame, exclude, self.write_buffer_limit)
+
+    # --- subscriptions -------------------------------------------------------------
+
+    def subscribe(self, app_id: str, sub: Subscriber, name: str, member: Member | None) -> Joined:
+        """Add ``sub`` to channel ``name`` and say what to send it.
+
+        A duplicate subscribe changes nothing and answers subscription_succeeded again.
+        Raises PresenceFull when a new user would exceed the presence member limit.
+        """
+        app = self.app(app_id)
+        channel = app.channels.get(name)
+        if channel is None:
+            channel = app.channels[name] = Channel(name)
+        new = sub not in channel.subscribers
+        presence = channel.presence
+        if presence is not None and member is not None and new:
+            if member.user_id not in presence and len(presence) >= names.MAX_PRESENCE_MEMBERS:
+                if not channel.subscribers:
+                    del app.channels[name]
+                raise PresenceFull(name)
+            channel.subscribers[sub] = member.user_id
+            if presence.add(member.user_id, member.user_info):
+                added = messages.event(
+                    "pusher_internal:member_added",
+                    name,
+                    messages.json_string(
+                        {"user_id": member.user_id, "user_info": member.user_info}
+                    ),
+                )
+                self.broker.publish(app_id, name, added, sub.socket_id)
+        elif new:
+            channel.subscribers[sub] = None
+        frames = [
+            messages.subscription_succeeded(
+                name, presence.subscription_data() if presence is not None else "{}"
+            )
+        ]
+        if names.is_cache_channel(name):
+            cached = app.cached(name, time.monotonic())
+            frames.append(cached.frame if cached is not None else messages.cache_miss(name))
+        return Joined(frames, new)
+
+    def unsubscribe(self, app_id: str, sub: Subscriber, name: str) -> bool:
+        """Remove ``sub`` from channel ``name``; False when it was not subscribed."""
+        app = self._apps.get(app_id)
+        channel = app.channels.get(name) if app is not None else None
+        if app is None or channel is None or sub not in channel.subscribers:
+            return False
+        user_id = channel.subscribers.pop(sub)
+        if channel.presence is not None and user_id is not None and channel.presence.remove(
+            user_id
+        ):
+            removed = messages.event(
+                "pusher_internal:member_removed", name, messages.json_string({"user_id": user_id})
+            )
+            self.broker.publish(app_id, name, removed, None)
+        if not channel.subscribers:
+            del app.channels[name]
+        return True
+
+    # --- what the memory state store reads ------------------------------------------
+
+    def channel_counts(self, app_id: str, channel: str) -> ChannelCounts:
+        app = self._apps.get(app_id)
+        target = app.channels.get(channel) if app is not None else None
+        if target is None:
+            return ChannelCounts(0, 0)
+        users = len(target.presence) if target.presence is not None else 0
+        return ChannelCounts(len(target.subscribers), users)
+
+    def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
+        app = self._apps.get(app_id)
+        if app is None:
+            return {}
+        return {
+            name: ChannelCounts(
+                len(channel.subscribers),
+                len(channel.presence) if channel.presence is not None else 0,
+            )
+            for name, channel in app.channels.items()
+            if channel.subscribers
+            and name.startswith(prefix)
+            and not name.startswith(names.SERVER_TO_USER_PREFIX)
+        }
+
+    def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
+        app = self._apps.get(app_id)
+        target = app.channels.get(channel) if app is not None else None
+        if target is None or target.presence is None:
+            return []
+        return target.presence.user_ids()
+
+    def cached_event(self, app_id: str, channel: str) -> CachedEvent | None:
+        app = self._apps.get(app_id)
+        return app.cached(channel, time.monotonic()) if app is not None else None

@@ -1,0 +1,169 @@
+"""HTTP API request bodies and query attributes: decoding, validation and limits.
+
+Each ``parse_*`` function turns raw bytes or query values into a typed request or
+raises :class:`ApiError` with the status the spec gives (http-api.md §2-§9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from clarion.protocol import names
+from clarion.protocol.errors import ApiError
+
+
+class _EventBody(msgspec.Struct):
+    name: Any = None
+    data: Any = None
+    channels: Any = None
+    channel: Any = None
+    socket_id: Any = None
+    info: Any = None
+
+
+class _BatchBody(msgspec.Struct):
+    batch: Any = None
+
+
+_decode_event = msgspec.json.Decoder(_EventBody).decode
+_decode_batch = msgspec.json.Decoder(_BatchBody).decode
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    name: str
+    channels: list[str]
+    data: str
+    socket_id: str | None
+    info: frozenset[str]
+
+
+PUBLISH_INFO = frozenset({"user_count", "subscription_count"})
+CHANNEL_INFO = frozenset({"user_count", "subscription_count", "cache"})
+CHANNELS_INFO = frozenset({"user_count", "subscription_count"})
+
+
+def parse_info(raw: object, allowed: frozenset[str]) -> frozenset[str]:
+    if raw is None or raw == "":
+        return frozenset()
+    if not isinstance(raw, str):
+        raise ApiError(400, "info must be a comma-separated string")
+    attributes = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    unknown = attributes - allowed
+    if unknown:
+        raise ApiError(
+            400,
+            f"Unsupported info attribute(s): {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(allowed))}",
+        )
+    return attributes
+
+
+def _event(body: _EventBody, where: str) -> PublishRequest:
+    name_error = names.event_name_error(body.name)
+    if name_error:
+        raise ApiError(400, where + name_error)
+    if body.channels is not None:
+        channels = body.channels
+        if not isinstance(channels, list) or not channels:
+            raise ApiError(400, where + "channels must be a non-empty array of channel names")
+    elif body.channel is not None:
+        channels = [body.channel]
+    else:
+        raise ApiError(400, where + "Missing channels (or channel)")
+    if len(channels) > names.MAX_CHANNELS_PER_PUBLISH:
+        raise ApiError(
+            400, where + f"Too many channels: {len(channels)} > {names.MAX_CHANNELS_PER_PUBLISH}"
+        )
+    for channel in channels:
+        channel_error = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_HTTP)
+        if channel_error:
+            raise ApiError(400, where + channel_error)
+    if body.data is None:
+        raise ApiError(400, where + "Missing data")
+    # SDKs always send a string; anything else (hand-written requests) is JSON-encoded.
+    data = body.data if isinstance(body.data, str) else msgspec.json.encode(body.data).decode()
+    if len(data.encode()) > names.MAX_EVENT_DATA_BYTES:
+        raise ApiError(
+            413,
+            where + "The data content of this event exceeds the allowed maximum "
+            f"({names.MAX_EVENT_DATA_BYTES} bytes)",
+        )
+    if body.socket_id is not None and not names.is_valid_socket_id(body.socket_id):
+        raise ApiError(400, where + f"Invalid socket_id {body.socket_id!r}: expected digits.digits")
+    info = parse_info(body.info, PUBLISH_INFO)
+    return PublishRequest(body.name, list(dict.fromkeys(channels)), data, body.socket_id, info)
+
+
+def parse_publish(raw: bytes) -> PublishRequest:
+    try:
+        body = _decode_event(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ApiError(400, f"Invalid JSON body: {exc}") from None
+    return _event(body, "")
+
+
+def parse_batch(raw: bytes) -> list[PublishRequest]:
+    """A batch is validated whole before anything is published (spec §4)."""
+    try:
+        body = _decode_batch(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ApiError(400, f"Invalid JSON body: {exc}") from None
+    items = body.batch
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "batch must be a non-empty array of events")
+    if len(items) > names.MAX_BATCH_EVENTS:
+        raise ApiError(400, f"Too many events in batch: {len(items)} > {names.MAX_BATCH_EVENTS}")
+    requests: list[PublishRequest] = []
+    errors: list[ApiError] = []
+    for index, item in enumerate(items):
+        where = f"batch[{index}]: "
+        if not isinstance(item, dict):
+            raise ApiError(400, where + "each event must be an object")
+        try:
+            requests.append(_event(msgspec.convert(item, _EventBody), where))
+        except ApiError as exc:
+            errors.append(exc)
+        except msgspec.ValidationError as exc:
+            errors.append(ApiError(400, where + str(exc)))
+    if errors:
+        # An oversized item makes the whole request 413; otherwise the first error is reported.
+        too_large = [e for e in errors if e.status == 413]
+        raise too_large[0] if too_large else errors[0]
+    return requests
+
+
+def parse_channels_query(params: dict[str, str]) -> tuple[str, frozenset[str]]:
+    """``filter_by_prefix`` and ``info`` of GET /channels (user_count needs presence-)."""
+    prefix = params.get("filter_by_prefix", "")
+    info = parse_info(params.get("info"), CHANNELS_INFO)
+    if "user_count" in info and not prefix.startswith("presence-"):
+        raise ApiError(
+            400, "info=user_count requires filter_by_prefix to start with presence-"
+        )
+    return prefix, info
+
+
+def parse_channel_query(channel: str, params: dict[str, str]) -> frozenset[str]:
+    channel_error = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_HTTP)
+    if channel_error:
+        raise ApiError(400, channel_error)
+    info = parse_info(params.get("info"), CHANNEL_INFO)
+    if "user_count" in info and names.channel_kind(channel) is not names.ChannelKind.PRESENCE:
+        raise ApiError(400, "info=user_count is only available for presence channels")
+    return info
+
+
+def check_users_channel(channel: str) -> None:
+    channel_error = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_HTTP)
+    if channel_error:
+        raise ApiError(400, channel_error)
+    if names.channel_kind(channel) is not names.ChannelKind.PRESENCE:
+        raise ApiError(400, "Users can only be listed for presence channels")
+
+
+def error_body(status: int, message: str) -> bytes:
+    return msgspec.json.encode({"error": message, "code": status})

@@ -1,0 +1,130 @@
+"""Client frames in, server frames out.
+
+Server frames are built as complete WebSocket text frames (header included), so a
+frame meant for many subscribers is encoded exactly once and the same bytes are
+written to each of them. ``data`` of event frames is a JSON *string* (spec §3);
+``pusher:error`` and ``pusher:ping``/``pusher:pong`` carry objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from websockets.frames import Frame, Opcode
+
+from clarion.protocol.errors import BadMessage
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def ws_text(payload: bytes) -> bytes:
+    """Wrap a JSON payload in an unmasked WebSocket text frame (server to client)."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+def encode_json(value: Any) -> bytes:
+    return _encode(value)
+
+
+def json_string(value: Any) -> str:
+    """Compact JSON text of ``value``, for the string-in-string ``data`` of event frames."""
+    return _encode(value).decode()
+
+
+# --- server -> client -------------------------------------------------------------
+
+
+def connection_established(socket_id: str, activity_timeout: int) -> bytes:
+    data = json_string({"socket_id": socket_id, "activity_timeout": activity_timeout})
+    return ws_text(_encode({"event": "pusher:connection_established", "data": data}))
+
+
+def error(code: int | None, message: str) -> bytes:
+    return ws_text(_encode({"event": "pusher:error", "data": {"code": code, "message": message}}))
+
+
+PING = ws_text(b'{"event":"pusher:ping","data":{}}')
+PONG = ws_text(b'{"event":"pusher:pong","data":{}}')
+
+
+def event(name: str, channel: str, data: str) -> bytes:
+    """An event frame as every subscriber of ``channel`` receives it (spec §11)."""
+    return ws_text(_encode({"event": name, "channel": channel, "data": data}))
+
+
+def subscription_succeeded(channel: str, data: str = "{}") -> bytes:
+    return ws_text(
+        _encode({"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data})
+    )
+
+
+def subscription_error(channel: str, type_: str, message: str, status: int) -> bytes:
+    data = {"type": type_, "error": message, "status": status}
+    return ws_text(
+        _encode({"event": "pusher:subscription_error", "channel": channel, "data": data})
+    )
+
+
+def cache_miss(channel: str) -> bytes:
+    return ws_text(_encode({"event": "pusher:cache_miss", "channel": channel}))
+
+
+# --- client -> server -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ClientMessage:
+    """One decoded client frame. ``data`` is as received (object, string, ...)."""
+
+    event: str
+    channel: str | None
+    data: Any
+
+
+def parse_client_frame(payload: bytes | str) -> ClientMessage:
+    """Decode a client text frame; raise :class:`BadMessage` when it is unusable."""
+    try:
+        obj = _decode(payload)
+    except msgspec.DecodeError as exc:
+        raise BadMessage(f"Invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadMessage("A message must be a JSON object")
+    name = obj.get("event")
+    if not isinstance(name, str) or not name:
+        raise BadMessage("Missing parameter: event")
+    channel = obj.get("channel")
+    if channel is not None and not isinstance(channel, str):
+        raise BadMessage("Parameter channel must be a string")
+    return ClientMessage(name, channel, obj.get("data"))
+
+
+def protocol_data(message: ClientMessage) -> dict[str, Any]:
+    """The ``data`` object of a ``pusher:*`` event; a JSON string is decoded too (spec §3)."""
+    data = message.data
+    if isinstance(data, str):
+        try:
+            data = _decode(data)
+        except msgspec.DecodeError:
+            raise BadMessage(f"Invalid JSON in data of {message.event}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BadMessage(f"The data of {message.event} must be an object")
+    return data
+
+
+def parse_channel_data(channel_data: str) -> tuple[str, Any]:
+    """``(user_id, user_info)`` of presence ``channel_data``; the id is normalised to a string."""
+    try:
+        obj = _decode(channel_data)
+    except msgspec.DecodeError:
+        raise BadMessage("channel_data is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise BadMessage("channel_data must be a JSON object")
+    user_id = obj.get("user_id")
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+        raise BadMessage("channel_data must contain a user_id (string or integer)")
+    return str(user_id), obj.get("user_info")

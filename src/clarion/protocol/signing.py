@@ -1,0 +1,136 @@
+"""HMAC-SHA256 signatures: HTTP API requests, channel authorisation, user sign-in, webhooks.
+
+Every comparison of a signature is constant-time (``hmac.compare_digest``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote
+
+from clarion.protocol.errors import ApiError
+
+TIMESTAMP_WINDOW = 600
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+
+
+def sign(secret: str, message: str | bytes) -> str:
+    if isinstance(message, str):
+        message = message.encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+# --- HTTP API requests (auth.md §1) ----------------------------------------------
+
+
+def string_to_sign(method: str, path: str, params: dict[str, str]) -> str:
+    query = "&".join(
+        f"{key}={value}"
+        for key, value in sorted((k.lower(), v) for k, v in params.items() if k != "auth_signature")
+    )
+    return f"{method.upper()}\n{path}\n{query}"
+
+
+def parse_query(raw_query: str) -> dict[str, str]:
+    """Decode a query string into single values; a repeated key is refused (401)."""
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(raw_query, keep_blank_values=True):
+        if key in params:
+            raise ApiError(401, f"Repeated query parameter: {key}")
+        params[key] = value
+    return params
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    key: str
+    secret: str
+
+
+def verify_request(
+    method: str,
+    raw_path: str,
+    params: dict[str, str],
+    body: bytes,
+    credentials: Credentials,
+    now: float,
+) -> None:
+    """Check a signed HTTP API request; raise ApiError(401) with a useful message if wrong.
+
+    ``params`` is the decoded query (from :func:`parse_query`); ``raw_path`` is the path as
+    received. The caller has already found the app, so ``credentials`` are its key and secret.
+    """
+    for name in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
+        if name not in params:
+            raise ApiError(401, f"Missing authentication parameter: {name}")
+    if not _equal(params["auth_key"], credentials.key):
+        raise ApiError(401, "Unknown auth_key for this app")
+    if params["auth_version"] != "1.0":
+        raise ApiError(401, f"Unsupported auth_version {params['auth_version']!r}: expected 1.0")
+    try:
+        timestamp = int(params["auth_timestamp"])
+    except ValueError:
+        raise ApiError(401, "auth_timestamp must be an integer (Unix seconds)") from None
+    if abs(now - timestamp) > TIMESTAMP_WINDOW:
+        raise ApiError(
+            401,
+            f"Timestamp expired: auth_timestamp {timestamp} is more than {TIMESTAMP_WINDOW} s "
+            f"from the server time {int(now)}; check the clock",
+        )
+    given_md5 = params.get("body_md5")
+    if body:
+        if given_md5 is None:
+            raise ApiError(401, "Missing body_md5 for a request with a body")
+        if not _equal(given_md5, hashlib.md5(body).hexdigest()):
+            raise ApiError(401, "body_md5 does not match the MD5 of the request body")
+    elif given_md5 is not None and given_md5 != EMPTY_MD5:
+        raise ApiError(401, "body_md5 given for an empty body is not the MD5 of an empty string")
+
+    signature = params["auth_signature"]
+    candidate = string_to_sign(method, raw_path, params)
+    if _equal(sign(credentials.secret, candidate), signature):
+        return
+    decoded_path = unquote(raw_path)
+    if decoded_path != raw_path and _equal(
+        sign(credentials.secret, string_to_sign(method, decoded_path, params)), signature
+    ):
+        return
+    raise ApiError(
+        401, f"Invalid signature: expected HMAC-SHA256 hex digest of {candidate!r}"
+    )
+
+
+# --- channel authorisation and user sign-in (auth.md §2, §3, §5) ----------------
+
+
+def channel_auth_string(socket_id: str, channel: str, channel_data: str | None = None) -> str:
+    if channel_data is None:
+        return f"{socket_id}:{channel}"
+    return f"{socket_id}:{channel}:{channel_data}"
+
+
+def user_auth_string(socket_id: str, user_data: str) -> str:
+    return f"{socket_id}::user::{user_data}"
+
+
+def check_auth_token(token: object, credentials: Credentials, signed: str) -> str | None:
+    """Check ``key:signature`` over ``signed``; None when valid, else why it is not."""
+    if not isinstance(token, str) or not token:
+        return "Missing auth signature"
+    key, sep, signature = token.partition(":")
+    if not sep or not _equal(key, credentials.key):
+        return f"Invalid key in auth token: expected {credentials.key}:<signature>"
+    if not _equal(signature, sign(credentials.secret, signed)):
+        return f"Invalid signature: Expected HMAC SHA256 hex digest of {signed}"
+    return None
+
+
+def webhook_signature(secret: str, body: bytes) -> str:
+    return sign(secret, body)
+

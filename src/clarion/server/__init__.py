@@ -1,0 +1,1 @@
+"""The I/O edge: the only package that touches sockets, httptools and websockets' parser."""

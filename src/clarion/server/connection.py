@@ -1,0 +1,526 @@
+"""One asyncio Protocol per TCP connection on the single port.
+
+Until an upgrade, httptools parses HTTP and requests go to the HTTP API. On
+``GET {prefix}/app/{key}`` with a WebSocket upgrade the same object answers 101 and from
+then on feeds bytes to websockets' sans-I/O frame parser, dispatching Pusher messages
+to the hub. No task, coroutine or buffer is kept per idle connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httptools
+from websockets.frames import Opcode
+from websockets.protocol import Protocol as WsProtocol
+from websockets.protocol import Side
+from websockets.protocol import State as WsState
+from websockets.utils import accept_key
+
+from clarion.apps import App, AppRegistry
+from clarion.config import ServerSettings
+from clarion.hub.channels import Hub, Member, PresenceFull
+from clarion.protocol import messages, names, signing
+from clarion.protocol.api import error_body
+from clarion.protocol.errors import BadMessage, CloseCode, ConnectRefused
+from clarion.protocol.messages import ClientMessage
+from clarion.server.http_api import HttpApi, Response
+
+log = logging.getLogger("clarion.connection")
+
+_STATUS = {
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 413: "Payload Too Large", 426: "Upgrade Required",
+    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+}
+_UPGRADE_HEADERS = frozenset({b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"})
+# Seconds a closing socket may take to answer our close frame before it is dropped.
+CLOSE_GRACE = 2.0
+
+
+@dataclass
+class Context:
+    """Everything a connection needs from the server, shared by all connections."""
+
+    settings: ServerSettings
+    registry: AppRegistry
+    hub: Hub
+    api: HttpApi
+    new_socket_id: Callable[[], str]
+    connections: set[Connection] = field(default_factory=set)
+    connections_per_app: dict[str, int] = field(default_factory=dict)
+    accepting: bool = True
+
+
+def _run_eagerly(coro: Coroutine[Any, Any, Response], done: Callable[[Response], None]) -> None:
+    """Run ``coro`` now; only if it really suspends does it continue as a task.
+
+    Most API calls finish without suspending (the in-memory state answers at once), so
+    this spares a task per request; a clustered state store suspends and gets one.
+    """
+    try:
+        pending = coro.send(None)
+    except StopIteration as stop:
+        done(stop.value)
+        return
+
+    # The coroutine yielded an asyncio future: await it for the coroutine and resume.
+    task = asyncio.ensure_future(_resume(coro, pending))
+    task.add_done_callback(lambda t: done(t.result()))
+
+
+async def _resume(coro: Coroutine[Any, Any, Response], pending: Any) -> Response:
+    """Drive a coroutine that has already suspended once on ``pending``."""
+    while True:
+        try:
+            if pending is None:
+                await asyncio.sleep(0)
+            else:
+                pending._asyncio_future_blocking = False
+                await asyncio.wait([pending])
+            pending = coro.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "_body", "_busy", "_closing", "_headers", "_parser", "_queue", "_upgrade", "_url",
+        "app", "channels", "ctx", "last_seen", "ping_sent_at", "socket_id", "transport", "ws",
+        "_fragments",
+    )
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self._parser: Any = None
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._upgrade = False
+        self._busy = False
+        self._queue: deque[tuple[str, str, str, bytes, bool]] | None = None
+        self._closing = False
+        self._fragments: list[bytes] | None = None
+        self.ws: WsProtocol | None = None
+        self.app: App | None = None
+        self.socket_id = ""
+        self.channels: set[str] = set()
+        self.last_seen = 0.0
+        self.ping_sent_at = 0.0
+
+    # --- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self._ws_data(data)
+            return
+        if self._parser is None:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._accept_websocket(data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            self._http_reply(400, error_body(400, f"Malformed HTTP request: {exc}"), False)
+            self._parser = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self.app is not None:
+            self._leave_all()
+            ctx = self.ctx
+            ctx.connections.discard(self)
+            ctx.connections_per_app[self.app.id] -= 1
+            self.app = None
+        self.ws = None
+        self._parser = None
+
+    # --- HTTP (httptools callbacks) -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._upgrade = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name in _UPGRADE_HEADERS:
+            self._headers[name] = value
+
+    def on_headers_complete(self) -> None:
+        self._upgrade = bool(self._parser.should_upgrade())
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        if sum(map(len, self._body)) > self.ctx.settings.max_body_bytes:
+            limit = self.ctx.settings.max_body_bytes
+            self._http_reply(
+                413, error_body(413, f"Request body larger than {limit} bytes"), False
+            )
+            self._parser = None
+            raise httptools.HttpParserCallbackError("body too large")
+
+    def on_message_complete(self) -> None:
+        if self._upgrade:
+            return  # handled when feed_data raises HttpParserUpgrade
+        method = self._parser.get_method().decode()
+        url = httptools.parse_url(self._url)
+        path = url.path.decode("utf-8", "replace")
+        query = url.query.decode("utf-8", "replace") if url.query else ""
+        request = (method, path, query, b"".join(self._body), bool(self._parser.should_keep_alive()))
+        if self._busy:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(request)
+            return
+        self._serve(request)
+
+    def _serve(self, request: tuple[str, str, str, bytes, bool]) -> None:
+        method, path, query, body, keep_alive = request
+        prefix = self.ctx.settings.path_prefix
+        if method == "GET" and path.startswith(prefix + "/app/"):
+            self._http_reply(
+                426, error_body(426, "This is a WebSocket endpoint: upgrade required"), keep_alive
+            )
+            return
+        self._busy = True
+
+        def done(response: Response) -> None:
+            self._busy = False
+            self._http_reply(response[0], response[1], keep_alive)
+            if self._queue and not self._closing:
+                self._serve(self._queue.popleft())
+
+        _run_eagerly(self.ctx.api.handle(method, path, query, body), done)
+
+    def _http_reply(self, status: int, body: bytes, keep_alive: bool) -> None:
+        if self._closing:
+            return
+        head = (
+            f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        )
+        if not keep_alive:
+            head += "Connection: close\r\n"
+        self.transport.write(head.encode() + b"\r\n" + body)
+        if not keep_alive:
+            self._closing = True
+            self.transport.close()
+
+    # --- WebSocket handshake ----------------------------------------------------------
+
+    def _accept_websocket(self, rest: bytes) -> None:
+        headers = self._headers
+        parser = self._parser
+        self._parser = None
+        url = httptools.parse_url(self._url)
+        path = url.path.decode("utf-8", "replace")
+        key = headers.get(b"sec-websocket-key")
+        if (
+            parser.get_method() != b"GET"
+            or headers.get(b"upgrade", b"").lower() != b"websocket"
+            or key is None
+            or headers.get(b"sec-websocket-version") != b"13"
+        ):
+            self._http_reply(
+                400, error_body(400, "Expected a WebSocket upgrade (version 13)"), False
+            )
+            return
+        self.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
+        )
+        # Frames are parsed by websockets' sans-I/O core; no extensions, so never compressed.
+        self.ws = WsProtocol(Side.SERVER, state=WsState.OPEN, max_size=self.ctx.settings.max_frame_bytes)
+        self._headers = {}
+        self._body = []
+        query = url.query.decode("utf-8", "replace") if url.query else ""
+        try:
+            app = self._admit(path, query)
+        except ConnectRefused as refused:
+            self._refuse(refused)
+            return
+        ctx = self.ctx
+        self.app = app
+        self.socket_id = ctx.new_socket_id()
+        self.last_seen = time.monotonic()
+        ctx.connections.add(self)
+        ctx.connections_per_app[app.id] = ctx.connections_per_app.get(app.id, 0) + 1
+        self.transport.write(
+            messages.connection_established(self.socket_id, app.config.activity_timeout)
+        )
+        if rest:
+            self._ws_data(rest)
+
+    def _admit(self, path: str, query: str) -> App:
+        """Check the connection URL in the spec's order (§2); return the app."""
+        ctx = self.ctx
+        prefix = ctx.settings.path_prefix + "/app/"
+        app_key = path[len(prefix) :] if path.startswith(prefix) else ""
+        if not app_key or "/" in app_key:
+            raise ConnectRefused(CloseCode.PATH_NOT_FOUND, f"Path not found: {path}")
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        protocol = params.get("protocol")
+        if protocol is not None:
+            if not protocol.isdigit():
+                raise ConnectRefused(
+                    CloseCode.INVALID_VERSION, f"Invalid version string format: {protocol!r}"
+                )
+            if not 5 <= int(protocol) <= 7:
+                raise ConnectRefused(
+                    CloseCode.UNSUPPORTED_PROTOCOL,
+                    f"Unsupported protocol version {protocol}: this server speaks 7",
+                )
+        app = ctx.registry.by_key(app_key)
+        if app is None:
+            raise ConnectRefused(CloseCode.APP_NOT_FOUND, f"App key {app_key} does not exist.")
+        if not app.enabled:
+            raise ConnectRefused(CloseCode.APP_DISABLED, "Application disabled")
+        limit = app.config.max_connections
+        if limit is not None and ctx.connections_per_app.get(app.id, 0) >= limit:
+            raise ConnectRefused(
+                CloseCode.OVER_CONNECTION_QUOTA, "Application is over connection quota"
+            )
+        if not ctx.accepting:
+            raise ConnectRefused(CloseCode.RECONNECT, "Server is shutting down; reconnect")
+        return app
+
+    def _refuse(self, refused: ConnectRefused) -> None:
+        self.transport.write(messages.error(int(refused.code), refused.message))
+        self.close(int(refused.code), refused.message)
+
+    # --- WebSocket frames -----------------------------------------------------------
+
+    def _ws_data(self, data: bytes) -> None:
+        ws = self.ws
+        assert ws is not None
+        self.last_seen = time.monotonic()
+        self.ping_sent_at = 0.0
+        ws.receive_data(data)
+        for frame in ws.events_received():
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT:
+                if frame.fin:
+                    self._on_text(frame.data)
+                else:
+                    self._fragments = [frame.data]
+            elif opcode is Opcode.CONT and self._fragments is not None:
+                self._fragments.append(frame.data)
+                if frame.fin:
+                    payload = b"".join(self._fragments)
+                    self._fragments = None
+                    self._on_text(payload)
+            elif opcode is Opcode.BINARY and not frame.fin:
+                self._fragments = None
+            # Binary frames are not part of the protocol and are ignored (spec §1);
+            # pings are answered and close frames echoed by the parser itself.
+            if self._closing or self.ws is None:
+                break
+        self._flush_ws()
+
+    def _flush_ws(self) -> None:
+        ws = self.ws
+        if ws is None:
+            return
+        for chunk in ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            else:
+                # The parser is done (close handshake finished or protocol error).
+                self._closing = True
+                self.transport.close()
+                return
+        if ws.state is WsState.CLOSED:
+            self.transport.close()
+
+    def _on_text(self, payload: bytes) -> None:
+        if self._closing or self.app is None:
+            return
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            self.close(1007, "Invalid UTF-8 in text frame")
+            return
+        try:
+            message = messages.parse_client_frame(text)
+            self._dispatch(message)
+        except BadMessage as exc:
+            self.transport.write(messages.error(None, str(exc)))
+
+    def _dispatch(self, message: ClientMessage) -> None:
+        name = message.event
+        if name == "pusher:ping":
+            self.transport.write(messages.PONG)
+        elif name == "pusher:pong":
+            pass
+        elif name == "pusher:subscribe":
+            self._subscribe(messages.protocol_data(message))
+        elif name == "pusher:unsubscribe":
+            channel = messages.protocol_data(message).get("channel")
+            if isinstance(channel, str) and channel in self.channels:
+                self.channels.discard(channel)
+                assert self.app is not None
+                self.ctx.hub.unsubscribe(self.app.id, self, channel)
+        elif name.startswith("pusher:"):
+            pass  # unknown protocol events are ignored (spec §1)
+        elif name.startswith("client-"):
+            raise BadMessage(
+                "To send client events, you must enable this feature in the Settings page "
+                "of your dashboard."
+            )
+        else:
+            raise BadMessage(f"Unsupported event {name!r} from a client")
+
+    def _subscribe(self, data: dict[str, Any]) -> None:
+        app = self.app
+        assert app is not None
+        channel = data.get("channel")
+        if not isinstance(channel, str):
+            raise BadMessage("Missing parameter: data.channel")
+        problem = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_SUBSCRIBE)
+        if problem:
+            self._subscription_error(channel, "InvalidChannel", problem, 400)
+            return
+        kind = names.channel_kind(channel)
+        member: Member | None = None
+        if kind is names.ChannelKind.PRIVATE or kind is names.ChannelKind.ENCRYPTED:
+            problem = signing.check_auth_token(
+                data.get("auth"), app.credentials,
+                signing.channel_auth_string(self.socket_id, channel),
+            )
+            if problem:
+                self._subscription_error(channel, "AuthError", problem, 401)
+                return
+        elif kind is names.ChannelKind.PRESENCE:
+            member = self._presence_member(channel, data)
+            if member is None:
+                return
+        elif kind is names.ChannelKind.SERVER_TO_USER:
+            self._subscription_error(
+                channel, "AuthError", "Sign in as this user before subscribing", 401
+            )
+            return
+        try:
+            joined = self.ctx.hub.subscribe(app.id, self, channel, member)
+        except PresenceFull:
+            self._subscription_error(
+                channel, "LimitReached",
+                f"Presence channel is full ({names.MAX_PRESENCE_MEMBERS} members)", 4100,
+            )
+            return
+        if joined.new:
+            self.channels.add(channel)
+        for frame in joined.frames:
+            self.transport.write(frame)
+
+    def _presence_member(self, channel: str, data: dict[str, Any]) -> Member | None:
+        app = self.app
+        assert app is not None
+        channel_data = data.get("channel_data")
+        if not isinstance(channel_data, str):
+            self._subscription_error(
+                channel, "AuthError", "Missing channel_data for a presence channel", 401
+            )
+            return None
+        problem = signing.check_auth_token(
+            data.get("auth"), app.credentials,
+            signing.channel_auth_string(self.socket_id, channel, channel_data),
+        )
+        if problem:
+            self._subscription_error(channel, "AuthError", problem, 401)
+            return None
+        try:
+            parsed = messages.parse_channel_data(channel_data)
+        except BadMessage as exc:
+            self._subscription_error(channel, "AuthError", str(exc), 400)
+            return None
+        user_id, user_info = parsed
+        if len(user_id) > names.MAX_PRESENCE_USER_ID:
+            self._subscription_error(
+                channel, "LimitReached",
+                f"user_id is longer than {names.MAX_PRESENCE_USER_ID} characters", 413,
+            )
+            return None
+        if len(messages.encode_json(user_info)) > names.MAX_PRESENCE_USER_INFO_BYTES:
+            self._subscription_error(
+                channel, "LimitReached",
+                f"user_info is larger than {names.MAX_PRESENCE_USER_INFO_BYTES} bytes", 413,
+            )
+            return None
+        return Member(user_id, user_info)
+
+    def _subscription_error(self, channel: str, type_: str, message: str, status: int) -> None:
+        self.transport.write(messages.subscription_error(channel, type_, message, status))
+
+    def _leave_all(self) -> None:
+        app = self.app
+        if app is None:
+            return
+        hub = self.ctx.hub
+        for channel in self.channels:
+            hub.unsubscribe(app.id, self, channel)
+        self.channels = set()
+
+    # --- closing ----------------------------------------------------------------------
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the close handshake with ``code``; drop the socket if it does not answer."""
+        if self._closing:
+            return
+        self._closing = True
+        self._leave_all()
+        ws = self.ws
+        if ws is not None and ws.state is WsState.OPEN:
+            ws.send_close(code, reason[:120])
+            for chunk in ws.data_to_send():
+                if chunk:
+                    self.transport.write(chunk)
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    def close_with_error(self, code: CloseCode, message: str) -> None:
+        """Send ``pusher:error`` with ``code``, then close with the same code (spec §18)."""
+        if self._closing:
+            return
+        self.transport.write(messages.error(int(code), message))
+        self.close(int(code), message)
+
+    def overflowed(self) -> None:
+        """The subscriber stopped reading: stop writing to it and close with 4100."""
+        if self._closing:
+            return
+        log.info("closing slow subscriber %s (write buffer over the bound)", self.socket_id)
+        self.close(int(CloseCode.OVER_CAPACITY), "Over capacity: the client is not reading")
+        # Whatever is queued may never drain; flush what can be sent, then give up.
+        self.transport.close()
+
+    def check_activity(self, now: float, pong_timeout: float) -> None:
+        """Called about once a second: ping a quiet client, close one that never answers."""
+        if self._closing or self.app is None:
+            return
+        if self.ping_sent_at:
+            if now - self.ping_sent_at > pong_timeout:
+                self.close_with_error(CloseCode.PONG_TIMEOUT, "Pong reply not received")
+        elif now - self.last_seen >= self.app.config.activity_timeout:
+            self.transport.write(messages.PING)
+            self.ping_sent_at = now

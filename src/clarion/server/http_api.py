@@ -1,0 +1,195 @@
+"""The Pusher HTTP API endpoints, one method per endpoint, plus health and readiness.
+
+Called by :mod:`clarion.server.connection` with the raw method, path, query and body;
+returns a status and a JSON body. Signing, validation and limits are the protocol
+core's; state questions go to the StateStore, publishes to the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+import msgspec
+
+from clarion.apps import App, AppRegistry
+from clarion.broker.base import StateStore
+from clarion.hub.channels import Hub
+from clarion.protocol import api, names
+from clarion.protocol.api import PublishRequest
+from clarion.protocol.errors import ApiError
+from clarion.protocol.signing import parse_query, verify_request
+
+log = logging.getLogger("clarion.http_api")
+Response = tuple[int, bytes]
+_encode = msgspec.json.encode
+EMPTY_OBJECT = b"{}"
+
+
+class HttpApi:
+    def __init__(
+        self,
+        registry: AppRegistry,
+        hub: Hub,
+        state: StateStore,
+        terminate_user: Callable[[str, str], int],
+        is_ready: Callable[[], bool],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.hub = hub
+        self.state = state
+        self.terminate_user = terminate_user
+        self.is_ready = is_ready
+        self.clock = clock
+
+    async def handle(self, method: str, raw_path: str, raw_query: str, body: bytes) -> Response:
+        try:
+            return await self._route(method, raw_path, raw_query, body)
+        except ApiError as exc:
+            return exc.status, api.error_body(exc.status, exc.message)
+        except Exception:
+            log.exception("HTTP API request failed: %s %s", method, raw_path)
+            return 500, api.error_body(500, "Internal server error")
+
+    async def _route(self, method: str, raw_path: str, raw_query: str, body: bytes) -> Response:
+        parts = raw_path.split("/")
+        if parts[0] != "" or len(parts) < 2:
+            raise ApiError(404, f"Not found: {raw_path}")
+        if len(parts) == 2 and parts[1] in ("", "up"):
+            return 200, b'{"ok":true}'
+        if len(parts) == 2 and parts[1] == "ready":
+            if self.is_ready():
+                return 200, b'{"ready":true}'
+            return 503, b'{"ready":false}'
+        if parts[1] == "apps" and len(parts) >= 4:
+            app = self.registry.by_id(unquote(parts[2]))
+            if app is None:
+                raise ApiError(404, f"Unknown app id {unquote(parts[2])!r}")
+            rest = parts[3:]
+        elif parts[1] == "users" and len(parts) == 4 and parts[3] == "terminate_connections":
+            # pusher-http-python 3.3.x posts here without /apps/{id}: find the app by auth_key.
+            params = parse_query(raw_query)
+            found = self.registry.by_key(params.get("auth_key", ""))
+            if found is None:
+                raise ApiError(401, "Unknown auth_key")
+            app = found
+            rest = parts[1:]
+        else:
+            raise ApiError(404, f"Not found: {raw_path}")
+
+        endpoint, wanted = self._endpoint(rest)
+        if method != wanted:
+            raise ApiError(405, f"Method {method} not allowed here; use {wanted}")
+        params = parse_query(raw_query)
+        verify_request(method, raw_path, params, body, app.credentials, self.clock())
+        if not app.enabled:
+            raise ApiError(403, f"App {app.id} is disabled")
+        return await endpoint(app, [unquote(p) for p in rest], params, body)
+
+    def _endpoint(self, rest: list[str]) -> tuple[Any, str]:
+        match rest:
+            case ["events"]:
+                return self.events, "POST"
+            case ["batch_events"]:
+                return self.batch_events, "POST"
+            case ["channels"]:
+                return self.channels, "GET"
+            case ["channels", _]:
+                return self.channel, "GET"
+            case ["channels", _, "users"]:
+                return self.users, "GET"
+            case ["users", _, "terminate_connections"]:
+                return self.terminate_connections, "POST"
+        raise ApiError(404, "Not found: /" + "/".join(rest))
+
+    # --- endpoints ------------------------------------------------------------------
+
+    async def events(self, app: App, rest: list[str], params: dict[str, str], body: bytes) -> Response:
+        request = api.parse_publish(body)
+        self.hub.publish(app.id, request)
+        if not request.info:
+            return 200, EMPTY_OBJECT
+        channels = {ch: await self._info(app, ch, request.info) for ch in request.channels}
+        return 200, _encode({"channels": channels})
+
+    async def batch_events(
+        self, app: App, rest: list[str], params: dict[str, str], body: bytes
+    ) -> Response:
+        requests = api.parse_batch(body)
+        for request in requests:
+            self.hub.publish(app.id, request)
+        if not any(request.info for request in requests):
+            return 200, EMPTY_OBJECT
+        batch = [await self._batch_info(app, request) for request in requests]
+        return 200, _encode({"batch": batch})
+
+    async def channels(
+        self, app: App, rest: list[str], params: dict[str, str], body: bytes
+    ) -> Response:
+        prefix, info = api.parse_channels_query(params)
+        occupied = await self.state.occupied_channels(app.id, prefix)
+        result: dict[str, dict[str, int]] = {}
+        for name, counts in occupied.items():
+            entry: dict[str, int] = {}
+            if "user_count" in info and names.channel_kind(name) is names.ChannelKind.PRESENCE:
+                entry["user_count"] = counts.user_count
+            if "subscription_count" in info:
+                entry["subscription_count"] = counts.subscription_count
+            result[name] = entry
+        return 200, _encode({"channels": result})
+
+    async def channel(
+        self, app: App, rest: list[str], params: dict[str, str], body: bytes
+    ) -> Response:
+        name = rest[1]
+        info = api.parse_channel_query(name, params)
+        counts = await self.state.channel_counts(app.id, name)
+        result: dict[str, Any] = {"occupied": counts.subscription_count > 0}
+        if "user_count" in info:
+            result["user_count"] = counts.user_count
+        if "subscription_count" in info:
+            result["subscription_count"] = counts.subscription_count
+        if "cache" in info and names.is_cache_channel(name):
+            cached = self.hub.cached_event(app.id, name)
+            if cached is not None:
+                result["cache"] = {
+                    "event": cached.event,
+                    "data": cached.data,
+                    "ttl": cached.ttl(time.monotonic()),
+                }
+        return 200, _encode(result)
+
+    async def users(self, app: App, rest: list[str], params: dict[str, str], body: bytes) -> Response:
+        name = rest[1]
+        api.check_users_channel(name)
+        user_ids = await self.state.presence_user_ids(app.id, name)
+        return 200, _encode({"users": [{"id": user_id} for user_id in user_ids]})
+
+    async def terminate_connections(
+        self, app: App, rest: list[str], params: dict[str, str], body: bytes
+    ) -> Response:
+        user_id = rest[1]
+        if not user_id:
+            raise ApiError(400, "Missing user id")
+        self.terminate_user(app.id, user_id)
+        return 200, EMPTY_OBJECT
+
+    # --- info replies -----------------------------------------------------------------
+
+    async def _info(self, app: App, channel: str, info: frozenset[str]) -> dict[str, int]:
+        counts = await self.state.channel_counts(app.id, channel)
+        entry: dict[str, int] = {}
+        if "user_count" in info and names.channel_kind(channel) is names.ChannelKind.PRESENCE:
+            entry["user_count"] = counts.user_count
+        if "subscription_count" in info:
+            entry["subscription_count"] = counts.subscription_count
+        return entry
+
+    async def _batch_info(self, app: App, request: PublishRequest) -> dict[str, int]:
+        if not request.info:
+            return {}
+        return await self._info(app, request.channels[0], request.info)

@@ -1,0 +1,119 @@
+"""Start-up and shutdown: build the node (apps, broker, hub, HTTP API), open the listening
+socket, run the activity sweep, and close every connection on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import signal
+import time
+from contextlib import suppress
+
+from clarion.apps import AppRegistry
+from clarion.broker.memory import MemoryBroker, MemoryState
+from clarion.config import Settings
+from clarion.hub.channels import Hub
+from clarion.protocol.errors import CloseCode
+from clarion.server.connection import Connection, Context
+from clarion.server.http_api import HttpApi
+
+log = logging.getLogger("clarion.server")
+
+# How often idle connections are checked for the server's ping and the pong timeout.
+SWEEP_INTERVAL = 0.5
+
+
+def socket_id_factory() -> itertools.count[int]:
+    return itertools.count(1)
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        registry = AppRegistry(settings.apps)
+        broker = MemoryBroker()
+        hub = Hub(broker, settings.server.write_buffer_limit)
+        state = MemoryState(hub)
+        # Unique among this process's sockets; the random prefix keeps nodes apart.
+        node = random.randrange(1, 10**9)
+        counter = itertools.count(random.randrange(1, 10**6))
+        self.ctx: Context = Context(
+            settings=settings.server,
+            registry=registry,
+            hub=hub,
+            api=None,  # type: ignore[arg-type]
+            new_socket_id=lambda: f"{node}.{next(counter)}",
+        )
+        self.ctx.api = HttpApi(
+            registry, hub, state, terminate_user=self._terminate_user, is_ready=self._ready
+        )
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _ready(self) -> bool:
+        return self.ctx.accepting
+
+    def _terminate_user(self, app_id: str, user_id: str) -> int:
+        # Sign-in arrives with the authenticated-channels work; nobody is signed in yet.
+        return 0
+
+    async def start(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        server = self.settings.server
+        self._server = await loop.create_server(
+            lambda: Connection(self.ctx), server.host, server.port, backlog=4096, reuse_address=True
+        )
+        self._sweeper = asyncio.create_task(self._sweep())
+        sock = self._server.sockets[0].getsockname()
+        return str(sock[0]), int(sock[1])
+
+    async def _sweep(self) -> None:
+        pong_timeout = self.settings.server.pong_timeout
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for conn in list(self.ctx.connections):
+                conn.check_activity(now, pong_timeout)
+
+    async def stop(self) -> None:
+        self.ctx.accepting = False
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._sweeper
+        for conn in list(self.ctx.connections):
+            conn.close_with_error(CloseCode.RECONNECT, "Server is shutting down; reconnect")
+        if self.ctx.connections:
+            deadline = time.monotonic() + 2.0
+            while self.ctx.connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+
+async def serve(settings: Settings, announce: bool = True) -> None:
+    server = Server(settings)
+    host, port = await server.start()
+    if announce:
+        print(f"Clarion listening on http://{host}:{port} (WebSocket ws://{host}:{port}/app/{{key}})",
+              flush=True)
+        for app in server.ctx.registry:
+            print(f"  app id={app.id} key={app.key}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+
+
+def run(settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
