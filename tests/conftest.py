@@ -1,0 +1,141 @@
+"""Start real Clarion servers for the tests: a subprocess on a port the OS picks."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_CONFIG = """
+[server]
+host = "127.0.0.1"
+
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+client_events = true
+
+[[apps]]
+id = "2"
+key = "other-key"
+secret = "other-secret"
+
+[[apps]]
+id = "3"
+key = "disabled-key"
+secret = "disabled-secret"
+enabled = false
+
+[[apps]]
+id = "4"
+key = "quota-key"
+secret = "quota-secret"
+max_connections = 2
+"""
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    host: str
+    port: int
+    output: list[str]
+
+    @property
+    def http(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ws(self, key: str = "app-key", query: str = "protocol=7&client=js&version=8.6.0") -> str:
+        return f"ws://{self.host}:{self.port}/app/{key}?{query}"
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+_LISTENING = re.compile(r"Clarion listening on http://([\d.]+):(\d+)")
+
+
+def start_server(
+    config_dir: Path, config: str = DEFAULT_CONFIG, env: dict[str, str] | None = None
+) -> RunningServer:
+    path = config_dir / "clarion.toml"
+    path.write_text(textwrap.dedent(config))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clarion", "serve", "--config", str(path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        match = _LISTENING.search(line)
+        if match:
+            server = RunningServer(process, match.group(1), int(match.group(2)), output)
+            _drain(process, output)
+            with urllib.request.urlopen(server.http + "/up", timeout=5) as reply:
+                assert reply.status == 200
+            return server
+    process.kill()
+    raise RuntimeError("Clarion did not start:\n" + "".join(output))
+
+
+def _drain(process: subprocess.Popen[str], output: list[str]) -> None:
+    """Keep reading the server's output so its pipe never fills up."""
+    import threading
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tmp_path_factory.mktemp("clarion"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    started: list[RunningServer] = []
+
+    def make(config: str = DEFAULT_CONFIG, env: dict[str, str] | None = None) -> RunningServer:
+        sub = tmp_path / f"s{len(started)}"
+        sub.mkdir()
+        running = start_server(sub, config, env)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
