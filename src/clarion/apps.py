@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from clarion.config import AppConfig
 from clarion.protocol.signing import Credentials
@@ -39,5 +39,5 @@ class AppRegistry:
     def by_key(self, key: str) -> App | None:
         return self._by_key.get(key)
 
-    def __iter__(self) -> Iterable[App]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[App]:
         return iter(self._by_id.values())

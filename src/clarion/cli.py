@@ -1,4 +1,7 @@
-"""The command line: ``clarion serve`` and ``clarion --version``. The only place that parses argv."""
+"""The command line: ``clarion serve``, ``clarion config``, ``clarion --version``.
+
+The only place that parses argv.
+"""
 
 from __future__ import annotations
 

@@ -22,7 +22,9 @@ class Subscriber(Protocol):
     """What the hub needs of a connection: its socket id, its transport, and a way out."""
 
     socket_id: str
-    transport: Transport
+
+    @property
+    def transport(self) -> Transport: ...
 
     def overflowed(self) -> None:
         """The write buffer is over the bound: close with a reconnect-class code."""

@@ -37,7 +37,10 @@ class ConnectRefused(Exception):
 
 
 class ApiError(Exception):
-    """An HTTP API request fails with ``status``; the body is ``{"error": message, "code": status}``."""
+    """An HTTP API request fails with ``status``.
+
+    The reply body is ``{"error": message, "code": status}``.
+    """
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)

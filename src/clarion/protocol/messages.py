@@ -56,9 +56,8 @@ def event(name: str, channel: str, data: str) -> bytes:
 
 
 def subscription_succeeded(channel: str, data: str = "{}") -> bytes:
-    return ws_text(
-        _encode({"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data})
-    )
+    payload = {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data}
+    return ws_text(_encode(payload))
 
 
 def subscription_error(channel: str, type_: str, message: str, status: int) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httptools
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import Side
 from websockets.protocol import State as WsState
@@ -40,7 +40,9 @@ _STATUS = {
     405: "Method Not Allowed", 413: "Payload Too Large", 426: "Upgrade Required",
     429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
 }
-_UPGRADE_HEADERS = frozenset({b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"})
+_UPGRADE_HEADERS = frozenset(
+    {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"}
+)
 # Seconds a closing socket may take to answer our close frame before it is dropped.
 CLOSE_GRACE = 2.0
 
@@ -92,9 +94,23 @@ async def _resume(coro: Coroutine[Any, Any, Response], pending: Any) -> Response
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_body", "_busy", "_closing", "_headers", "_parser", "_queue", "_upgrade", "_url",
-        "app", "channels", "ctx", "last_seen", "ping_sent_at", "socket_id", "transport", "ws",
+        "_body",
+        "_busy",
+        "_closing",
         "_fragments",
+        "_headers",
+        "_parser",
+        "_queue",
+        "_upgrade",
+        "_url",
+        "app",
+        "channels",
+        "ctx",
+        "last_seen",
+        "ping_sent_at",
+        "socket_id",
+        "transport",
+        "ws",
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -183,7 +199,8 @@ class Connection(asyncio.Protocol):
         url = httptools.parse_url(self._url)
         path = url.path.decode("utf-8", "replace")
         query = url.query.decode("utf-8", "replace") if url.query else ""
-        request = (method, path, query, b"".join(self._body), bool(self._parser.should_keep_alive()))
+        keep_alive = bool(self._parser.should_keep_alive())
+        request = (method, path, query, b"".join(self._body), keep_alive)
         if self._busy:
             if self._queue is None:
                 self._queue = deque()
@@ -248,7 +265,9 @@ class Connection(asyncio.Protocol):
             b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
         )
         # Frames are parsed by websockets' sans-I/O core; no extensions, so never compressed.
-        self.ws = WsProtocol(Side.SERVER, state=WsState.OPEN, max_size=self.ctx.settings.max_frame_bytes)
+        self.ws = WsProtocol(
+            Side.SERVER, state=WsState.OPEN, max_size=self.ctx.settings.max_frame_bytes
+        )
         self._headers = {}
         self._body = []
         query = url.query.decode("utf-8", "replace") if url.query else ""
@@ -315,14 +334,16 @@ class Connection(asyncio.Protocol):
         self.ping_sent_at = 0.0
         ws.receive_data(data)
         for frame in ws.events_received():
+            if not isinstance(frame, Frame):
+                continue
             opcode = frame.opcode
             if opcode is Opcode.TEXT:
                 if frame.fin:
-                    self._on_text(frame.data)
+                    self._on_text(bytes(frame.data))
                 else:
-                    self._fragments = [frame.data]
+                    self._fragments = [bytes(frame.data)]
             elif opcode is Opcode.CONT and self._fragments is not None:
-                self._fragments.append(frame.data)
+                self._fragments.append(bytes(frame.data))
                 if frame.fin:
                     payload = b"".join(self._fragments)
                     self._fragments = None

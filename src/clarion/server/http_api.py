@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,6 +25,7 @@ from clarion.protocol.signing import parse_query, verify_request
 
 log = logging.getLogger("clarion.http_api")
 Response = tuple[int, bytes]
+Endpoint = Callable[["App", list[str], dict[str, str], bytes], Awaitable[Response]]
 _encode = msgspec.json.encode
 EMPTY_OBJECT = b"{}"
 
@@ -90,7 +91,7 @@ class HttpApi:
             raise ApiError(403, f"App {app.id} is disabled")
         return await endpoint(app, [unquote(p) for p in rest], params, body)
 
-    def _endpoint(self, rest: list[str]) -> tuple[Any, str]:
+    def _endpoint(self, rest: list[str]) -> tuple[Endpoint, str]:
         match rest:
             case ["events"]:
                 return self.events, "POST"
@@ -108,7 +109,9 @@ class HttpApi:
 
     # --- endpoints ------------------------------------------------------------------
 
-    async def events(self, app: App, rest: list[str], params: dict[str, str], body: bytes) -> Response:
+    async def events(
+        self, app: App, rest: list[str], params: dict[str, str], body: bytes
+    ) -> Response:
         request = api.parse_publish(body)
         self.hub.publish(app.id, request)
         if not request.info:
@@ -163,7 +166,9 @@ class HttpApi:
                 }
         return 200, _encode(result)
 
-    async def users(self, app: App, rest: list[str], params: dict[str, str], body: bytes) -> Response:
+    async def users(
+        self, app: App, rest: list[str], params: dict[str, str], body: bytes
+    ) -> Response:
         name = rest[1]
         api.check_users_channel(name)
         user_ids = await self.state.presence_user_ids(app.id, name)
