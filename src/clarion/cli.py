@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(settings)
     except OSError as exc:
-        print(f"clarion: cannot listen on {settings.server.host}:{settings.server.port}: {exc}",
-              file=sys.stderr)
+        print(
+            f"clarion: cannot listen on {settings.server.host}:{settings.server.port}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     return 0

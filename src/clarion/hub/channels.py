@@ -28,9 +28,7 @@ class Channel:
         # subscriber -> its presence user_id (None outside presence channels)
         self.subscribers: dict[Subscriber, str | None] = {}
         self.presence: PresenceMembers | None = (
-            PresenceMembers()
-            if names.channel_kind(name) is names.ChannelKind.PRESENCE
-            else None
+            PresenceMembers() if names.channel_kind(name) is names.ChannelKind.PRESENCE else None
         )
 
 
@@ -165,8 +163,10 @@ class Hub:
         if app is None or channel is None or sub not in channel.subscribers:
             return False
         user_id = channel.subscribers.pop(sub)
-        if channel.presence is not None and user_id is not None and channel.presence.remove(
-            user_id
+        if (
+            channel.presence is not None
+            and user_id is not None
+            and channel.presence.remove(user_id)
         ):
             removed = messages.event(
                 "pusher_internal:member_removed", name, messages.json_string({"user_id": user_id})

@@ -141,9 +141,7 @@ def parse_channels_query(params: dict[str, str]) -> tuple[str, frozenset[str]]:
     prefix = params.get("filter_by_prefix", "")
     info = parse_info(params.get("info"), CHANNELS_INFO)
     if "user_count" in info and not prefix.startswith("presence-"):
-        raise ApiError(
-            400, "info=user_count requires filter_by_prefix to start with presence-"
-        )
+        raise ApiError(400, "info=user_count requires filter_by_prefix to start with presence-")
     return prefix, info
 
 

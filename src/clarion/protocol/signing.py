@@ -101,9 +101,7 @@ def verify_request(
         sign(credentials.secret, string_to_sign(method, decoded_path, params)), signature
     ):
         return
-    raise ApiError(
-        401, f"Invalid signature: expected HMAC-SHA256 hex digest of {candidate!r}"
-    )
+    raise ApiError(401, f"Invalid signature: expected HMAC-SHA256 hex digest of {candidate!r}")
 
 
 # --- channel authorisation and user sign-in (auth.md §2, §3, §5) ----------------
@@ -133,4 +131,3 @@ def check_auth_token(token: object, credentials: Credentials, signed: str) -> st
 
 def webhook_signature(secret: str, body: bytes) -> str:
     return sign(secret, body)
-

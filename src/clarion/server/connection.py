@@ -36,9 +36,17 @@ from clarion.server.http_api import HttpApi, Response
 log = logging.getLogger("clarion.connection")
 
 _STATUS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 413: "Payload Too Large", 426: "Upgrade Required",
-    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 _UPGRADE_HEADERS = frozenset(
     {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"}
@@ -95,10 +103,12 @@ async def _resume(coro: Coroutine[Any, Any, Response], pending: Any) -> Response
 class Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_body_size",
         "_busy",
         "_closing",
         "_fragments",
         "_headers",
+        "_lost",
         "_parser",
         "_queue",
         "_upgrade",
@@ -120,10 +130,12 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
+        self._body_size = 0
         self._upgrade = False
         self._busy = False
         self._queue: deque[tuple[str, str, str, bytes, bool]] | None = None
         self._closing = False
+        self._lost = False
         self._fragments: list[bytes] | None = None
         self.ws: WsProtocol | None = None
         self.app: App | None = None
@@ -143,7 +155,7 @@ class Connection(asyncio.Protocol):
             self._ws_data(data)
             return
         if self._parser is None:
-            return
+            return  # after a refused request: discard
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -154,6 +166,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._lost = True
         if self.app is not None:
             self._leave_all()
             ctx = self.ctx
@@ -169,6 +182,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._body = []
+        self._body_size = 0
         self._upgrade = False
 
     def on_url(self, url: bytes) -> None:
@@ -184,11 +198,10 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
-        if sum(map(len, self._body)) > self.ctx.settings.max_body_bytes:
+        self._body_size += len(body)
+        if self._body_size > self.ctx.settings.max_body_bytes:
             limit = self.ctx.settings.max_body_bytes
-            self._http_reply(
-                413, error_body(413, f"Request body larger than {limit} bytes"), False
-            )
+            self._http_reply(413, error_body(413, f"Request body larger than {limit} bytes"), False)
             self._parser = None
             raise httptools.HttpParserCallbackError("body too large")
 
@@ -239,7 +252,16 @@ class Connection(asyncio.Protocol):
         self.transport.write(head.encode() + b"\r\n" + body)
         if not keep_alive:
             self._closing = True
-            self.transport.close()
+            self._parser = None
+            # A lingering close: end our side, discard what the client still sends (a body
+            # we refused), and drop the socket when it closes or the grace time is over.
+            # Closing at once with unread input would reset the connection and could lose
+            # the reply.
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+                asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
+            else:
+                self.transport.close()
 
     # --- WebSocket handshake ----------------------------------------------------------
 
@@ -423,7 +445,8 @@ class Connection(asyncio.Protocol):
         member: Member | None = None
         if kind is names.ChannelKind.PRIVATE or kind is names.ChannelKind.ENCRYPTED:
             problem = signing.check_auth_token(
-                data.get("auth"), app.credentials,
+                data.get("auth"),
+                app.credentials,
                 signing.channel_auth_string(self.socket_id, channel),
             )
             if problem:
@@ -442,8 +465,10 @@ class Connection(asyncio.Protocol):
             joined = self.ctx.hub.subscribe(app.id, self, channel, member)
         except PresenceFull:
             self._subscription_error(
-                channel, "LimitReached",
-                f"Presence channel is full ({names.MAX_PRESENCE_MEMBERS} members)", 4100,
+                channel,
+                "LimitReached",
+                f"Presence channel is full ({names.MAX_PRESENCE_MEMBERS} members)",
+                4100,
             )
             return
         if joined.new:
@@ -461,7 +486,8 @@ class Connection(asyncio.Protocol):
             )
             return None
         problem = signing.check_auth_token(
-            data.get("auth"), app.credentials,
+            data.get("auth"),
+            app.credentials,
             signing.channel_auth_string(self.socket_id, channel, channel_data),
         )
         if problem:
@@ -475,14 +501,18 @@ class Connection(asyncio.Protocol):
         user_id, user_info = parsed
         if len(user_id) > names.MAX_PRESENCE_USER_ID:
             self._subscription_error(
-                channel, "LimitReached",
-                f"user_id is longer than {names.MAX_PRESENCE_USER_ID} characters", 413,
+                channel,
+                "LimitReached",
+                f"user_id is longer than {names.MAX_PRESENCE_USER_ID} characters",
+                413,
             )
             return None
         if len(messages.encode_json(user_info)) > names.MAX_PRESENCE_USER_INFO_BYTES:
             self._subscription_error(
-                channel, "LimitReached",
-                f"user_info is larger than {names.MAX_PRESENCE_USER_INFO_BYTES} bytes", 413,
+                channel,
+                "LimitReached",
+                f"user_info is larger than {names.MAX_PRESENCE_USER_INFO_BYTES} bytes",
+                413,
             )
             return None
         return Member(user_id, user_info)
@@ -516,7 +546,7 @@ class Connection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
 
     def _abort(self) -> None:
-        if not self.transport.is_closing():
+        if not self._lost:
             self.transport.abort()
 
     def close_with_error(self, code: CloseCode, message: str) -> None:

@@ -97,8 +97,10 @@ async def serve(settings: Settings, announce: bool = True) -> None:
     server = Server(settings)
     host, port = await server.start()
     if announce:
-        print(f"Clarion listening on http://{host}:{port} (WebSocket ws://{host}:{port}/app/{{key}})",
-              flush=True)
+        print(
+            f"Clarion listening on http://{host}:{port} (WebSocket ws://{host}:{port}/app/{{key}})",
+            flush=True,
+        )
         for app in server.ctx.registry:
             print(f"  app id={app.id} key={app.key}", flush=True)
     stop = asyncio.Event()
