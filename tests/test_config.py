@@ -1,0 +1,148 @@
+"""Configuration: file, environment and flags in that order; clear errors; redaction."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clarion import __version__
+from clarion.config import ConfigError, describe, load
+
+TWO_APPS = (
+    '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\n'
+    '[[apps]]\nid = "{id2}"\nkey = "{key2}"\nsecret = "s"\n'
+)
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "clarion.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_are_the_demo_app_on_6001() -> None:
+    settings = load(None, env={})
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 6001)
+    assert len(settings.apps) == 1
+    app = settings.apps[0]
+    assert (app.id, app.key, app.secret) == ("1", "app-key", "app-secret")
+    assert app.enabled and app.activity_timeout == 120 and not app.client_events
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[server]\nhost = "0.0.0.0"\nport = 7000\n\n'
+        '[[apps]]\nid = "42"\nkey = "k"\nsecret = "s"\nactivity_timeout = 30\n',
+    )
+    settings = load(path, env={})
+    assert (settings.server.host, settings.server.port) == ("0.0.0.0", 7000)
+    assert settings.apps[0].activity_timeout == 30
+    settings = load(path, env={"CLARION_PORT": "7100", "CLARION_APP_SECRET": "env-secret"})
+    assert settings.server.port == 7100
+    assert (settings.apps[0].id, settings.apps[0].secret) == ("42", "env-secret")
+    settings = load(path, env={"CLARION_PORT": "7100"}, flags={"port": 7200, "host": None})
+    assert (settings.server.host, settings.server.port) == ("0.0.0.0", 7200)
+
+
+def test_env_alone_configures_the_single_app() -> None:
+    env = {"CLARION_APP_ID": "9", "CLARION_APP_KEY": "key9", "CLARION_APP_SECRET": "sec9"}
+    settings = load(None, env=env)
+    assert [(a.id, a.key, a.secret) for a in settings.apps] == [("9", "key9", "sec9")]
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[server]\nport = 7300\n")
+    assert load(None, env={"CLARION_CONFIG": path}).server.port == 7300
+
+
+def test_many_apps_each_with_limits(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[[apps]]\nid = "1"\nkey = "a"\nsecret = "s"\nmax_connections = 5\n'
+        '[[apps]]\nid = "2"\nkey = "b"\nsecret = "s"\nclient_events = true\n',
+    )
+    apps = load(path, env={}).apps
+    assert [(a.id, a.max_connections, a.client_events) for a in apps] == [
+        ("1", 5, False),
+        ("2", None, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[server\n", {}, "not valid TOML"),
+        ('[server]\nport = "abc"\n', {}, "port"),
+        ("[server]\nport = 70000\n", {}, "port"),
+        ("[server]\nbogus = 1\n", {}, "bogus"),
+        ('[[apps]]\nid = "1"\nkey = "k"\n', {}, "secret"),
+        ('[[apps]]\nid = "1"\nkey = "k"\nsecret = ""\n', {}, "secret"),
+        (
+            TWO_APPS.format(id2="1", key2="j"),
+            {},
+            "id",
+        ),
+        (
+            TWO_APPS.format(id2="2", key2="k"),
+            {},
+            "key",
+        ),
+        ('[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\nactivity_timeout = 0\n', {}, "activity"),
+        (
+            TWO_APPS.format(id2="2", key2="j"),
+            {"CLARION_APP_KEY": "x"},
+            "single-app",
+        ),
+        ("", {"CLARION_PORT": "not-a-port"}, "port"),
+    ],
+)
+def test_invalid_configuration_is_refused_clearly(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path, env=env)
+    assert message in str(info.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load("/nonexistent/clarion.toml", env={})
+
+
+def test_describe_redacts_secrets(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[[apps]]\nid = "1"\nkey = "k"\nsecret = "supersecretvalue"\n')
+    text = describe(load(path, env={}))
+    assert "supersecretvalue" not in text
+    assert 'key = "k"' in text and "[[apps]]" in text
+
+
+def test_cli_version_and_config_error(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "clarion", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"clarion {__version__}"
+    bad = _write(tmp_path, "[server]\nport = -1\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "clarion", "serve", "--config", bad],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "configuration error" in out.stderr and "port" in out.stderr
+
+
+def test_cli_prints_effective_config_without_secret(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "clarion", "config"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "", "CLARION_APP_SECRET": "do-not-print-me"},
+    )
+    assert "do-not-print-me" not in out.stdout
+    assert 'key = "app-key"' in out.stdout
