@@ -45,6 +45,15 @@ class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_connections: int | None = None
     # Client events (client-*) on private and presence channels; off by default, as on Pusher.
     client_events: bool = False
+    # Client events per second per connection; more are refused with pusher:error 4301.
+    client_event_rate_limit: int = 10
+    # Send pusher_internal:watchlist_events to signed-in users with a watchlist.
+    watchlist_events: bool = True
+    # Send pusher_internal:subscription_count to subscribers of non-presence channels.
+    subscription_count_events: bool = False
+    # Seconds a connection may stay without signing in (or subscribing to an authorised
+    # channel) before it is closed with 4009 (None: never).
+    user_authentication_timeout: float | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -151,6 +160,10 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{where}.activity_timeout must be at least 1 second")
         if app.max_connections is not None and app.max_connections < 0:
             raise ConfigError(f"{where}.max_connections must not be negative")
+        if app.client_event_rate_limit < 1:
+            raise ConfigError(f"{where}.client_event_rate_limit must be at least 1")
+        if app.user_authentication_timeout is not None and app.user_authentication_timeout <= 0:
+            raise ConfigError(f"{where}.user_authentication_timeout must be positive")
 
 
 def redact(secret: str) -> str:

@@ -8,16 +8,21 @@ transport (see :mod:`clarion.hub.fanout`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from clarion.broker.base import Broker, ChannelCounts
+from clarion.config import AppConfig
 from clarion.hub.fanout import Subscriber, write_to_all
 from clarion.hub.presence import PresenceMembers
+from clarion.hub.users import Users
 from clarion.protocol import messages, names
 from clarion.protocol.api import PublishRequest
 
 CACHE_TTL = 1800.0
+# pusher_internal:subscription_count goes out at most once per channel in this many seconds.
+SUBSCRIPTION_COUNT_INTERVAL = 5.0
 
 
 class Channel:
@@ -64,13 +69,16 @@ class Joined:
 class AppChannels:
     """All channels of one app on this node."""
 
-    __slots__ = ("app_id", "cache", "channels", "connections")
+    __slots__ = ("app_id", "cache", "channels", "count_due", "count_sent", "users")
 
     def __init__(self, app_id: str) -> None:
         self.app_id = app_id
         self.channels: dict[str, Channel] = {}
         self.cache: dict[str, CachedEvent] = {}
-        self.connections = 0
+        self.users = Users()
+        # channel -> when its next subscription_count event may go out
+        self.count_due: dict[str, float] = {}
+        self.count_sent: dict[str, float] = {}
 
     def cached(self, channel: str, now: float) -> CachedEvent | None:
         entry = self.cache.get(channel)
@@ -81,9 +89,15 @@ class AppChannels:
 
 
 class Hub:
-    def __init__(self, broker: Broker, write_buffer_limit: int) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        write_buffer_limit: int,
+        app_config: Callable[[str], AppConfig | None],
+    ) -> None:
         self.broker = broker
         self.write_buffer_limit = write_buffer_limit
+        self._app_config = app_config
         self._apps: dict[str, AppChannels] = {}
         broker.bind(self.deliver)
 
@@ -146,6 +160,8 @@ class Hub:
                 self.broker.publish(app_id, name, added, sub.socket_id)
         elif new:
             channel.subscribers[sub] = None
+        if new:
+            self._count_changed(app, name)
         frames = [
             messages.subscription_succeeded(
                 name, presence.subscription_data() if presence is not None else "{}"
@@ -174,7 +190,73 @@ class Hub:
             self.broker.publish(app_id, name, removed, None)
         if not channel.subscribers:
             del app.channels[name]
+        self._count_changed(app, name)
         return True
+
+    def presence_user_of(self, app_id: str, sub: Subscriber, channel: str) -> str | None:
+        app = self._apps.get(app_id)
+        target = app.channels.get(channel) if app is not None else None
+        return target.subscribers.get(sub) if target is not None else None
+
+    def client_event(self, app_id: str, sender: Subscriber, channel: str, frame: bytes) -> None:
+        """Forward a client event to the channel's other subscribers (never to the sender)."""
+        self.broker.publish(app_id, channel, frame, sender.socket_id)
+
+    # --- subscription_count events (opt-in per app) ---------------------------------
+
+    def _count_changed(self, app: AppChannels, name: str) -> None:
+        if name in app.count_due or names.channel_kind(name) in (
+            names.ChannelKind.PRESENCE,
+            names.ChannelKind.SERVER_TO_USER,
+        ):
+            return
+        config = self._app_config(app.app_id)
+        if config is None or not config.subscription_count_events:
+            return
+        last = app.count_sent.get(name)
+        now = time.monotonic()
+        app.count_due[name] = now if last is None else max(now, last + SUBSCRIPTION_COUNT_INTERVAL)
+
+    def flush_subscription_counts(self, now: float) -> None:
+        """Send the subscription counts that are due (called by the server's sweep)."""
+        for app in self._apps.values():
+            if app.count_sent:
+                for name in [
+                    n for n, t in app.count_sent.items() if t + SUBSCRIPTION_COUNT_INTERVAL < now
+                ]:
+                    del app.count_sent[name]
+            if not app.count_due:
+                continue
+            due = [name for name, when in app.count_due.items() if when <= now]
+            for name in due:
+                del app.count_due[name]
+                channel = app.channels.get(name)
+                if channel is None:
+                    continue  # vacated: nobody left to tell
+                app.count_sent[name] = now
+                frame = messages.subscription_count(name, len(channel.subscribers))
+                self.broker.publish(app.app_id, name, frame, None)
+
+    # --- signed-in users ----------------------------------------------------------------
+
+    def sign_in(
+        self, app_id: str, sub: Subscriber, user_id: str, watchlist: list[str]
+    ) -> bytes | None:
+        """Record a signed-in socket; return the watchlist frame due to it, if any."""
+        return self.app(app_id).users.sign_in(sub, user_id, watchlist, self.write_buffer_limit)
+
+    def sign_out(self, app_id: str, sub: Subscriber, user_id: str) -> None:
+        self.app(app_id).users.sign_out(sub, user_id, self.write_buffer_limit)
+
+    def terminate_user(self, app_id: str, user_id: str) -> int:
+        """Close every socket signed in as ``user_id`` with 4009; return how many."""
+        app = self._apps.get(app_id)
+        if app is None:
+            return 0
+        sockets = app.users.sockets(user_id)
+        for sub in sockets:
+            sub.disconnect(4009, "You got disconnected by the app.")
+        return len(sockets)
 
     # --- what the memory state store reads ------------------------------------------
 

@@ -29,6 +29,9 @@ class Subscriber(Protocol):
     def overflowed(self) -> None:
         """The write buffer is over the bound: close with a reconnect-class code."""
 
+    def disconnect(self, code: int, message: str) -> None:
+        """Send ``pusher:error`` with ``code`` and close with the same code."""
+
 
 def write_to_all(
     subscribers: Iterable[Subscriber], frame: bytes, exclude: str | None, limit: int

@@ -71,6 +71,34 @@ def cache_miss(channel: str) -> bytes:
     return ws_text(_encode({"event": "pusher:cache_miss", "channel": channel}))
 
 
+def signin_success(user_data: str) -> bytes:
+    """``data`` decodes to an object whose ``user_data`` is the original string (spec §13)."""
+    data = json_string({"user_data": user_data})
+    return ws_text(_encode({"event": "pusher:signin_success", "data": data}))
+
+
+def watchlist_events(entries: list[tuple[str, list[str]]]) -> bytes:
+    """``online``/``offline`` entries; empty ones are left out (spec §14)."""
+    events = [{"name": name, "user_ids": ids} for name, ids in entries if ids]
+    data = json_string({"events": events})
+    return ws_text(_encode({"event": "pusher_internal:watchlist_events", "data": data}))
+
+
+def subscription_count(channel: str, count: int) -> bytes:
+    data = json_string({"subscription_count": count})
+    return ws_text(
+        _encode({"event": "pusher_internal:subscription_count", "channel": channel, "data": data})
+    )
+
+
+def client_event(name: str, channel: str, data: Any, user_id: str | None) -> bytes:
+    """A client event as the other subscribers get it: ``data`` as received (spec §12)."""
+    frame: dict[str, Any] = {"event": name, "channel": channel, "data": data}
+    if user_id is not None:
+        frame["user_id"] = user_id
+    return ws_text(_encode(frame))
+
+
 # --- client -> server -------------------------------------------------------------
 
 
@@ -127,3 +155,32 @@ def parse_channel_data(channel_data: str) -> tuple[str, Any]:
     if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
         raise BadMessage("channel_data must contain a user_id (string or integer)")
     return str(user_id), obj.get("user_info")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedInUser:
+    id: str
+    user_info: Any
+    watchlist: list[str]
+
+
+MAX_WATCHLIST = 100
+
+
+def parse_user_data(user_data: str) -> SignedInUser:
+    """The signed ``user_data`` of ``pusher:signin``: an object with a non-empty string id."""
+    try:
+        obj = _decode(user_data)
+    except msgspec.DecodeError:
+        raise BadMessage("user_data is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise BadMessage("user_data must be a JSON object")
+    user_id = obj.get("id")
+    if not isinstance(user_id, str) or not user_id:
+        raise BadMessage("user_data must contain a non-empty string id")
+    watchlist = obj.get("watchlist") or []
+    if not isinstance(watchlist, list) or not all(isinstance(u, str) for u in watchlist):
+        raise BadMessage("watchlist must be an array of user id strings")
+    if len(watchlist) > MAX_WATCHLIST:
+        raise BadMessage(f"watchlist is longer than {MAX_WATCHLIST} user ids")
+    return SignedInUser(user_id, obj.get("user_info"), list(dict.fromkeys(watchlist)))

@@ -114,12 +114,17 @@ class Connection(asyncio.Protocol):
         "_upgrade",
         "_url",
         "app",
+        "authorized",
         "channels",
+        "client_events_count",
+        "client_events_window",
+        "connected_at",
         "ctx",
         "last_seen",
         "ping_sent_at",
         "socket_id",
         "transport",
+        "user",
         "ws",
     )
 
@@ -143,6 +148,12 @@ class Connection(asyncio.Protocol):
         self.channels: set[str] = set()
         self.last_seen = 0.0
         self.ping_sent_at = 0.0
+        self.connected_at = 0.0
+        self.user: messages.SignedInUser | None = None
+        # Signed in, or subscribed to a channel that needed authorisation.
+        self.authorized = False
+        self.client_events_window = 0.0
+        self.client_events_count = 0
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
@@ -301,7 +312,7 @@ class Connection(asyncio.Protocol):
         ctx = self.ctx
         self.app = app
         self.socket_id = ctx.new_socket_id()
-        self.last_seen = time.monotonic()
+        self.last_seen = self.connected_at = time.monotonic()
         ctx.connections.add(self)
         ctx.connections_per_app[app.id] = ctx.connections_per_app.get(app.id, 0) + 1
         self.transport.write(
@@ -421,13 +432,12 @@ class Connection(asyncio.Protocol):
                 self.channels.discard(channel)
                 assert self.app is not None
                 self.ctx.hub.unsubscribe(self.app.id, self, channel)
+        elif name == "pusher:signin":
+            self._signin(messages.protocol_data(message))
         elif name.startswith("pusher:"):
             pass  # unknown protocol events are ignored (spec §1)
         elif name.startswith("client-"):
-            raise BadMessage(
-                "To send client events, you must enable this feature in the Settings page "
-                "of your dashboard."
-            )
+            self._client_event(message)
         else:
             raise BadMessage(f"Unsupported event {name!r} from a client")
 
@@ -457,10 +467,12 @@ class Connection(asyncio.Protocol):
             if member is None:
                 return
         elif kind is names.ChannelKind.SERVER_TO_USER:
-            self._subscription_error(
-                channel, "AuthError", "Sign in as this user before subscribing", 401
-            )
-            return
+            user_id = channel[len(names.SERVER_TO_USER_PREFIX) :]
+            if self.user is None or self.user.id != user_id:
+                self._subscription_error(
+                    channel, "AuthError", "Sign in as this user before subscribing", 401
+                )
+                return
         try:
             joined = self.ctx.hub.subscribe(app.id, self, channel, member)
         except PresenceFull:
@@ -473,6 +485,8 @@ class Connection(asyncio.Protocol):
             return
         if joined.new:
             self.channels.add(channel)
+        if kind is not names.ChannelKind.PUBLIC:
+            self.authorized = True
         for frame in joined.frames:
             self.transport.write(frame)
 
@@ -480,9 +494,24 @@ class Connection(asyncio.Protocol):
         app = self.app
         assert app is not None
         channel_data = data.get("channel_data")
+        if channel_data is None and self.user is not None:
+            # A signed-in pusher-js (>= 7.4) may omit channel_data: the member is the
+            # signed-in user, and the signature covers socket_id:channel only (spec §8).
+            problem = signing.check_auth_token(
+                data.get("auth"),
+                app.credentials,
+                signing.channel_auth_string(self.socket_id, channel),
+            )
+            if problem:
+                self._subscription_error(channel, "AuthError", problem, 401)
+                return None
+            return Member(self.user.id, self.user.user_info)
         if not isinstance(channel_data, str):
             self._subscription_error(
-                channel, "AuthError", "Missing channel_data for a presence channel", 401
+                channel,
+                "AuthError",
+                "Missing channel_data for a presence channel (or sign in first)",
+                401,
             )
             return None
         problem = signing.check_auth_token(
@@ -517,6 +546,82 @@ class Connection(asyncio.Protocol):
             return None
         return Member(user_id, user_info)
 
+    def _signin(self, data: dict[str, Any]) -> None:
+        app = self.app
+        assert app is not None
+        user_data = data.get("user_data")
+        if not isinstance(user_data, str):
+            self.close_with_error(CloseCode.UNAUTHORIZED, "Invalid signin: missing user_data")
+            return
+        problem = signing.check_auth_token(
+            data.get("auth"), app.credentials, signing.user_auth_string(self.socket_id, user_data)
+        )
+        if problem:
+            self.close_with_error(CloseCode.UNAUTHORIZED, problem)
+            return
+        try:
+            user = messages.parse_user_data(user_data)
+        except BadMessage as exc:
+            self.close_with_error(CloseCode.UNAUTHORIZED, f"Invalid signin: {exc}")
+            return
+        hub = self.ctx.hub
+        if self.user is not None:
+            hub.sign_out(app.id, self, self.user.id)
+        self.user = user
+        self.authorized = True
+        watchlist = user.watchlist if app.config.watchlist_events else []
+        watchlist_frame = hub.sign_in(app.id, self, user.id, watchlist)
+        self.transport.write(messages.signin_success(user_data))
+        if watchlist_frame is not None:
+            self.transport.write(watchlist_frame)
+
+    def _client_event(self, message: ClientMessage) -> None:
+        """Rules of spec §12, in order; every refusal is a pusher:error, never a close."""
+        app = self.app
+        assert app is not None
+        channel = message.channel
+        if not app.config.client_events:
+            raise BadMessage(
+                "To send client events, you must enable this feature in the Settings page "
+                "of your dashboard."
+            )
+        if channel is None:
+            raise BadMessage("Client events need a channel")
+        kind = names.channel_kind(channel)
+        if kind is not names.ChannelKind.PRIVATE and kind is not names.ChannelKind.PRESENCE:
+            raise BadMessage(
+                f"Client events are only allowed on private and presence channels, not {channel}"
+            )
+        if channel not in self.channels:
+            raise BadMessage(f"Subscribe to {channel} before sending client events on it")
+        if len(message.event) > names.MAX_EVENT_NAME:
+            raise BadMessage(f"Client event name is longer than {names.MAX_EVENT_NAME} characters")
+        now = time.monotonic()
+        if now - self.client_events_window >= 1.0:
+            self.client_events_window = now
+            self.client_events_count = 0
+        self.client_events_count += 1
+        if self.client_events_count > app.config.client_event_rate_limit:
+            self.transport.write(
+                messages.error(
+                    int(CloseCode.CLIENT_EVENT_RATE_LIMIT),
+                    "Client event rejected due to rate limit",
+                )
+            )
+            return
+        user_id = None
+        if kind is names.ChannelKind.PRESENCE:
+            user_id = self.ctx.hub.presence_user_of(app.id, self, channel)
+        frame = messages.client_event(message.event, channel, message.data, user_id)
+        # The frame is bigger than its data, so only a big frame needs the exact size.
+        if len(frame) > names.MAX_EVENT_DATA_BYTES:
+            size = len(messages.encode_json(message.data))
+            if size > names.MAX_EVENT_DATA_BYTES:
+                raise BadMessage(
+                    f"Client event data is larger than {names.MAX_EVENT_DATA_BYTES} bytes"
+                )
+        self.ctx.hub.client_event(app.id, self, channel, frame)
+
     def _subscription_error(self, channel: str, type_: str, message: str, status: int) -> None:
         self.transport.write(messages.subscription_error(channel, type_, message, status))
 
@@ -528,6 +633,9 @@ class Connection(asyncio.Protocol):
         for channel in self.channels:
             hub.unsubscribe(app.id, self, channel)
         self.channels = set()
+        if self.user is not None:
+            hub.sign_out(app.id, self, self.user.id)
+            self.user = None
 
     # --- closing ----------------------------------------------------------------------
 
@@ -549,7 +657,10 @@ class Connection(asyncio.Protocol):
         if not self._lost:
             self.transport.abort()
 
-    def close_with_error(self, code: CloseCode, message: str) -> None:
+    def disconnect(self, code: int, message: str) -> None:
+        self.close_with_error(code, message)
+
+    def close_with_error(self, code: int, message: str) -> None:
         """Send ``pusher:error`` with ``code``, then close with the same code (spec §18)."""
         if self._closing:
             return
@@ -569,7 +680,12 @@ class Connection(asyncio.Protocol):
         """Called about once a second: ping a quiet client, close one that never answers."""
         if self._closing or self.app is None:
             return
-        if self.ping_sent_at:
+        deadline = self.app.config.user_authentication_timeout
+        if deadline is not None and not self.authorized and now - self.connected_at > deadline:
+            self.close_with_error(
+                CloseCode.UNAUTHORIZED, "Connection not authorized within timeout."
+            )
+        elif self.ping_sent_at:
             if now - self.ping_sent_at > pong_timeout:
                 self.close_with_error(CloseCode.PONG_TIMEOUT, "Pong reply not received")
         elif now - self.last_seen >= self.app.config.activity_timeout:

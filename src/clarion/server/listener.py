@@ -34,7 +34,11 @@ class Server:
         self.settings = settings
         registry = AppRegistry(settings.apps)
         broker = MemoryBroker()
-        hub = Hub(broker, settings.server.write_buffer_limit)
+        hub = Hub(
+            broker,
+            settings.server.write_buffer_limit,
+            lambda app_id: app.config if (app := registry.by_id(app_id)) else None,
+        )
         state = MemoryState(hub)
         # Unique among this process's sockets; the random prefix keeps nodes apart.
         node = random.randrange(1, 10**9)
@@ -56,8 +60,7 @@ class Server:
         return self.ctx.accepting
 
     def _terminate_user(self, app_id: str, user_id: str) -> int:
-        # Sign-in arrives with the authenticated-channels work; nobody is signed in yet.
-        return 0
+        return self.ctx.hub.terminate_user(app_id, user_id)
 
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -76,6 +79,7 @@ class Server:
             now = time.monotonic()
             for conn in list(self.ctx.connections):
                 conn.check_activity(now, pong_timeout)
+            self.ctx.hub.flush_subscription_counts(now)
 
     async def stop(self) -> None:
         self.ctx.accepting = False
