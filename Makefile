@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/clarion serve $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check
 	$(BIN)/mypy
 
 test: setup lint
