@@ -19,7 +19,7 @@ MAX_PRESENCE_USER_INFO_BYTES = 1024
 SERVER_TO_USER_PREFIX = "#server-to-user-"
 
 _CHANNEL_RE = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
-_SOCKET_ID_RE = re.compile(r"\d+\.\d+")
+_SOCKET_ID_RE = re.compile(r"[0-9]+\.[0-9]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
