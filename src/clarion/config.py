@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from clarion.protocol.webhooks import EVENT_TYPES as WEBHOOK_EVENT_TYPES
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says what to change."""
@@ -31,6 +33,28 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Seconds to wait for any frame after the server's pusher:ping before closing with 4201.
     pong_timeout: float = 30.0
     log_level: str = "info"
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How webhooks are delivered, for every app (``[webhooks]``)."""
+
+    # Seconds to wait for a receiver's answer.
+    timeout: float = 10.0
+    # Seconds after the first attempt during which failed deliveries are retried.
+    retry_for: float = 300.0
+    # Requests waiting per target; beyond it the oldest are dropped (and counted).
+    max_queue: int = 10000
+    # Requests in flight per target.
+    concurrency: int = 4
+    # Seconds a graceful shutdown waits for pending webhooks.
+    shutdown_deadline: float = 5.0
+
+
+class WebhookTarget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str
+    event_types: list[str]
+    channel_prefix: str | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -54,10 +78,18 @@ class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Seconds a connection may stay without signing in (or subscribing to an authorised
     # channel) before it is closed with 4009 (None: never).
     user_authentication_timeout: float | None = None
+    # Webhook targets of this app ([[apps.webhooks]]).
+    webhooks: list[WebhookTarget] = msgspec.field(default_factory=list)
+    # Seconds channel_vacated / member_removed / user_offline are held back; cancelled
+    # if the channel is re-occupied (the user rejoins) meanwhile. 0 sends them at once.
+    webhook_delay: float = 3.0
+    # Seconds during which events are gathered into one request (0: one event each).
+    webhook_batch_window: float = 0.05
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     apps: list[AppConfig] = msgspec.field(default_factory=list)
 
 
@@ -164,6 +196,23 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{where}.client_event_rate_limit must be at least 1")
         if app.user_authentication_timeout is not None and app.user_authentication_timeout <= 0:
             raise ConfigError(f"{where}.user_authentication_timeout must be positive")
+        if app.webhook_delay < 0 or app.webhook_batch_window < 0:
+            raise ConfigError(f"{where}: webhook_delay and webhook_batch_window must be >= 0")
+        for number, target in enumerate(app.webhooks):
+            spot = f"{where}.webhooks[{number}]"
+            if not target.url.startswith(("http://", "https://")):
+                raise ConfigError(f"{spot}.url must be an http:// or https:// URL")
+            unknown = set(target.event_types) - WEBHOOK_EVENT_TYPES
+            if unknown or not target.event_types:
+                raise ConfigError(
+                    f"{spot}.event_types must list some of {sorted(WEBHOOK_EVENT_TYPES)}"
+                    + (f"; unknown: {sorted(unknown)}" if unknown else "")
+                )
+    hooks = settings.webhooks
+    if hooks.timeout <= 0 or hooks.retry_for < 0 or hooks.shutdown_deadline < 0:
+        raise ConfigError("webhooks.timeout must be positive, retry_for and deadline >= 0")
+    if hooks.max_queue < 1 or hooks.concurrency < 1:
+        raise ConfigError("webhooks.max_queue and webhooks.concurrency must be at least 1")
 
 
 def redact(secret: str) -> str:
@@ -174,20 +223,27 @@ def redact(secret: str) -> str:
 
 def describe(settings: Settings) -> str:
     """The effective configuration as TOML, secrets redacted (printed at start)."""
-    lines = ["[server]"]
-    for field in settings.server.__struct_fields__:
-        lines.append(f"{field} = {_toml(getattr(settings.server, field))}")
+    lines = ["[server]", *_fields(settings.server), "", "[webhooks]", *_fields(settings.webhooks)]
     for app in settings.apps:
-        lines.append("")
-        lines.append("[[apps]]")
-        for field in app.__struct_fields__:
-            value = getattr(app, field)
-            if field == "secret":
-                value = redact(value)
-            if value is None:
-                continue
-            lines.append(f"{field} = {_toml(value)}")
+        lines += ["", "[[apps]]", *_fields(app, skip={"webhooks"})]
+        for target in app.webhooks:
+            lines += ["[[apps.webhooks]]", *_fields(target)]
     return "\n".join(lines)
+
+
+def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    lines = []
+    for field in struct.__struct_fields__:
+        value = getattr(struct, field)
+        if field in skip or value is None:
+            continue
+        if field == "secret":
+            value = redact(value)
+        elif field == "headers":
+            # Header values often carry credentials (Authorization): never print them.
+            value = {name: redact(v) for name, v in value.items()}
+        lines.append(f"{field} = {_toml(value)}")
+    return lines
 
 
 def _toml(value: object) -> str:
@@ -195,4 +251,8 @@ def _toml(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return msgspec.json.encode(value).decode()
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + "}"
     return str(value)

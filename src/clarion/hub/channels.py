@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from clarion.broker.base import Broker, ChannelCounts
 from clarion.config import AppConfig
@@ -18,11 +18,28 @@ from clarion.hub.fanout import Subscriber, write_to_all
 from clarion.hub.presence import PresenceMembers
 from clarion.hub.users import Users
 from clarion.protocol import messages, names
+from clarion.protocol import webhooks as hooks
 from clarion.protocol.api import PublishRequest
 
 CACHE_TTL = 1800.0
 # pusher_internal:subscription_count goes out at most once per channel in this many seconds.
 SUBSCRIPTION_COUNT_INTERVAL = 5.0
+
+
+class EventSink(Protocol):
+    """Where the hub reports what webhooks are made of (the webhook outbox)."""
+
+    def wants(self, app_id: str, name: str) -> bool: ...
+
+    def emit(self, app_id: str, event: hooks.WebhookEvent) -> None: ...
+
+
+class NoEvents:
+    def wants(self, app_id: str, name: str) -> bool:
+        return False
+
+    def emit(self, app_id: str, event: hooks.WebhookEvent) -> None:
+        pass
 
 
 class Channel:
@@ -94,8 +111,10 @@ class Hub:
         broker: Broker,
         write_buffer_limit: int,
         app_config: Callable[[str], AppConfig | None],
+        events: EventSink | None = None,
     ) -> None:
         self.broker = broker
+        self.events: EventSink = events if events is not None else NoEvents()
         self.write_buffer_limit = write_buffer_limit
         self._app_config = app_config
         self._apps: dict[str, AppChannels] = {}
@@ -143,13 +162,23 @@ class Hub:
             channel = app.channels[name] = Channel(name)
         new = sub not in channel.subscribers
         presence = channel.presence
+        if (
+            new
+            and presence is not None
+            and member is not None
+            and member.user_id not in presence
+            and len(presence) >= names.MAX_PRESENCE_MEMBERS
+        ):
+            if not channel.subscribers:
+                del app.channels[name]
+            raise PresenceFull(name)
+        events = self.events
+        if new and not channel.subscribers and not name.startswith(names.SERVER_TO_USER_PREFIX):
+            events.emit(app_id, hooks.channel_event("channel_occupied", name))
         if presence is not None and member is not None and new:
-            if member.user_id not in presence and len(presence) >= names.MAX_PRESENCE_MEMBERS:
-                if not channel.subscribers:
-                    del app.channels[name]
-                raise PresenceFull(name)
             channel.subscribers[sub] = member.user_id
             if presence.add(member.user_id, member.user_info):
+                events.emit(app_id, hooks.member_event("member_added", name, member.user_id))
                 added = messages.event(
                     "pusher_internal:member_added",
                     name,
@@ -169,7 +198,11 @@ class Hub:
         ]
         if names.is_cache_channel(name):
             cached = app.cached(name, time.monotonic())
-            frames.append(cached.frame if cached is not None else messages.cache_miss(name))
+            if cached is not None:
+                frames.append(cached.frame)
+            else:
+                frames.append(messages.cache_miss(name))
+                events.emit(app_id, hooks.channel_event("cache_miss", name))
         return Joined(frames, new)
 
     def unsubscribe(self, app_id: str, sub: Subscriber, name: str) -> bool:
@@ -188,8 +221,11 @@ class Hub:
                 "pusher_internal:member_removed", name, messages.json_string({"user_id": user_id})
             )
             self.broker.publish(app_id, name, removed, None)
+            self.events.emit(app_id, hooks.member_event("member_removed", name, user_id))
         if not channel.subscribers:
             del app.channels[name]
+            if not name.startswith(names.SERVER_TO_USER_PREFIX):
+                self.events.emit(app_id, hooks.channel_event("channel_vacated", name))
         self._count_changed(app, name)
         return True
 
@@ -198,9 +234,22 @@ class Hub:
         target = app.channels.get(channel) if app is not None else None
         return target.subscribers.get(sub) if target is not None else None
 
-    def client_event(self, app_id: str, sender: Subscriber, channel: str, frame: bytes) -> None:
+    def client_event(
+        self,
+        app_id: str,
+        sender: Subscriber,
+        channel: str,
+        frame: bytes,
+        event: str,
+        data: Any,
+        user_id: str | None,
+    ) -> None:
         """Forward a client event to the channel's other subscribers (never to the sender)."""
         self.broker.publish(app_id, channel, frame, sender.socket_id)
+        if self.events.wants(app_id, "client_event"):
+            self.events.emit(
+                app_id, hooks.client_event(channel, event, data, sender.socket_id, user_id)
+            )
 
     # --- subscription_count events (opt-in per app) ---------------------------------
 
@@ -234,8 +283,10 @@ class Hub:
                 if channel is None:
                     continue  # vacated: nobody left to tell
                 app.count_sent[name] = now
-                frame = messages.subscription_count(name, len(channel.subscribers))
+                count = len(channel.subscribers)
+                frame = messages.subscription_count(name, count)
                 self.broker.publish(app.app_id, name, frame, None)
+                self.events.emit(app.app_id, hooks.subscription_count(name, count))
 
     # --- signed-in users ----------------------------------------------------------------
 
@@ -243,10 +294,16 @@ class Hub:
         self, app_id: str, sub: Subscriber, user_id: str, watchlist: list[str]
     ) -> bytes | None:
         """Record a signed-in socket; return the watchlist frame due to it, if any."""
-        return self.app(app_id).users.sign_in(sub, user_id, watchlist, self.write_buffer_limit)
+        frame, online = self.app(app_id).users.sign_in(
+            sub, user_id, watchlist, self.write_buffer_limit
+        )
+        if online:
+            self.events.emit(app_id, hooks.user_event("user_online", user_id))
+        return frame
 
     def sign_out(self, app_id: str, sub: Subscriber, user_id: str) -> None:
-        self.app(app_id).users.sign_out(sub, user_id, self.write_buffer_limit)
+        if self.app(app_id).users.sign_out(sub, user_id, self.write_buffer_limit):
+            self.events.emit(app_id, hooks.user_event("user_offline", user_id))
 
     def terminate_user(self, app_id: str, user_id: str) -> int:
         """Close every socket signed in as ``user_id`` with 4009; return how many."""

@@ -28,8 +28,12 @@ class Users:
 
     def sign_in(
         self, sub: Subscriber, user_id: str, watchlist: list[str], write_limit: int
-    ) -> bytes | None:
-        """Record ``sub`` as signed in; return the watchlist frame for ``sub`` (or None)."""
+    ) -> tuple[bytes | None, bool]:
+        """Record ``sub`` as signed in.
+
+        Returns the watchlist frame for ``sub`` (or None) and whether the user just came
+        online (this is their first signed-in socket).
+        """
         sockets = self._sockets.get(user_id)
         first = sockets is None
         if sockets is None:
@@ -38,15 +42,16 @@ class Users:
         if first:
             self._notify(user_id, "online", write_limit)
         if not watchlist:
-            return None
+            return None, first
         self._watching[sub] = watchlist
         for watched in watchlist:
             self._watchers.setdefault(watched, set()).add(sub)
         online = [u for u in watchlist if u in self._sockets]
         offline = [u for u in watchlist if u not in self._sockets]
-        return messages.watchlist_events([("online", online), ("offline", offline)])
+        return messages.watchlist_events([("online", online), ("offline", offline)]), first
 
-    def sign_out(self, sub: Subscriber, user_id: str, write_limit: int) -> None:
+    def sign_out(self, sub: Subscriber, user_id: str, write_limit: int) -> bool:
+        """Forget a signed-in socket; True when it was the user's last (they went offline)."""
         for watched in self._watching.pop(sub, ()):
             watchers = self._watchers.get(watched)
             if watchers is not None:
@@ -55,11 +60,13 @@ class Users:
                     del self._watchers[watched]
         sockets = self._sockets.get(user_id)
         if sockets is None or sub not in sockets:
-            return
+            return False
         sockets.discard(sub)
-        if not sockets:
-            del self._sockets[user_id]
-            self._notify(user_id, "offline", write_limit)
+        if sockets:
+            return False
+        del self._sockets[user_id]
+        self._notify(user_id, "offline", write_limit)
+        return True
 
     def _notify(self, user_id: str, status: str, write_limit: int) -> None:
         watchers = self._watchers.get(user_id)

@@ -620,7 +620,9 @@ class Connection(asyncio.Protocol):
                 raise BadMessage(
                     f"Client event data is larger than {names.MAX_EVENT_DATA_BYTES} bytes"
                 )
-        self.ctx.hub.client_event(app.id, self, channel, frame)
+        self.ctx.hub.client_event(
+            app.id, self, channel, frame, message.event, message.data, user_id
+        )
 
     def _subscription_error(self, channel: str, type_: str, message: str, status: int) -> None:
         self.transport.write(messages.subscription_error(channel, type_, message, status))

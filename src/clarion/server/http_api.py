@@ -38,8 +38,10 @@ class HttpApi:
         state: StateStore,
         terminate_user: Callable[[str, str], int],
         is_ready: Callable[[], bool],
+        webhook_status: Callable[[str], dict[str, Any]],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.webhook_status = webhook_status
         self.registry = registry
         self.hub = hub
         self.state = state
@@ -105,6 +107,8 @@ class HttpApi:
                 return self.users, "GET"
             case ["users", _, "terminate_connections"]:
                 return self.terminate_connections, "POST"
+            case ["webhooks", "status"]:
+                return self.webhooks_status, "GET"
         raise ApiError(404, "Not found: /" + "/".join(rest))
 
     # --- endpoints ------------------------------------------------------------------
@@ -182,6 +186,12 @@ class HttpApi:
             raise ApiError(400, "Missing user id")
         self.terminate_user(app.id, user_id)
         return 200, EMPTY_OBJECT
+
+    async def webhooks_status(
+        self, app: App, rest: list[str], params: dict[str, str], body: bytes
+    ) -> Response:
+        """Clarion extension: webhook delivery counters of this app, per target."""
+        return 200, _encode(self.webhook_status(app.id))
 
     # --- info replies -----------------------------------------------------------------
 

@@ -13,11 +13,12 @@ from contextlib import suppress
 
 from clarion.apps import AppRegistry
 from clarion.broker.memory import MemoryBroker, MemoryState
-from clarion.config import Settings
+from clarion.config import AppConfig, Settings
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
 from clarion.server.connection import Connection, Context
 from clarion.server.http_api import HttpApi
+from clarion.webhooks import Outbox
 
 log = logging.getLogger("clarion.server")
 
@@ -34,11 +35,13 @@ class Server:
         self.settings = settings
         registry = AppRegistry(settings.apps)
         broker = MemoryBroker()
-        hub = Hub(
-            broker,
-            settings.server.write_buffer_limit,
-            lambda app_id: app.config if (app := registry.by_id(app_id)) else None,
-        )
+
+        def app_config(app_id: str) -> AppConfig | None:
+            app = registry.by_id(app_id)
+            return app.config if app is not None else None
+
+        self.outbox = Outbox(app_config, settings.webhooks)
+        hub = Hub(broker, settings.server.write_buffer_limit, app_config, self.outbox)
         state = MemoryState(hub)
         # Unique among this process's sockets; the random prefix keeps nodes apart.
         node = random.randrange(1, 10**9)
@@ -51,7 +54,12 @@ class Server:
             new_socket_id=lambda: f"{node}.{next(counter)}",
         )
         self.ctx.api = HttpApi(
-            registry, hub, state, terminate_user=self._terminate_user, is_ready=self._ready
+            registry,
+            hub,
+            state,
+            terminate_user=self._terminate_user,
+            is_ready=self._ready,
+            webhook_status=self.outbox.status,
         )
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -95,6 +103,8 @@ class Server:
             deadline = time.monotonic() + 2.0
             while self.ctx.connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
+        # Connections are gone, so their vacated/removed webhooks are in the outbox now.
+        await self.outbox.close()
 
 
 async def serve(settings: Settings, announce: bool = True) -> None:

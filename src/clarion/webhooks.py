@@ -1,0 +1,340 @@
+"""The webhook outbox: collect, hold back, batch, sign, deliver, retry — off the hot path.
+
+The hub calls :meth:`Outbox.emit` synchronously with a webhook event; that costs a
+dictionary lookup when the app has no webhooks. Everything else happens later on the
+event loop:
+
+* ``channel_vacated``, ``member_removed`` and ``user_offline`` are held for the app's
+  ``webhook_delay``; the opposite event arriving meanwhile cancels both, so a page reload
+  does not flap.
+* Events of one app are gathered for ``webhook_batch_window`` seconds and sent as one
+  ``{time_ms, events}`` request per target (at most 100 events), filtered by the target's
+  event types and channel prefix.
+* Each target has its own bounded queue and a few requests in flight; a failed request
+  (network error, timeout, non-2xx) is retried with exponential backoff and jitter for
+  ``retry_for`` seconds, re-signed with a fresh ``time_ms`` each time. A slow or failing
+  target never delays another target or app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from clarion import __version__
+from clarion.config import AppConfig, WebhookSettings, WebhookTarget
+from clarion.protocol import webhooks as shapes
+from clarion.protocol.webhooks import WebhookEvent
+
+log = logging.getLogger("clarion.webhooks")
+
+USER_AGENT = f"Clarion-Webhooks/{__version__}"
+FIRST_RETRY = 1.0
+MAX_RETRY_GAP = 60.0
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    failed: int = 0
+    retrying: int = 0
+    dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "retrying": self.retrying,
+            "dropped": self.dropped,
+        }
+
+
+@dataclass
+class _Job:
+    events: list[WebhookEvent]
+    first_attempt: float = 0.0
+    attempts: int = 0
+
+
+@dataclass
+class _Target:
+    app_id: str
+    config: WebhookTarget
+    wanted: frozenset[str]
+    stats: Stats = field(default_factory=Stats)
+    queue: deque[_Job] = field(default_factory=deque)
+    in_flight: int = 0
+
+    def accepts(self, event: WebhookEvent) -> bool:
+        if event["name"] not in self.wanted:
+            return False
+        prefix = self.config.channel_prefix
+        return not prefix or str(event.get("channel", "")).startswith(prefix)
+
+
+class Outbox:
+    def __init__(
+        self,
+        app_config: Callable[[str], AppConfig | None],
+        settings: WebhookSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._app_config = app_config
+        self._settings = settings
+        self._clock = clock
+        self._targets: dict[str, list[_Target]] = {}
+        self._pending: dict[str, list[WebhookEvent]] = {}
+        self._flush_handles: dict[str, asyncio.TimerHandle] = {}
+        self._held: dict[tuple[str, str, str, str], tuple[asyncio.TimerHandle, WebhookEvent]] = {}
+        self._retries: dict[asyncio.TimerHandle, tuple[_Target, _Job]] = {}
+        self._tasks: dict[asyncio.Task[None], _Job] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- collecting -----------------------------------------------------------------
+
+    def _targets_of(self, app_id: str) -> list[_Target]:
+        targets = self._targets.get(app_id)
+        if targets is None:
+            config = self._app_config(app_id)
+            targets = [
+                _Target(app_id, target, frozenset(target.event_types))
+                for target in (config.webhooks if config is not None else [])
+            ]
+            self._targets[app_id] = targets
+        return targets
+
+    def wants(self, app_id: str, name: str) -> bool:
+        """Cheap check for callers that would otherwise build an event for nothing."""
+        return any(name in target.wanted for target in self._targets_of(app_id))
+
+    def emit(self, app_id: str, event: WebhookEvent) -> None:
+        name = event["name"]
+        if not self.wants(app_id, name):
+            return
+        config = self._app_config(app_id)
+        delay = config.webhook_delay if config is not None else 0.0
+        if delay > 0:
+            held = shapes.CANCELS.get(name)
+            if held is not None:
+                entry = self._held.pop(self._held_key(app_id, held, event), None)
+                if entry is not None:
+                    entry[0].cancel()  # the pair cancels out: neither is sent
+                    return
+            if name in shapes.HELD_UNTIL_CANCELLED:
+                key = self._held_key(app_id, name, event)
+                previous = self._held.pop(key, None)
+                if previous is not None:
+                    previous[0].cancel()
+                handle = asyncio.get_running_loop().call_later(
+                    delay, self._release, key, app_id, event
+                )
+                self._held[key] = (handle, event)
+                return
+        self._queue_event(app_id, event, config)
+
+    @staticmethod
+    def _held_key(app_id: str, name: str, event: WebhookEvent) -> tuple[str, str, str, str]:
+        return (app_id, name, str(event.get("channel", "")), str(event.get("user_id", "")))
+
+    def _release(self, key: tuple[str, str, str, str], app_id: str, event: WebhookEvent) -> None:
+        if self._held.pop(key, None) is not None:
+            self._queue_event(app_id, event, self._app_config(app_id))
+
+    def _queue_event(self, app_id: str, event: WebhookEvent, config: AppConfig | None) -> None:
+        pending = self._pending.setdefault(app_id, [])
+        pending.append(event)
+        if app_id in self._flush_handles:
+            return
+        window = config.webhook_batch_window if config is not None else 0.0
+        loop = asyncio.get_running_loop()
+        if window <= 0:
+            self._flush(app_id)
+        else:
+            self._flush_handles[app_id] = loop.call_later(window, self._flush, app_id)
+
+    def _flush(self, app_id: str) -> None:
+        self._flush_handles.pop(app_id, None)
+        events = self._pending.pop(app_id, [])
+        if not events:
+            return
+        config = self._app_config(app_id)
+        one_per_request = config is not None and config.webhook_batch_window <= 0
+        size = 1 if one_per_request else shapes.MAX_EVENTS_PER_REQUEST
+        for target in self._targets_of(app_id):
+            chosen = [event for event in events if target.accepts(event)]
+            for start in range(0, len(chosen), size):
+                self._enqueue(target, _Job(chosen[start : start + size]))
+
+    # --- delivering -------------------------------------------------------------------
+
+    def _enqueue(self, target: _Target, job: _Job) -> None:
+        if len(target.queue) >= self._settings.max_queue:
+            dropped = target.queue.popleft()
+            target.stats.dropped += len(dropped.events)
+            log.warning(
+                "webhook queue of app %s full for %s: dropped %d event(s)",
+                target.app_id,
+                target.config.url,
+                len(dropped.events),
+            )
+        target.queue.append(job)
+        self._pump(target)
+
+    def _pump(self, target: _Target) -> None:
+        while target.queue and target.in_flight < self._settings.concurrency:
+            job = target.queue.popleft()
+            target.in_flight += 1
+            self._idle.clear()
+            task = asyncio.get_running_loop().create_task(self._deliver(target, job))
+            self._tasks[task] = job
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._check_idle()
+
+    async def _deliver(self, target: _Target, job: _Job) -> None:
+        config = self._app_config(target.app_id)
+        try:
+            if config is None:
+                target.stats.dropped += len(job.events)
+                return
+            now = self._clock()
+            if not job.first_attempt:
+                job.first_attempt = now
+            job.attempts += 1
+            # Signed afresh on every attempt: a receiver rejects a time_ms > 300 s old.
+            body = shapes.envelope(int(now * 1000), job.events)
+            headers = shapes.headers(config.key, config.secret, body, target.config.headers)
+            headers["User-Agent"] = USER_AGENT
+            error = await self._post(target.config.url, body, headers)
+            if error is None:
+                target.stats.sent += len(job.events)
+                return
+            target.stats.failed += 1
+            self._retry_later(target, job, error)
+        finally:
+            target.in_flight -= 1
+            self._pump(target)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._settings.timeout)
+        try:
+            reply = await self._client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if 200 <= reply.status_code < 300:
+            return None
+        return f"HTTP {reply.status_code}"
+
+    def _retry_later(self, target: _Target, job: _Job, error: str) -> None:
+        elapsed = self._clock() - job.first_attempt
+        gap = min(MAX_RETRY_GAP, FIRST_RETRY * 2 ** (job.attempts - 1))
+        gap *= random.uniform(0.5, 1.0)  # jitter: failing receivers are not hit in step
+        if elapsed + gap > self._settings.retry_for:
+            target.stats.dropped += len(job.events)
+            log.error(
+                "webhook to %s for app %s given up after %d attempts (%s): %d event(s) lost",
+                target.config.url,
+                target.app_id,
+                job.attempts,
+                error,
+                len(job.events),
+            )
+            return
+        log.warning(
+            "webhook to %s for app %s failed (%s); retry %d in %.1f s",
+            target.config.url,
+            target.app_id,
+            error,
+            job.attempts,
+            gap,
+        )
+        target.stats.retrying += 1
+        self._idle.clear()
+        handle: asyncio.TimerHandle = asyncio.get_running_loop().call_later(
+            gap, lambda: self._retry(handle)
+        )
+        self._retries[handle] = (target, job)
+
+    def _retry(self, handle: asyncio.TimerHandle) -> None:
+        entry = self._retries.pop(handle, None)
+        if entry is None:
+            return
+        target, job = entry
+        target.stats.retrying -= 1
+        target.queue.appendleft(job)
+        self._pump(target)
+
+    def _check_idle(self) -> None:
+        if (
+            not self._tasks
+            and not self._retries
+            and not any(target.queue for targets in self._targets.values() for target in targets)
+        ):
+            self._idle.set()
+
+    # --- reporting and shutdown ---------------------------------------------------------
+
+    def status(self, app_id: str) -> dict[str, Any]:
+        targets = self._targets_of(app_id)
+        total = Stats()
+        report = []
+        for target in targets:
+            stats = target.stats
+            total.sent += stats.sent
+            total.failed += stats.failed
+            total.retrying += stats.retrying
+            total.dropped += stats.dropped
+            report.append(
+                {
+                    "url": target.config.url,
+                    **stats.as_dict(),
+                    "queued": len(target.queue) + target.in_flight,
+                }
+            )
+        return {**total.as_dict(), "targets": report}
+
+    async def close(self) -> int:
+        """Send what is held or pending, wait up to the deadline; return the events dropped."""
+        for key, (held, event) in list(self._held.items()):
+            held.cancel()
+            del self._held[key]
+            self._pending.setdefault(key[0], []).append(event)
+        for app_id in list(self._pending):
+            flush = self._flush_handles.pop(app_id, None)
+            if flush is not None:
+                flush.cancel()
+            self._flush(app_id)
+        # Retries due later are brought forward: this is their last chance.
+        for retry in list(self._retries):
+            retry.cancel()
+            self._retry(retry)
+        self._check_idle()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self._settings.shutdown_deadline)
+        dropped = 0
+        for targets in self._targets.values():
+            for target in targets:
+                dropped += sum(len(job.events) for job in target.queue)
+                target.queue.clear()
+        for task, job in list(self._tasks.items()):
+            task.cancel()
+            dropped += len(job.events)
+        if self._client is not None:
+            await self._client.aclose()
+        if dropped:
+            log.error("shutdown: %d webhook event(s) could not be delivered and are lost", dropped)
+        return dropped
