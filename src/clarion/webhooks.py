@@ -328,8 +328,16 @@ class Outbox:
         dropped = 0
         for targets in self._targets.values():
             for target in targets:
-                dropped += sum(len(job.events) for job in target.queue)
+                lost = sum(len(job.events) for job in target.queue)
                 target.queue.clear()
+                target.stats.dropped += lost
+                dropped += lost
+        for handle, (target, job) in list(self._retries.items()):
+            handle.cancel()
+            del self._retries[handle]
+            target.stats.retrying -= 1
+            target.stats.dropped += len(job.events)
+            dropped += len(job.events)
         for task, job in list(self._tasks.items()):
             task.cancel()
             dropped += len(job.events)
