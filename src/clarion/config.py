@@ -32,6 +32,9 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     write_buffer_limit: int = 1024 * 1024
     # Seconds to wait for any frame after the server's pusher:ping before closing with 4201.
     pong_timeout: float = 30.0
+    # WebSocket connections from one IP address (0: no limit); more are refused with 4100.
+    # Behind a reverse proxy every connection comes from the proxy: raise it or set 0.
+    max_connections_per_ip: int = 1000
     log_level: str = "info"
 
 
@@ -67,6 +70,15 @@ class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     activity_timeout: int = 120
     # Maximum concurrent WebSocket connections for the app (None: no limit).
     max_connections: int | None = None
+    # Events published through the HTTP API per second, each channel counting once
+    # (None: no limit); more get 429.
+    max_backend_events_per_second: int | None = None
+    # HTTP API read requests (GET) per second (None: no limit); more get 429.
+    max_read_requests_per_second: int | None = None
+    # Distinct members of one presence channel.
+    max_presence_members: int = 100
+    # Channels one connection may be subscribed to at once.
+    max_channels_per_connection: int = 1000
     # Client events (client-*) on private and presence channels; off by default, as on Pusher.
     client_events: bool = False
     # Client events per second per connection; more are refused with pusher:error 4301.
@@ -169,6 +181,8 @@ def _validate(settings: Settings) -> None:
     for field in ("max_frame_bytes", "max_body_bytes", "write_buffer_limit"):
         if getattr(server, field) < 1024:
             raise ConfigError(f"server.{field} must be at least 1024 bytes")
+    if server.max_connections_per_ip < 0:
+        raise ConfigError("server.max_connections_per_ip must be >= 0 (0: no limit)")
     if server.pong_timeout <= 0:
         raise ConfigError("server.pong_timeout must be positive")
     if server.log_level.lower() not in {"debug", "info", "warning", "error"}:
@@ -192,6 +206,15 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{where}.activity_timeout must be at least 1 second")
         if app.max_connections is not None and app.max_connections < 0:
             raise ConfigError(f"{where}.max_connections must not be negative")
+        for limit in (
+            "max_backend_events_per_second",
+            "max_read_requests_per_second",
+            "max_presence_members",
+            "max_channels_per_connection",
+        ):
+            value = getattr(app, limit)
+            if value is not None and value < 1:
+                raise ConfigError(f"{where}.{limit} must be at least 1")
         if app.client_event_rate_limit < 1:
             raise ConfigError(f"{where}.client_event_rate_limit must be at least 1")
         if app.user_authentication_timeout is not None and app.user_authentication_timeout <= 0:

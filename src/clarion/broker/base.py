@@ -62,3 +62,11 @@ class StateStore(ABC):
 
     async def ready(self) -> bool:
         return True
+
+
+class RateLimiter(ABC):
+    """Rate limits with a one-second horizon, shared by every node that shares the limiter."""
+
+    @abstractmethod
+    async def consume(self, key: str, amount: int, per_second: int) -> bool:
+        """Take ``amount`` from bucket ``key`` (refilled at ``per_second``); False if short."""

@@ -4,9 +4,10 @@ questions are answered from the hub's own tables.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
-from clarion.broker.base import Broker, ChannelCounts, StateStore
+from clarion.broker.base import Broker, ChannelCounts, RateLimiter, StateStore
 
 
 class LocalView(Protocol):
@@ -37,3 +38,23 @@ class MemoryState(StateStore):
 
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
         return self._view.presence_user_ids(app_id, channel)
+
+
+class MemoryRateLimiter(RateLimiter):
+    """Token buckets in this process: capacity ``per_second``, refilled continuously."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, list[float]] = {}
+
+    async def consume(self, key: str, amount: int, per_second: int) -> bool:
+        now = time.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [float(per_second), now]
+        tokens = min(float(per_second), bucket[0] + (now - bucket[1]) * per_second)
+        bucket[1] = now
+        if tokens < amount:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - amount
+        return True

@@ -120,6 +120,10 @@ class Hub:
         self._apps: dict[str, AppChannels] = {}
         broker.bind(self.deliver)
 
+    def presence_limit(self, app_id: str) -> int:
+        config = self._app_config(app_id)
+        return config.max_presence_members if config is not None else names.MAX_PRESENCE_MEMBERS
+
     def app(self, app_id: str) -> AppChannels:
         state = self._apps.get(app_id)
         if state is None:
@@ -167,7 +171,7 @@ class Hub:
             and presence is not None
             and member is not None
             and member.user_id not in presence
-            and len(presence) >= names.MAX_PRESENCE_MEMBERS
+            and len(presence) >= self.presence_limit(app_id)
         ):
             if not channel.subscribers:
                 del app.channels[name]

@@ -66,6 +66,7 @@ class Context:
     new_socket_id: Callable[[], str]
     connections: set[Connection] = field(default_factory=set)
     connections_per_app: dict[str, int] = field(default_factory=dict)
+    connections_per_ip: dict[str, int] = field(default_factory=dict)
     accepting: bool = True
 
 
@@ -183,6 +184,12 @@ class Connection(asyncio.Protocol):
             ctx = self.ctx
             ctx.connections.discard(self)
             ctx.connections_per_app[self.app.id] -= 1
+            ip = self._peer_ip()
+            left = ctx.connections_per_ip.get(ip, 1) - 1
+            if left > 0:
+                ctx.connections_per_ip[ip] = left
+            else:
+                ctx.connections_per_ip.pop(ip, None)
             self.app = None
         self.ws = None
         self._parser = None
@@ -315,6 +322,8 @@ class Connection(asyncio.Protocol):
         self.last_seen = self.connected_at = time.monotonic()
         ctx.connections.add(self)
         ctx.connections_per_app[app.id] = ctx.connections_per_app.get(app.id, 0) + 1
+        ip = self._peer_ip()
+        ctx.connections_per_ip[ip] = ctx.connections_per_ip.get(ip, 0) + 1
         self.transport.write(
             messages.connection_established(self.socket_id, app.config.activity_timeout)
         )
@@ -352,7 +361,18 @@ class Connection(asyncio.Protocol):
             )
         if not ctx.accepting:
             raise ConnectRefused(CloseCode.RECONNECT, "Server is shutting down; reconnect")
+        per_ip = ctx.settings.max_connections_per_ip
+        if per_ip and ctx.connections_per_ip.get(self._peer_ip(), 0) >= per_ip:
+            # 41xx: pusher-js waits a second before trying again, so a reconnect loop
+            # cannot spin; the cap itself keeps descriptors for everyone else.
+            raise ConnectRefused(
+                CloseCode.OVER_CAPACITY, "Over capacity: too many connections from your address"
+            )
         return app
+
+    def _peer_ip(self) -> str:
+        peer = self.transport.get_extra_info("peername")
+        return str(peer[0]) if peer else ""
 
     def _refuse(self, refused: ConnectRefused) -> None:
         self.transport.write(messages.error(int(refused.code), refused.message))
@@ -451,6 +471,12 @@ class Connection(asyncio.Protocol):
         if problem:
             self._subscription_error(channel, "InvalidChannel", problem, 400)
             return
+        limit = app.config.max_channels_per_connection
+        if len(self.channels) >= limit and channel not in self.channels:
+            self._subscription_error(
+                channel, "LimitReached", f"A connection may subscribe to {limit} channels", 4100
+            )
+            return
         kind = names.channel_kind(channel)
         member: Member | None = None
         if kind is names.ChannelKind.PRIVATE or kind is names.ChannelKind.ENCRYPTED:
@@ -479,7 +505,7 @@ class Connection(asyncio.Protocol):
             self._subscription_error(
                 channel,
                 "LimitReached",
-                f"Presence channel is full ({names.MAX_PRESENCE_MEMBERS} members)",
+                f"Presence channel is full ({self.ctx.hub.presence_limit(app.id)} members)",
                 4100,
             )
             return

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import msgspec
 
 from clarion.apps import App, AppRegistry
-from clarion.broker.base import StateStore
+from clarion.broker.base import RateLimiter, StateStore
 from clarion.hub.channels import Hub
 from clarion.protocol import api, names
 from clarion.protocol.api import PublishRequest
@@ -39,8 +39,10 @@ class HttpApi:
         terminate_user: Callable[[str, str], int],
         is_ready: Callable[[], bool],
         webhook_status: Callable[[str], dict[str, Any]],
+        limiter: RateLimiter,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.limiter = limiter
         self.webhook_status = webhook_status
         self.registry = registry
         self.hub = hub
@@ -91,6 +93,13 @@ class HttpApi:
         verify_request(method, raw_path, params, body, app.credentials, self.clock())
         if not app.enabled:
             raise ApiError(403, f"App {app.id} is disabled")
+        read_limit = app.config.max_read_requests_per_second
+        if (
+            method == "GET"
+            and read_limit is not None
+            and not await self.limiter.consume(f"read:{app.id}", 1, read_limit)
+        ):
+            raise ApiError(429, f"Too many read requests: the limit is {read_limit} per second")
         return await endpoint(app, [unquote(p) for p in rest], params, body)
 
     def _endpoint(self, rest: list[str]) -> tuple[Endpoint, str]:
@@ -117,6 +126,7 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         request = api.parse_publish(body)
+        await self._check_event_rate(app, len(request.channels))
         self.hub.publish(app.id, request)
         if not request.info:
             return 200, EMPTY_OBJECT
@@ -127,6 +137,7 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         requests = api.parse_batch(body)
+        await self._check_event_rate(app, sum(len(request.channels) for request in requests))
         for request in requests:
             self.hub.publish(app.id, request)
         if not any(request.info for request in requests):
@@ -192,6 +203,14 @@ class HttpApi:
     ) -> Response:
         """Clarion extension: webhook delivery counters of this app, per target."""
         return 200, _encode(self.webhook_status(app.id))
+
+    async def _check_event_rate(self, app: App, events: int) -> None:
+        limit = app.config.max_backend_events_per_second
+        if limit is not None and not await self.limiter.consume(f"events:{app.id}", events, limit):
+            raise ApiError(
+                429,
+                f"Too many events: the limit is {limit} per second (each channel counts once)",
+            )
 
     # --- info replies -----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import time
 from contextlib import suppress
 
 from clarion.apps import AppRegistry
-from clarion.broker.memory import MemoryBroker, MemoryState
+from clarion.broker.memory import MemoryBroker, MemoryRateLimiter, MemoryState
 from clarion.config import AppConfig, Settings
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
@@ -60,6 +60,7 @@ class Server:
             terminate_user=self._terminate_user,
             is_ready=self._ready,
             webhook_status=self.outbox.status,
+            limiter=MemoryRateLimiter(),
         )
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
