@@ -1,9 +1,16 @@
-"""Interfaces every broker implements: ``Broker`` moves frames between nodes, ``StateStore``
-answers questions about channels for the whole cluster.
+"""Interfaces of the one door to other nodes.
 
-The hub publishes through a Broker and never talks to another node itself; the HTTP API
-asks a StateStore and never walks local sockets. Swapping the in-memory implementation
-for a clustered one changes nothing above this package.
+* :class:`Broker` moves frames between nodes. The hub publishes through it and never
+  talks to another node itself.
+* :class:`ChannelState` holds what is true for the whole cluster: how many sockets a
+  channel has, the presence members with a socket count per user, who is signed in, and
+  the last event of cache channels. The hub asks it before deciding what a subscribe or
+  a leave means (occupied? first socket of this user?), and the HTTP API answers
+  queries from it.
+* :class:`RateLimiter` counts requests against per-app limits.
+
+In-memory implementations live in :mod:`clarion.broker.memory`; swapping them for
+clustered ones changes nothing above this package.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 # (app_id, channel, frame bytes, socket_id to skip or None) -> None
 Deliver = Callable[[str, str, bytes, str | None], None]
@@ -20,6 +28,44 @@ Deliver = Callable[[str, str, bytes, str | None], None]
 class ChannelCounts:
     subscription_count: int
     user_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A presence member: user_id (always a string) and the user_info given at join."""
+
+    user_id: str
+    user_info: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """What a socket joining a channel changed, cluster-wide."""
+
+    occupied: bool  # the channel went from 0 to 1 socket
+    member_added: bool  # presence: the user's first socket in the channel
+    members: dict[str, Any] | None  # presence: every member's user_info, joiner included
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    vacated: bool  # the channel has no socket left
+    member_removed: bool  # presence: that was the user's last socket in the channel
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    event: str
+    data: str
+    ttl: int  # seconds left
+
+
+class PresenceFull(Exception):
+    """The presence channel already holds the maximum number of distinct members."""
+
+
+class BrokerUnavailable(Exception):
+    """A frame could not leave this node (the cluster link is down)."""
 
 
 class Broker(ABC):
@@ -37,9 +83,16 @@ class Broker(ABC):
         """Deliver ``frame`` to every subscriber of ``channel`` on every node, in order.
 
         Synchronous on purpose: frames of one channel leave in the order they were
-        published, and a clustered broker queues them for its connection. It raises
-        when the frame cannot leave this node, so the HTTP caller learns of it.
+        published, and a clustered broker queues them for its connection. This node's
+        subscribers get the frame before the call returns. Raises BrokerUnavailable
+        when the frame cannot reach the other nodes.
         """
+
+    def watch(self, app_id: str, channel: str) -> None:  # noqa: B027 - optional hook
+        """This node has its first local subscriber of ``channel``."""
+
+    def unwatch(self, app_id: str, channel: str) -> None:  # noqa: B027 - optional hook
+        """This node's last local subscriber of ``channel`` left."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to whatever the broker needs."""
@@ -48,8 +101,41 @@ class Broker(ABC):
         """Release connections."""
 
 
-class StateStore(ABC):
-    """Channel occupancy and presence, as the HTTP API reports them."""
+class ChannelState(ABC):
+    """Cluster-wide channel, presence, user and cache state, keyed by socket id."""
+
+    @abstractmethod
+    async def join(
+        self, app_id: str, channel: str, socket_id: str, member: Member | None, member_limit: int
+    ) -> Joined:
+        """Count ``socket_id`` in ``channel``; raise PresenceFull for a new user over the limit."""
+
+    @abstractmethod
+    async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Left:
+        """Stop counting ``socket_id`` in ``channel``."""
+
+    @abstractmethod
+    async def presence_members(self, app_id: str, channel: str) -> dict[str, Any]:
+        """user_id -> user_info of every member of a presence channel."""
+
+    @abstractmethod
+    async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """Count a signed-in socket; True when it is the user's first (they came online)."""
+
+    @abstractmethod
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """Forget a signed-in socket; True when it was the user's last (they went offline)."""
+
+    @abstractmethod
+    async def online(self, app_id: str, user_ids: list[str]) -> set[str]:
+        """Which of ``user_ids`` are signed in somewhere."""
+
+    @abstractmethod
+    async def cache_put(self, app_id: str, channel: str, event: str, data: str, ttl: int) -> None:
+        """Remember the last event of a cache channel for ``ttl`` seconds."""
+
+    @abstractmethod
+    async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None: ...
 
     @abstractmethod
     async def channel_counts(self, app_id: str, channel: str) -> ChannelCounts: ...

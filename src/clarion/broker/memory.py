@@ -1,23 +1,27 @@
-"""The single-process broker: a publish goes straight back to this node's hub, and state
-questions are answered from the hub's own tables.
+"""The single-process implementations: a publish goes straight back to this node's hub,
+and the cluster state is this process's own tables.
+
+Every method completes without suspending, so the callers' awaits cost next to nothing.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any
 
-from clarion.broker.base import Broker, ChannelCounts, RateLimiter, StateStore
+from clarion.broker.base import (
+    Broker,
+    CachedEvent,
+    ChannelCounts,
+    ChannelState,
+    Joined,
+    Left,
+    Member,
+    PresenceFull,
+    RateLimiter,
+)
 
-
-class LocalView(Protocol):
-    """What the memory state store reads from the local hub."""
-
-    def channel_counts(self, app_id: str, channel: str) -> ChannelCounts: ...
-
-    def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]: ...
-
-    def presence_user_ids(self, app_id: str, channel: str) -> list[str]: ...
+SERVER_TO_USER_PREFIX = "#server-to-user-"
 
 
 class MemoryBroker(Broker):
@@ -26,18 +30,109 @@ class MemoryBroker(Broker):
         self._deliver(app_id, channel, frame, exclude)
 
 
-class MemoryState(StateStore):
-    def __init__(self, view: LocalView) -> None:
-        self._view = view
+class MemoryState(ChannelState):
+    def __init__(self) -> None:
+        # app -> channel -> sockets subscribed (per app, so listing one app's is cheap)
+        self._sockets: dict[str, dict[str, int]] = {}
+        # (app, presence channel) -> user_id -> [user_info, that user's sockets]
+        self._members: dict[tuple[str, str], dict[str, list[Any]]] = {}
+        self._signed_in: dict[tuple[str, str], int] = {}
+        self._cache: dict[tuple[str, str], tuple[str, str, float]] = {}
+
+    async def join(
+        self, app_id: str, channel: str, socket_id: str, member: Member | None, member_limit: int
+    ) -> Joined:
+        key = (app_id, channel)
+        added = False
+        members: dict[str, list[Any]] | None = None
+        if member is not None:
+            members = self._members.setdefault(key, {})
+            entry = members.get(member.user_id)
+            if entry is None:
+                if len(members) >= member_limit:
+                    if not members:
+                        del self._members[key]
+                    raise PresenceFull(channel)
+                # The first user_info stored wins for a user with several sockets.
+                members[member.user_id] = [member.user_info, 1]
+                added = True
+            else:
+                entry[1] += 1
+        sockets = self._sockets.setdefault(app_id, {})
+        count = sockets.get(channel, 0) + 1
+        sockets[channel] = count
+        snapshot = {user: entry[0] for user, entry in members.items()} if members else None
+        return Joined(occupied=count == 1, member_added=added, members=snapshot)
+
+    async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Left:
+        key = (app_id, channel)
+        removed = False
+        members = self._members.get(key)
+        if user_id is not None and members is not None:
+            entry = members.get(user_id)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del members[user_id]
+                    removed = True
+                    if not members:
+                        del self._members[key]
+        sockets = self._sockets.get(app_id, {})
+        count = sockets.get(channel, 0) - 1
+        if count > 0:
+            sockets[channel] = count
+        else:
+            sockets.pop(channel, None)
+        return Left(vacated=count <= 0, member_removed=removed)
+
+    async def presence_members(self, app_id: str, channel: str) -> dict[str, Any]:
+        members = self._members.get((app_id, channel), {})
+        return {user: entry[0] for user, entry in members.items()}
+
+    async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        key = (app_id, user_id)
+        count = self._signed_in.get(key, 0) + 1
+        self._signed_in[key] = count
+        return count == 1
+
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        key = (app_id, user_id)
+        count = self._signed_in.get(key, 0) - 1
+        if count > 0:
+            self._signed_in[key] = count
+            return False
+        self._signed_in.pop(key, None)
+        return True
+
+    async def online(self, app_id: str, user_ids: list[str]) -> set[str]:
+        return {user for user in user_ids if (app_id, user) in self._signed_in}
+
+    async def cache_put(self, app_id: str, channel: str, event: str, data: str, ttl: int) -> None:
+        self._cache[(app_id, channel)] = (event, data, time.monotonic() + ttl)
+
+    async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None:
+        entry = self._cache.get((app_id, channel))
+        if entry is None:
+            return None
+        left = entry[2] - time.monotonic()
+        if left <= 0:
+            del self._cache[(app_id, channel)]
+            return None
+        return CachedEvent(entry[0], entry[1], int(left))
 
     async def channel_counts(self, app_id: str, channel: str) -> ChannelCounts:
-        return self._view.channel_counts(app_id, channel)
+        sockets = self._sockets.get(app_id, {}).get(channel, 0)
+        return ChannelCounts(sockets, len(self._members.get((app_id, channel), ())))
 
     async def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
-        return self._view.occupied_channels(app_id, prefix)
+        return {
+            channel: ChannelCounts(count, len(self._members.get((app_id, channel), ())))
+            for channel, count in self._sockets.get(app_id, {}).items()
+            if channel.startswith(prefix) and not channel.startswith(SERVER_TO_USER_PREFIX)
+        }
 
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
-        return self._view.presence_user_ids(app_id, channel)
+        return list(self._members.get((app_id, channel), ()))
 
 
 class MemoryRateLimiter(RateLimiter):

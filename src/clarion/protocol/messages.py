@@ -71,6 +71,14 @@ def cache_miss(channel: str) -> bytes:
     return ws_text(_encode({"event": "pusher:cache_miss", "channel": channel}))
 
 
+def presence_data(members: dict[str, Any]) -> str:
+    """The ``data`` string of a presence ``subscription_succeeded`` (spec §8).
+
+    ``hash`` holds every member, the subscriber included; ``count`` is distinct users.
+    """
+    return json_string({"presence": {"ids": list(members), "hash": members, "count": len(members)}})
+
+
 def signin_success(user_data: str) -> bytes:
     """``data`` decodes to an object whose ``user_data`` is the original string (spec §13)."""
     data = json_string({"user_data": user_data})

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,12 +25,14 @@ from websockets.protocol import State as WsState
 from websockets.utils import accept_key
 
 from clarion.apps import App, AppRegistry
+from clarion.broker.base import Member, PresenceFull
 from clarion.config import ServerSettings
-from clarion.hub.channels import Hub, Member, PresenceFull
+from clarion.hub.channels import Hub
 from clarion.protocol import messages, names, signing
 from clarion.protocol.api import error_body
 from clarion.protocol.errors import BadMessage, CloseCode, ConnectRefused
 from clarion.protocol.messages import ClientMessage
+from clarion.server.eager import run_eagerly
 from clarion.server.http_api import HttpApi, Response
 
 log = logging.getLogger("clarion.connection")
@@ -70,35 +72,9 @@ class Context:
     accepting: bool = True
 
 
-def _run_eagerly(coro: Coroutine[Any, Any, Response], done: Callable[[Response], None]) -> None:
-    """Run ``coro`` now; only if it really suspends does it continue as a task.
-
-    Most API calls finish without suspending (the in-memory state answers at once), so
-    this spares a task per request; a clustered state store suspends and gets one.
-    """
-    try:
-        pending = coro.send(None)
-    except StopIteration as stop:
-        done(stop.value)
-        return
-
-    # The coroutine yielded an asyncio future: await it for the coroutine and resume.
-    task = asyncio.ensure_future(_resume(coro, pending))
-    task.add_done_callback(lambda t: done(t.result()))
-
-
-async def _resume(coro: Coroutine[Any, Any, Response], pending: Any) -> Response:
-    """Drive a coroutine that has already suspended once on ``pending``."""
-    while True:
-        try:
-            if pending is None:
-                await asyncio.sleep(0)
-            else:
-                pending._asyncio_future_blocking = False
-                await asyncio.wait([pending])
-            pending = coro.send(None)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("leaving channels failed", exc_info=task.exception())
 
 
 class Connection(asyncio.Protocol):
@@ -111,6 +87,7 @@ class Connection(asyncio.Protocol):
         "_headers",
         "_lost",
         "_parser",
+        "_pending",
         "_queue",
         "_upgrade",
         "_url",
@@ -142,6 +119,7 @@ class Connection(asyncio.Protocol):
         self._queue: deque[tuple[str, str, str, bytes, bool]] | None = None
         self._closing = False
         self._lost = False
+        self._pending: deque[str] | None = None
         self._fragments: list[bytes] | None = None
         self.ws: WsProtocol | None = None
         self.app: App | None = None
@@ -255,7 +233,7 @@ class Connection(asyncio.Protocol):
             if self._queue and not self._closing:
                 self._serve(self._queue.popleft())
 
-        _run_eagerly(self.ctx.api.handle(method, path, query, body), done)
+        run_eagerly(self.ctx.api.handle(method, path, query, body), done)
 
     def _http_reply(self, status: int, body: bytes, keep_alive: bool) -> None:
         if self._closing:
@@ -432,28 +410,53 @@ class Connection(asyncio.Protocol):
         except UnicodeDecodeError:
             self.close(1007, "Invalid UTF-8 in text frame")
             return
+        if self._pending is not None:
+            # An earlier message still waits on the cluster state: keep the order.
+            self._pending.append(text)
+            return
+        self._handle(text)
+
+    def _handle(self, text: str) -> None:
         try:
             message = messages.parse_client_frame(text)
-            self._dispatch(message)
+            if message.event == "pusher:ping":
+                self.transport.write(messages.PONG)
+                return
+            task = run_eagerly(self._dispatch(message))
         except BadMessage as exc:
             self.transport.write(messages.error(None, str(exc)))
+            return
+        if task is not None:
+            self._pending = deque()
+            task.add_done_callback(self._resume_messages)
 
-    def _dispatch(self, message: ClientMessage) -> None:
+    def _resume_messages(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if isinstance(exc, BadMessage):
+                self.transport.write(messages.error(None, str(exc)))
+            else:
+                log.error("message handling failed for %s", self.socket_id, exc_info=exc)
+        queued, self._pending = self._pending, None
+        while queued and self._pending is None and not self._closing:
+            self._handle(queued.popleft())
+        if queued and self._pending is not None:
+            self._pending.extendleft(reversed(queued))
+
+    async def _dispatch(self, message: ClientMessage) -> None:
         name = message.event
-        if name == "pusher:ping":
-            self.transport.write(messages.PONG)
-        elif name == "pusher:pong":
+        if name == "pusher:pong":
             pass
         elif name == "pusher:subscribe":
-            self._subscribe(messages.protocol_data(message))
+            await self._subscribe(messages.protocol_data(message))
         elif name == "pusher:unsubscribe":
             channel = messages.protocol_data(message).get("channel")
             if isinstance(channel, str) and channel in self.channels:
                 self.channels.discard(channel)
                 assert self.app is not None
-                self.ctx.hub.unsubscribe(self.app.id, self, channel)
+                await self.ctx.hub.unsubscribe(self.app.id, self, channel)
         elif name == "pusher:signin":
-            self._signin(messages.protocol_data(message))
+            await self._signin(messages.protocol_data(message))
         elif name.startswith("pusher:"):
             pass  # unknown protocol events are ignored (spec §1)
         elif name.startswith("client-"):
@@ -461,7 +464,7 @@ class Connection(asyncio.Protocol):
         else:
             raise BadMessage(f"Unsupported event {name!r} from a client")
 
-    def _subscribe(self, data: dict[str, Any]) -> None:
+    async def _subscribe(self, data: dict[str, Any]) -> None:
         app = self.app
         assert app is not None
         channel = data.get("channel")
@@ -500,7 +503,7 @@ class Connection(asyncio.Protocol):
                 )
                 return
         try:
-            joined = self.ctx.hub.subscribe(app.id, self, channel, member)
+            joined = await self.ctx.hub.subscribe(app.id, self, channel, member)
         except PresenceFull:
             self._subscription_error(
                 channel,
@@ -508,6 +511,11 @@ class Connection(asyncio.Protocol):
                 f"Presence channel is full ({self.ctx.hub.presence_limit(app.id)} members)",
                 4100,
             )
+            return
+        if self._closing:
+            # The socket went while the cluster state answered: undo the join.
+            if joined.new:
+                await self.ctx.hub.unsubscribe(app.id, self, channel)
             return
         if joined.new:
             self.channels.add(channel)
@@ -572,7 +580,7 @@ class Connection(asyncio.Protocol):
             return None
         return Member(user_id, user_info)
 
-    def _signin(self, data: dict[str, Any]) -> None:
+    async def _signin(self, data: dict[str, Any]) -> None:
         app = self.app
         assert app is not None
         user_data = data.get("user_data")
@@ -592,11 +600,14 @@ class Connection(asyncio.Protocol):
             return
         hub = self.ctx.hub
         if self.user is not None:
-            hub.sign_out(app.id, self, self.user.id)
+            previous, self.user = self.user, None
+            await hub.sign_out(app.id, self, previous.id)
         self.user = user
         self.authorized = True
         watchlist = user.watchlist if app.config.watchlist_events else []
-        watchlist_frame = hub.sign_in(app.id, self, user.id, watchlist)
+        watchlist_frame = await hub.sign_in(app.id, self, user.id, watchlist)
+        if self._closing:
+            return  # connection_lost signs the user out again
         self.transport.write(messages.signin_success(user_data))
         if watchlist_frame is not None:
             self.transport.write(watchlist_frame)
@@ -654,16 +665,25 @@ class Connection(asyncio.Protocol):
         self.transport.write(messages.subscription_error(channel, type_, message, status))
 
     def _leave_all(self) -> None:
+        """Leave every channel and sign out (on close): in the background if it must wait."""
         app = self.app
         if app is None:
             return
+        channels, self.channels = self.channels, set()
+        user, self.user = self.user, None
+        if channels or user is not None:
+            task = run_eagerly(self._leave(app.id, channels, user))
+            if task is not None:
+                task.add_done_callback(_log_failure)
+
+    async def _leave(
+        self, app_id: str, channels: set[str], user: messages.SignedInUser | None
+    ) -> None:
         hub = self.ctx.hub
-        for channel in self.channels:
-            hub.unsubscribe(app.id, self, channel)
-        self.channels = set()
-        if self.user is not None:
-            hub.sign_out(app.id, self, self.user.id)
-            self.user = None
+        for channel in channels:
+            await hub.unsubscribe(app_id, self, channel)
+        if user is not None:
+            await hub.sign_out(app_id, self, user.id)
 
     # --- closing ----------------------------------------------------------------------
 

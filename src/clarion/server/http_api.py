@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import msgspec
 
 from clarion.apps import App, AppRegistry
-from clarion.broker.base import RateLimiter, StateStore
+from clarion.broker.base import BrokerUnavailable, ChannelState, RateLimiter
 from clarion.hub.channels import Hub
 from clarion.protocol import api, names
 from clarion.protocol.api import PublishRequest
@@ -35,8 +35,8 @@ class HttpApi:
         self,
         registry: AppRegistry,
         hub: Hub,
-        state: StateStore,
-        terminate_user: Callable[[str, str], int],
+        state: ChannelState,
+        terminate_user: Callable[[str, str], None],
         is_ready: Callable[[], bool],
         webhook_status: Callable[[str], dict[str, Any]],
         limiter: RateLimiter,
@@ -56,6 +56,9 @@ class HttpApi:
             return await self._route(method, raw_path, raw_query, body)
         except ApiError as exc:
             return exc.status, api.error_body(exc.status, exc.message)
+        except BrokerUnavailable as exc:
+            message = f"Delivered to this node's subscribers only; the cluster link is down: {exc}"
+            return 503, api.error_body(503, message)
         except Exception:
             log.exception("HTTP API request failed: %s %s", method, raw_path)
             return 500, api.error_body(500, "Internal server error")
@@ -127,7 +130,7 @@ class HttpApi:
     ) -> Response:
         request = api.parse_publish(body)
         await self._check_event_rate(app, len(request.channels))
-        self.hub.publish(app.id, request)
+        await self.hub.publish(app.id, request)
         if not request.info:
             return 200, EMPTY_OBJECT
         channels = {ch: await self._info(app, ch, request.info) for ch in request.channels}
@@ -139,7 +142,7 @@ class HttpApi:
         requests = api.parse_batch(body)
         await self._check_event_rate(app, sum(len(request.channels) for request in requests))
         for request in requests:
-            self.hub.publish(app.id, request)
+            await self.hub.publish(app.id, request)
         if not any(request.info for request in requests):
             return 200, EMPTY_OBJECT
         batch = [await self._batch_info(app, request) for request in requests]
@@ -172,13 +175,9 @@ class HttpApi:
         if "subscription_count" in info:
             result["subscription_count"] = counts.subscription_count
         if "cache" in info and names.is_cache_channel(name):
-            cached = self.hub.cached_event(app.id, name)
+            cached = await self.state.cache_get(app.id, name)
             if cached is not None:
-                result["cache"] = {
-                    "event": cached.event,
-                    "data": cached.data,
-                    "ttl": cached.ttl(time.monotonic()),
-                }
+                result["cache"] = {"event": cached.event, "data": cached.data, "ttl": cached.ttl}
         return 200, _encode(result)
 
     async def users(

@@ -35,14 +35,14 @@ class Server:
         self.settings = settings
         registry = AppRegistry(settings.apps)
         broker = MemoryBroker()
+        state = MemoryState()
 
         def app_config(app_id: str) -> AppConfig | None:
             app = registry.by_id(app_id)
             return app.config if app is not None else None
 
         self.outbox = Outbox(app_config, settings.webhooks)
-        hub = Hub(broker, settings.server.write_buffer_limit, app_config, self.outbox)
-        state = MemoryState(hub)
+        hub = Hub(broker, state, settings.server.write_buffer_limit, app_config, self.outbox)
         # Unique among this process's sockets; the random prefix keeps nodes apart.
         node = random.randrange(1, 10**9)
         counter = itertools.count(random.randrange(1, 10**6))
@@ -68,8 +68,8 @@ class Server:
     def _ready(self) -> bool:
         return self.ctx.accepting
 
-    def _terminate_user(self, app_id: str, user_id: str) -> int:
-        return self.ctx.hub.terminate_user(app_id, user_id)
+    def _terminate_user(self, app_id: str, user_id: str) -> None:
+        self.ctx.hub.terminate_user(app_id, user_id)
 
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -88,7 +88,7 @@ class Server:
             now = time.monotonic()
             for conn in list(self.ctx.connections):
                 conn.check_activity(now, pong_timeout)
-            self.ctx.hub.flush_subscription_counts(now)
+            await self.ctx.hub.flush_subscription_counts(now)
 
     async def stop(self) -> None:
         self.ctx.accepting = False
