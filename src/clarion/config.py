@@ -53,6 +53,19 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     shutdown_deadline: float = 5.0
 
 
+class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How nodes share state (``[cluster]``)."""
+
+    # "memory": this process alone; "redis": every node on the same Redis is one server.
+    adapter: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Key and channel prefix, so several Clarion clusters can share one Redis.
+    prefix: str = "clarion"
+    # Seconds a node's lease lasts; a node that stops renewing it (crash, power loss) is
+    # removed by the others after this long, with member_removed/channel_vacated sent.
+    node_lease: float = 10.0
+
+
 class WebhookTarget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str
     event_types: list[str]
@@ -102,12 +115,14 @@ class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     apps: list[AppConfig] = msgspec.field(default_factory=list)
 
 
 DEMO_APP = {"id": "1", "key": "app-key", "secret": "app-secret"}
 
 _ENV_SERVER = {"CLARION_HOST": "host", "CLARION_PORT": "port", "CLARION_LOG_LEVEL": "log_level"}
+_ENV_CLUSTER = {"CLARION_CLUSTER_ADAPTER": "adapter", "CLARION_REDIS_URL": "redis_url"}
 _ENV_APP = {"CLARION_APP_ID": "id", "CLARION_APP_KEY": "key", "CLARION_APP_SECRET": "secret"}
 
 
@@ -118,7 +133,7 @@ def load(
 ) -> Settings:
     """Build the effective settings; raise ConfigError with a clear message on any problem."""
     env = os.environ if env is None else env
-    raw: dict[str, Any] = {"server": {}, "apps": []}
+    raw: dict[str, Any] = {"server": {}, "apps": [], "cluster": {}}
     path = config_path or env.get("CLARION_CONFIG")
     if path:
         try:
@@ -136,11 +151,17 @@ def load(
         if not isinstance(raw.get("apps", []), list):
             raise ConfigError("apps must be an array of tables: write [[apps]]")
         raw.setdefault("apps", [])
+        if not isinstance(raw.get("cluster", {}), dict):
+            raise ConfigError("[cluster] must be a table")
+        raw.setdefault("cluster", {})
 
     server = raw["server"]
     for var, field in _ENV_SERVER.items():
         if var in env:
             server[field] = env[var]
+    for var, field in _ENV_CLUSTER.items():
+        if var in env:
+            raw["cluster"][field] = env[var]
     app_env = {field: env[var] for var, field in _ENV_APP.items() if var in env}
     if app_env:
         if len(raw["apps"]) > 1:
@@ -194,8 +215,8 @@ def _validate(settings: Settings) -> None:
         for field in ("id", "key", "secret"):
             if not getattr(app, field):
                 raise ConfigError(f"{where}.{field} must not be empty")
-        if "/" in app.id or "/" in app.key:
-            raise ConfigError(f"{where}: id and key must not contain '/'")
+        if any(c in app.id or c in app.key for c in "/:"):
+            raise ConfigError(f"{where}: id and key must not contain '/' or ':'")
         if app.id in ids:
             raise ConfigError(f"{where}.id {app.id!r} is used by another app")
         if app.key in keys:
@@ -231,6 +252,17 @@ def _validate(settings: Settings) -> None:
                     f"{spot}.event_types must list some of {sorted(WEBHOOK_EVENT_TYPES)}"
                     + (f"; unknown: {sorted(unknown)}" if unknown else "")
                 )
+    cluster = settings.cluster
+    if cluster.adapter not in ("memory", "redis"):
+        raise ConfigError(f'cluster.adapter must be "memory" or "redis", got {cluster.adapter!r}')
+    if cluster.adapter == "redis" and not cluster.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigError("cluster.redis_url must start with redis://, rediss:// or unix://")
+    if not cluster.prefix or ":" in cluster.prefix:
+        raise ConfigError("cluster.prefix must be non-empty and contain no ':'")
+    if cluster.node_lease < 2:
+        raise ConfigError("cluster.node_lease must be at least 2 seconds")
     hooks = settings.webhooks
     if hooks.timeout <= 0 or hooks.retry_for < 0 or hooks.shutdown_deadline < 0:
         raise ConfigError("webhooks.timeout must be positive, retry_for and deadline >= 0")
@@ -247,6 +279,7 @@ def redact(secret: str) -> str:
 def describe(settings: Settings) -> str:
     """The effective configuration as TOML, secrets redacted (printed at start)."""
     lines = ["[server]", *_fields(settings.server), "", "[webhooks]", *_fields(settings.webhooks)]
+    lines += ["", "[cluster]", *_fields(settings.cluster)]
     for app in settings.apps:
         lines += ["", "[[apps]]", *_fields(app, skip={"webhooks"})]
         for target in app.webhooks:
@@ -262,11 +295,23 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
             continue
         if field == "secret":
             value = redact(value)
+        elif field == "redis_url":
+            value = _redact_url(value)
         elif field == "headers":
             # Header values often carry credentials (Authorization): never print them.
             value = {name: redact(v) for name, v in value.items()}
         lines.append(f"{field} = {_toml(value)}")
     return lines
+
+
+def _redact_url(url: str) -> str:
+    """Hide the password of redis://user:password@host."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':****' if colon else ''}@{host}"
 
 
 def _toml(value: object) -> str:

@@ -1,0 +1,60 @@
+"""Fixtures for the integration tests: a pusher-js driver and the official Python SDK.
+
+All tests share the session's Clarion server (tests/conftest.py), so every test names its
+channels with its own ``uid`` and never depends on what other tests left behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pusher
+import pytest
+
+from tests.conftest import RunningServer
+from tests.integration.pusherjs import Driver
+
+
+@pytest.fixture
+def make_driver(tmp_path: Path) -> Iterator[Callable[[RunningServer], Driver]]:
+    """Start node drivers for any server; all are ended (with their clients) at teardown."""
+    drivers: list[Driver] = []
+
+    def make(target: RunningServer) -> Driver:
+        driver = Driver(target.host, target.port, tmp_path / f"driver{len(drivers)}.log")
+        drivers.append(driver)
+        return driver
+
+    try:
+        yield make
+    finally:
+        for driver in drivers:
+            driver.close()
+
+
+@pytest.fixture
+def js(server: RunningServer, make_driver: Callable[[RunningServer], Driver]) -> Driver:
+    """A fresh node driver per test, talking to the session's server."""
+    return make_driver(server)
+
+
+@pytest.fixture
+def uid() -> str:
+    """A suffix that makes this test's channel and event names its own."""
+    return uuid.uuid4().hex[:10]
+
+
+def python_sdk(
+    server: RunningServer, app_id: str = "1", key: str = "app-key", secret: str = "app-secret"
+) -> pusher.Pusher:
+    return pusher.Pusher(
+        app_id=app_id, key=key, secret=secret, host=server.host, port=server.port, ssl=False
+    )
+
+
+@pytest.fixture
+def pusher_client(server: RunningServer) -> pusher.Pusher:
+    """The PyPI ``pusher`` SDK, configured as the HTTP API guide does, for app 1."""
+    return python_sdk(server)

@@ -1,0 +1,358 @@
+#!/usr/bin/env node
+// A long-lived driver for Clarion's integration tests.
+//
+// pytest spawns `node tests/js/driver.js`, writes one JSON command per line on stdin
+// and reads one JSON report per line on stdout. Every command carries an `id` and is
+// answered by exactly one `{"type":"reply","id":…,"ok":true,"result":…}` (or
+// `"ok":false,"error":…`); everything pusher-js observes is reported asynchronously as
+// `{"type":…,"client":…,…}` lines. Nothing else is written to stdout: pusher-js's own
+// logging and console output go to stderr.
+//
+// Clients are real pusher-js 8.6.0 instances (the Node build, WebSocket transport only).
+// Private and presence channels are authorised by a `channelAuthorization.customHandler`
+// that signs with the official Node `pusher` SDK (`authorizeChannel`) and the secret
+// given in the command, so no HTTP auth endpoint is needed. The Node `pusher` SDK is also
+// exposed for HTTP API calls (`sdk` command).
+"use strict";
+
+const readline = require("readline");
+const Pusher = require("pusher-js");
+const PusherServer = require("pusher");
+
+// stdout is reserved for reports.
+const out = process.stdout;
+console.log = (...args) => process.stderr.write(args.map(String).join(" ") + "\n");
+console.info = console.log;
+console.warn = console.log;
+console.debug = console.log;
+Pusher.logToConsole = false;
+Pusher.log = (message) => process.stderr.write("[pusher-js] " + message + "\n");
+
+function emit(report) {
+  out.write(JSON.stringify(report) + "\n");
+}
+
+// Serialise anything pusher-js hands us (errors included) into plain JSON.
+function plain(value) {
+  if (value === undefined) return null;
+  if (value instanceof Error) {
+    return { name: value.name, message: value.message };
+  }
+  try {
+    return JSON.parse(
+      JSON.stringify(value, (key, v) => {
+        if (v instanceof Error) return { name: v.name, message: v.message };
+        if (typeof v === "function") return undefined;
+        return v;
+      })
+    );
+  } catch (e) {
+    return String(value);
+  }
+}
+
+function membersOf(channel) {
+  const m = channel.members;
+  if (!m) return null;
+  const all = {};
+  m.each((member) => {
+    all[member.id] = plain(member.info);
+  });
+  return { count: m.count, me: plain(m.me), members: all, my_id: plain(m.myID) };
+}
+
+const clients = new Map(); // name -> {pusher, auth: Map(channel -> {...}), key, secret, appId}
+
+function sdkFor(app) {
+  const options = {
+    appId: String(app.appId),
+    key: app.key,
+    secret: app.secret,
+    host: app.host,
+    port: app.port,
+    useTLS: false,
+    timeout: 5000,
+  };
+  if (app.masterKey) options.encryptionMasterKeyBase64 = app.masterKey;
+  return new PusherServer(options);
+}
+
+// The channel authoriser of one client: signs with the Node SDK, or hands back a
+// ready-made auth response given by the test (e.g. one the Python SDK produced).
+function authorizer(name) {
+  return (params, callback) => {
+    const client = clients.get(name);
+    const spec = (client && client.auth.get(params.channelName)) || {};
+    try {
+      if (spec.response) {
+        callback(null, spec.response);
+        return;
+      }
+      const options = {
+        appId: String(client.appId),
+        key: client.key,
+        secret: spec.secret || client.secret,
+      };
+      // For private-encrypted- channels the SDK adds shared_secret to the response.
+      if (client.masterKey) options.encryptionMasterKeyBase64 = client.masterKey;
+      const signer = new PusherServer(options);
+      const result =
+        spec.presence !== undefined && spec.presence !== null
+          ? signer.authorizeChannel(params.socketId, params.channelName, spec.presence)
+          : signer.authorizeChannel(params.socketId, params.channelName);
+      callback(null, result);
+    } catch (e) {
+      callback(e, null);
+    }
+  };
+}
+
+function watchChannel(name, channel) {
+  const channelName = channel.name;
+  channel.bind_global((event, data) => {
+    emit({ type: "event", client: name, channel: channelName, event, data: plain(data) });
+  });
+  channel.bind("pusher:subscription_succeeded", (data) => {
+    emit({
+      type: "subscription_succeeded",
+      client: name,
+      channel: channelName,
+      members: membersOf(channel),
+      data: channel.members ? null : plain(data),
+    });
+  });
+  channel.bind("pusher:subscription_error", (data) => {
+    emit({ type: "subscription_error", client: name, channel: channelName, data: plain(data) });
+  });
+  channel.bind("pusher:cache_miss", (data) => {
+    emit({ type: "cache_miss", client: name, channel: channelName, data: plain(data) });
+  });
+  channel.bind("pusher:member_added", (member) => {
+    emit({
+      type: "member_added",
+      client: name,
+      channel: channelName,
+      member: plain(member),
+      count: channel.members.count,
+    });
+  });
+  channel.bind("pusher:member_removed", (member) => {
+    emit({
+      type: "member_removed",
+      client: name,
+      channel: channelName,
+      member: plain(member),
+      count: channel.members.count,
+    });
+  });
+}
+
+function rawSocketOf(pusher) {
+  const conn = pusher.connection.connection;
+  const transport = conn && conn.transport;
+  return transport && transport.socket;
+}
+
+const commands = {
+  connect(cmd) {
+    const name = cmd.client;
+    if (clients.has(name)) throw new Error(`client ${name} exists`);
+    const client = {
+      key: cmd.key,
+      secret: cmd.secret || "unused-secret",
+      appId: cmd.app_id || "0",
+      masterKey: cmd.master_key || null,
+      auth: new Map(),
+      watched: new Set(),
+      pusher: null,
+    };
+    clients.set(name, client);
+    // Construct without connecting (as pusher-js does before its runtime is ready), so
+    // the state changes from "initialized" on are all observed; connect below.
+    // (The export is PusherWithEncryption; the flag lives on its base class, Pusher.)
+    const base = Object.getPrototypeOf(Pusher);
+    const wasReady = base.isReady;
+    base.isReady = false;
+    const pusher = new Pusher(cmd.key, {
+      cluster: "clarion-test",
+      wsHost: cmd.host,
+      wsPort: cmd.port,
+      forceTLS: false,
+      enabledTransports: ["ws"],
+      enableStats: false,
+      channelAuthorization: { customHandler: authorizer(name) },
+    });
+    base.isReady = wasReady;
+    client.pusher = pusher;
+    const connection = pusher.connection;
+    connection.bind("state_change", (states) => {
+      emit({ type: "state", client: name, previous: states.previous, current: states.current });
+    });
+    connection.bind("connected", () => {
+      const report = { type: "connected", client: name, socket_id: connection.socket_id };
+      emit(report);
+      if (cmd.raw) {
+        // The text frames exactly as they arrived, before pusher-js decodes them.
+        // "connected" is emitted from inside the socket's onmessage handler for
+        // connection_established; faye-websocket calls onmessage first and then the
+        // addEventListener listeners, so this listener sees that first frame too.
+        const socket = rawSocketOf(pusher);
+        if (socket) {
+          socket.addEventListener("message", (e) => {
+            emit({ type: "raw", client: name, text: String(e.data) });
+          });
+        }
+      }
+    });
+    connection.bind("error", (error) => {
+      emit({ type: "error", client: name, error: plain(error) });
+    });
+    pusher.bind("pusher:error", (data) => {
+      emit({ type: "pusher_error", client: name, data: plain(data) });
+    });
+    pusher.connect();
+    return { state: connection.state };
+  },
+
+  disconnect(cmd) {
+    const client = need(cmd.client);
+    client.pusher.disconnect();
+    return { state: client.pusher.connection.state };
+  },
+
+  subscribe(cmd) {
+    const client = need(cmd.client);
+    client.auth.set(cmd.channel, {
+      secret: cmd.secret,
+      presence: cmd.presence,
+      response: cmd.auth_response,
+    });
+    const channel = client.pusher.subscribe(cmd.channel);
+    if (!client.watched.has(channel.name)) {
+      client.watched.add(channel.name);
+      watchChannel(cmd.client, channel);
+    }
+    return { channel: channel.name };
+  },
+
+  unsubscribe(cmd) {
+    const client = need(cmd.client);
+    client.pusher.unsubscribe(cmd.channel);
+    return { channel: cmd.channel };
+  },
+
+  bind(cmd) {
+    const client = need(cmd.client);
+    const channel = client.pusher.channel(cmd.channel);
+    if (!channel) throw new Error(`client ${cmd.client} has no channel ${cmd.channel}`);
+    channel.bind(cmd.event, (data, metadata) => {
+      emit({
+        type: "bound",
+        client: cmd.client,
+        channel: cmd.channel,
+        event: cmd.event,
+        data: plain(data),
+        metadata: metadata === undefined ? null : plain(metadata),
+        args: metadata === undefined ? 1 : 2,
+      });
+    });
+    return {};
+  },
+
+  // What pusher-js itself holds right now (state, pending reconnects, members).
+  inspect(cmd) {
+    const client = need(cmd.client);
+    const manager = client.pusher.connection;
+    const result = {
+      state: manager.state,
+      socket_id: manager.socket_id || null,
+      retry_pending: Boolean(manager.retryTimer && manager.retryTimer.isRunning()),
+      connecting: Boolean(manager.runner),
+      has_connection: Boolean(manager.connection),
+    };
+    if (cmd.channel) {
+      const channel = client.pusher.channel(cmd.channel);
+      result.channel = channel
+        ? {
+            subscribed: channel.subscribed,
+            pending: channel.subscriptionPending,
+            members: membersOf(channel),
+          }
+        : null;
+    }
+    return result;
+  },
+
+  // The official Node server SDK: trigger, triggerBatch, get, terminateUserConnections.
+  async sdk(cmd) {
+    const pusher = sdkFor(cmd.app);
+    let response;
+    try {
+      response = await pusher[cmd.method](...cmd.args);
+    } catch (e) {
+      return { status: e.status || null, body: e.body || null, error: e.message };
+    }
+    const text = await response.text();
+    let body;
+    try {
+      body = JSON.parse(text);
+    } catch (e) {
+      body = { unparsed: text };
+    }
+    return { status: response.status, body };
+  },
+
+  close_all() {
+    for (const client of clients.values()) client.pusher.disconnect();
+    return { closed: clients.size };
+  },
+};
+
+function need(name) {
+  const client = clients.get(name);
+  if (!client) throw new Error(`no client ${name}`);
+  return client;
+}
+
+async function handle(line) {
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (e) {
+    emit({ type: "reply", id: null, ok: false, error: `bad JSON: ${e.message}` });
+    return;
+  }
+  const fn = commands[cmd.cmd];
+  if (!fn) {
+    emit({ type: "reply", id: cmd.id, ok: false, error: `unknown command ${cmd.cmd}` });
+    return;
+  }
+  try {
+    const result = await fn(cmd);
+    emit({ type: "reply", id: cmd.id, ok: true, result: result === undefined ? null : result });
+  } catch (e) {
+    emit({ type: "reply", id: cmd.id, ok: false, error: String((e && e.message) || e) });
+  }
+}
+
+const input = readline.createInterface({ input: process.stdin });
+input.on("line", (line) => {
+  if (line.trim()) handle(line);
+});
+input.on("close", () => {
+  for (const client of clients.values()) {
+    try {
+      client.pusher.disconnect();
+    } catch (e) {
+      // exiting anyway
+    }
+  }
+  process.exit(0);
+});
+process.on("uncaughtException", (e) => {
+  emit({ type: "crash", error: String((e && e.stack) || e) });
+});
+process.on("unhandledRejection", (e) => {
+  emit({ type: "crash", error: String((e && e.stack) || e) });
+});
+emit({ type: "ready" });
