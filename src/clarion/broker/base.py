@@ -88,11 +88,18 @@ class Broker(ABC):
         when the frame cannot reach the other nodes.
         """
 
-    def watch(self, app_id: str, channel: str) -> None:  # noqa: B027 - optional hook
-        """This node has its first local subscriber of ``channel``."""
+    async def watch(self, app_id: str, channel: str) -> None:  # noqa: B027 - optional hook
+        """This node has its first local subscriber of ``channel``.
+
+        Returns once frames published on other nodes reach this one.
+        """
 
     def unwatch(self, app_id: str, channel: str) -> None:  # noqa: B027 - optional hook
         """This node's last local subscriber of ``channel`` left."""
+
+    def ready(self) -> bool:
+        """False while frames cannot reach the other nodes."""
+        return True
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to whatever the broker needs."""

@@ -39,6 +39,20 @@ class MemoryState(ChannelState):
         self._signed_in: dict[tuple[str, str], int] = {}
         self._cache: dict[tuple[str, str], tuple[str, str, float]] = {}
 
+    def shares(
+        self,
+    ) -> tuple[
+        dict[str, dict[str, int]],
+        dict[tuple[str, str], dict[str, list[Any]]],
+        dict[tuple[str, str], int],
+    ]:
+        """Everything counted here: sockets per channel, presence members, signed-in users.
+
+        A clustered state keeps this node's share in a MemoryState and writes it back
+        to the cluster after an outage.
+        """
+        return self._sockets, self._members, self._signed_in
+
     async def join(
         self, app_id: str, channel: str, socket_id: str, member: Member | None, member_limit: int
     ) -> Joined:

@@ -13,12 +13,13 @@ transport (see :mod:`clarion.hub.fanout`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from clarion.broker.base import Broker, ChannelState, Member, PresenceFull
+from clarion.broker.base import Broker, BrokerUnavailable, ChannelState, Member, PresenceFull
 from clarion.config import AppConfig
 from clarion.hub.fanout import Subscriber, write_to_all
 from clarion.hub.users import Users
@@ -155,7 +156,7 @@ class Hub:
         local = app.channels.get(name)  # may have changed while waiting on the state
         if local is None:
             local = app.channels[name] = {}
-            self.broker.watch(app_id, name)
+            await self.broker.watch(app_id, name)
         local[sub] = member.user_id if presence and member is not None else None
 
         events = self.events
@@ -165,7 +166,7 @@ class Hub:
             events.emit(app_id, hooks.member_event("member_added", name, member.user_id))
             info = {"user_id": member.user_id, "user_info": member.user_info}
             added = messages.event("pusher_internal:member_added", name, messages.json_string(info))
-            self.broker.publish(app_id, name, added, sub.socket_id)
+            self._broadcast(app_id, name, added, sub.socket_id)
         self._count_changed(app, name)
         return Subscribed(await self._welcome(app_id, name, joined.members), new=True)
 
@@ -194,15 +195,40 @@ class Hub:
             self.broker.unwatch(app_id, name)
         left = await self.state.leave(app_id, name, sub.socket_id, user_id)
         if left.member_removed and user_id is not None:
-            removed = messages.event(
-                "pusher_internal:member_removed", name, messages.json_string({"user_id": user_id})
-            )
-            self.broker.publish(app_id, name, removed, None)
-            self.events.emit(app_id, hooks.member_event("member_removed", name, user_id))
+            self._member_removed(app_id, name, user_id)
         if left.vacated and not name.startswith(names.SERVER_TO_USER_PREFIX):
             self.events.emit(app_id, hooks.channel_event("channel_vacated", name))
         self._count_changed(app, name)
         return True
+
+    def _member_removed(self, app_id: str, name: str, user_id: str) -> None:
+        removed = messages.event(
+            "pusher_internal:member_removed", name, messages.json_string({"user_id": user_id})
+        )
+        self._broadcast(app_id, name, removed, None)
+        self.events.emit(app_id, hooks.member_event("member_removed", name, user_id))
+
+    def _broadcast(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+        """Publish a frame the hub itself produced; local delivery happens even with the
+        cluster link down (the link reports the outage itself)."""
+        with contextlib.suppress(BrokerUnavailable):
+            self.broker.publish(app_id, channel, frame, exclude)
+
+    async def reaped(self, items: list[tuple[str, ...]]) -> None:
+        """A dead node's sockets were removed from the cluster state: tell what it means."""
+        for item in items:
+            kind, app_id = item[0], item[1]
+            if kind == "r":
+                self._member_removed(app_id, item[2], item[3])
+            elif kind == "v" and not item[2].startswith(names.SERVER_TO_USER_PREFIX):
+                self.events.emit(app_id, hooks.channel_event("channel_vacated", item[2]))
+            elif kind == "o":
+                self._user_offline(app_id, item[2])
+
+    def _user_offline(self, app_id: str, user_id: str) -> None:
+        self.events.emit(app_id, hooks.user_event("user_offline", user_id))
+        frame = messages.watchlist_events([("offline", [user_id])])
+        self._broadcast(app_id, WATCH_PREFIX + user_id, frame, None)
 
     def presence_user_of(self, app_id: str, sub: Subscriber, channel: str) -> str | None:
         app = self._apps.get(app_id)
@@ -220,7 +246,7 @@ class Hub:
         user_id: str | None,
     ) -> None:
         """Forward a client event to the channel's other subscribers (never to the sender)."""
-        self.broker.publish(app_id, channel, frame, sender.socket_id)
+        self._broadcast(app_id, channel, frame, sender.socket_id)
         if self.events.wants(app_id, "client_event"):
             self.events.emit(
                 app_id, hooks.client_event(channel, event, data, sender.socket_id, user_id)
@@ -273,17 +299,13 @@ class Hub:
         """Record a signed-in socket; return the watchlist frame due to it, if any."""
         app = self.app(app_id)
         if app.users.add(sub, user_id):
-            self.broker.watch(app_id, TERMINATE_PREFIX + user_id)
+            await self.broker.watch(app_id, TERMINATE_PREFIX + user_id)
         for watched in app.users.watch(sub, watchlist):
-            self.broker.watch(app_id, WATCH_PREFIX + watched)
+            await self.broker.watch(app_id, WATCH_PREFIX + watched)
         if await self.state.sign_in(app_id, user_id, sub.socket_id):
             self.events.emit(app_id, hooks.user_event("user_online", user_id))
-            self.broker.publish(
-                app_id,
-                WATCH_PREFIX + user_id,
-                messages.watchlist_events([("online", [user_id])]),
-                None,
-            )
+            frame = messages.watchlist_events([("online", [user_id])])
+            self._broadcast(app_id, WATCH_PREFIX + user_id, frame, None)
         if not watchlist:
             return None
         online = await self.state.online(app_id, watchlist)
@@ -301,13 +323,7 @@ class Hub:
         if app.users.remove(sub, user_id):
             self.broker.unwatch(app_id, TERMINATE_PREFIX + user_id)
         if await self.state.sign_out(app_id, user_id, sub.socket_id):
-            self.events.emit(app_id, hooks.user_event("user_offline", user_id))
-            self.broker.publish(
-                app_id,
-                WATCH_PREFIX + user_id,
-                messages.watchlist_events([("offline", [user_id])]),
-                None,
-            )
+            self._user_offline(app_id, user_id)
 
     def terminate_user(self, app_id: str, user_id: str) -> None:
         """Close every socket signed in as ``user_id``, on every node, with 4009."""

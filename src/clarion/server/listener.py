@@ -12,7 +12,9 @@ import time
 from contextlib import suppress
 
 from clarion.apps import AppRegistry
+from clarion.broker.base import Broker, ChannelState, RateLimiter
 from clarion.broker.memory import MemoryBroker, MemoryRateLimiter, MemoryState
+from clarion.broker.redis import RedisBroker, RedisLink, RedisRateLimiter, RedisState
 from clarion.config import AppConfig, Settings
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
@@ -26,16 +28,24 @@ log = logging.getLogger("clarion.server")
 SWEEP_INTERVAL = 0.5
 
 
-def socket_id_factory() -> itertools.count[int]:
-    return itertools.count(1)
-
-
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.reuse_port = reuse_port
         registry = AppRegistry(settings.apps)
-        broker = MemoryBroker()
-        state = MemoryState()
+        cluster = settings.cluster
+        self.link: RedisLink | None = None
+        broker: Broker
+        state: ChannelState
+        limiter: RateLimiter
+        if cluster.adapter == "redis":
+            self.link = RedisLink(cluster.redis_url, cluster.prefix)
+            broker = RedisBroker(self.link)
+            state = self.redis_state = RedisState(self.link, cluster.node_lease)
+            limiter = RedisRateLimiter(self.link)
+        else:
+            broker, state, limiter = MemoryBroker(), MemoryState(), MemoryRateLimiter()
+        self.broker = broker
 
         def app_config(app_id: str) -> AppConfig | None:
             app = registry.by_id(app_id)
@@ -60,22 +70,32 @@ class Server:
             terminate_user=self._terminate_user,
             is_ready=self._ready,
             webhook_status=self.outbox.status,
-            limiter=MemoryRateLimiter(),
+            limiter=limiter,
         )
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     def _ready(self) -> bool:
-        return self.ctx.accepting
+        return self.ctx.accepting and self.broker.ready()
 
     def _terminate_user(self, app_id: str, user_id: str) -> None:
         self.ctx.hub.terminate_user(app_id, user_id)
 
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
+        if self.link is not None:
+            await self.link.connect()
+            await self.broker.start()
+            self.redis_state.on_reaped(self.ctx.hub.reaped)
+            await self.redis_state.start()
         server = self.settings.server
         self._server = await loop.create_server(
-            lambda: Connection(self.ctx), server.host, server.port, backlog=4096, reuse_address=True
+            lambda: Connection(self.ctx),
+            server.host,
+            server.port,
+            backlog=4096,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         self._sweeper = asyncio.create_task(self._sweep())
         sock = self._server.sockets[0].getsockname()
@@ -106,6 +126,10 @@ class Server:
                 await asyncio.sleep(0.05)
         # Connections are gone, so their vacated/removed webhooks are in the outbox now.
         await self.outbox.close()
+        if self.link is not None:
+            await self.redis_state.stop()
+            await self.broker.stop()
+            await self.link.close()
 
 
 async def serve(settings: Settings, announce: bool = True) -> None:

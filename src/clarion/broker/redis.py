@@ -1,0 +1,716 @@
+"""The cluster on Redis: fan-out between nodes, cluster-wide state, node leases.
+
+One :class:`RedisLink` (one Redis configuration) serves every subsystem. It connects at
+start with backoff, watches the connection, and when Redis comes back after an outage
+has every subsystem re-register what this node holds.
+
+* :class:`RedisBroker` publishes each frame to the Redis channel of its Pusher channel
+  and subscribes this node only to the Redis channels it has local subscribers for.
+  This node's own subscribers are written to at once; other nodes get the frame through
+  Redis, in publish order.
+* :class:`RedisState` keeps counts in Redis hashes, changed by Lua scripts so that the
+  node whose change crosses 0 <-> 1 is the only one to report it (occupied, vacated,
+  member added or removed, user online or offline): each webhook is fired once for the
+  cluster. Every node records its own contribution in a per-node hash and renews a lease;
+  when a node dies without saying goodbye, the first survivor to notice removes that
+  node's contribution in one script and sends what it implies (member_removed frames and
+  webhooks, channel_vacated) exactly once. A local shadow (the memory state) answers
+  while Redis is down and is written back when it returns.
+* :class:`RedisRateLimiter` shares rate-limit windows between nodes.
+
+Keys (P = the configured prefix, A = an app id): ``P:subs:A`` channel -> sockets;
+``P:members:A:C`` user -> sockets; ``P:info:A:C`` user -> user_info JSON; ``P:users:A``
+user -> signed-in sockets; ``P:cache:A:C`` the cached event; ``P:node:N`` this node's
+share of all of those; ``P:nodes`` node -> lease expiry (ms, Redis clock). Needs a
+standalone Redis (or a primary with replicas), not Redis Cluster mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from clarion.broker.base import (
+    Broker,
+    BrokerUnavailable,
+    CachedEvent,
+    ChannelCounts,
+    ChannelState,
+    Joined,
+    Left,
+    Member,
+    PresenceFull,
+    RateLimiter,
+)
+from clarion.broker.memory import SERVER_TO_USER_PREFIX, MemoryRateLimiter, MemoryState
+
+log = logging.getLogger("clarion.redis")
+
+SEP = "\x1f"  # between the parts of a per-node hash field; never in app ids or channels
+NODE_ID_LENGTH = 16
+Listener = Callable[[], Awaitable[None]]
+
+
+class RedisLink:
+    """The Redis connection every subsystem shares, its health, and reconnection."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10
+        )
+        self.up = False
+        self._on_up: list[Listener] = []
+        self._watcher: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def on_reconnect(self, listener: Listener) -> None:
+        """``listener`` re-registers this node's state after Redis came back."""
+        self._on_up.append(listener)
+
+    async def connect(self) -> None:
+        """Wait for Redis with backoff (boot never crashes on a missing Redis)."""
+        delay = 0.1
+        while True:
+            try:
+                await self.client.ping()
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "Redis at %s not reachable (%s); retrying in %.1f s", self.url, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2) * random.uniform(0.8, 1.2)
+                continue
+            break
+        self.up = True
+        log.info("connected to Redis at %s as node %s", self.url, self.node_id)
+        self._watcher = asyncio.create_task(self._watch())
+
+    def failed(self, exc: BaseException) -> None:
+        """A subsystem saw Redis fail: mark the link down and start reconnecting."""
+        if self.up:
+            log.error("Redis connection lost (%s): serving local subscribers only", exc)
+        self.up = False
+        self._lost.set()
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), 1.0)
+            if self.up:
+                try:
+                    await self.client.ping()
+                except (RedisError, OSError) as exc:
+                    self.failed(exc)
+                continue
+            self._lost.clear()
+            delay = 0.2
+            while True:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                try:
+                    await self.client.ping()
+                    for listener in self._on_up:
+                        await listener()
+                except (RedisError, OSError) as exc:
+                    log.warning("Redis still unavailable (%s)", exc)
+                    delay = min(5.0, delay * 2)
+                    continue
+                break
+            self.up = True
+            log.info("Redis is back: this node's state is registered again")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.client.aclose()
+
+
+# --- fan-out ------------------------------------------------------------------------
+
+
+class RedisBroker(Broker):
+    def __init__(self, link: RedisLink) -> None:
+        super().__init__()
+        self.link = link
+        self._node = link.node_id.encode()
+        self._outgoing: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._interest: dict[str, int] = {}
+        self._confirm: dict[str, asyncio.Future[None]] = {}
+        self._pubsub: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._channel_prefix = link.key("ch") + ":"
+        link.on_reconnect(self._resubscribe)
+
+    def _redis_channel(self, app_id: str, channel: str) -> str:
+        return f"{self._channel_prefix}{app_id}:{channel}"
+
+    def ready(self) -> bool:
+        return self.link.up
+
+    def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+        assert self._deliver is not None
+        self._deliver(app_id, channel, frame, exclude)
+        if not self.link.up:
+            raise BrokerUnavailable("Redis is unavailable")
+        payload = self._node + (exclude or "").encode() + b"\x00" + frame
+        self._outgoing.append((self._redis_channel(app_id, channel), payload))
+        if len(self._outgoing) == 1:
+            self._wake.set()
+
+    async def _writer(self) -> None:
+        """Send queued frames in order, pipelined: one round trip per batch."""
+        client = self.link.client
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._outgoing = self._outgoing, []
+            if not batch:
+                continue
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for name, payload in batch:
+                        pipe.publish(name, payload)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.error("lost %d frame(s) for other nodes: %s", len(batch), exc)
+                self.link.failed(exc)
+
+    async def watch(self, app_id: str, channel: str) -> None:
+        name = self._redis_channel(app_id, channel)
+        count = self._interest.get(name, 0)
+        self._interest[name] = count + 1
+        if count or not self.link.up or self._pubsub is None:
+            return
+        future = self._confirm.get(name)
+        if future is None:
+            future = self._confirm[name] = asyncio.get_running_loop().create_future()
+            try:
+                await self._pubsub.subscribe(name)
+            except (RedisError, OSError) as exc:
+                self._confirm.pop(name, None)
+                self.link.failed(exc)
+                return
+        # Until Redis confirms, a publish on another node could miss this node.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(future), 2.0)
+
+    def unwatch(self, app_id: str, channel: str) -> None:
+        name = self._redis_channel(app_id, channel)
+        count = self._interest.get(name, 0) - 1
+        if count > 0:
+            self._interest[name] = count
+            return
+        self._interest.pop(name, None)
+        if self.link.up and self._pubsub is not None:
+            task = asyncio.get_running_loop().create_task(self._unsubscribe(name))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _unsubscribe(self, name: str) -> None:
+        if name in self._interest:
+            return  # watched again meanwhile
+        try:
+            await self._pubsub.unsubscribe(name)
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+
+    async def _reader(self) -> None:
+        while True:
+            if self._pubsub is None or not self.link.up:
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+                await self._drop_pubsub()
+                continue
+            if message is not None:
+                self._receive(message)
+
+    def _receive(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        name = message["channel"]
+        name = name.decode() if isinstance(name, bytes) else name
+        if kind == "subscribe":
+            future = self._confirm.pop(name, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        if kind != "message" or not name.startswith(self._channel_prefix):
+            return
+        data: bytes = message["data"]
+        if data[:NODE_ID_LENGTH] == self._node:
+            return  # our own publish: already delivered locally
+        app_id, _, channel = name[len(self._channel_prefix) :].partition(":")
+        split = data.index(b"\x00", NODE_ID_LENGTH)
+        exclude = data[NODE_ID_LENGTH:split].decode() or None
+        assert self._deliver is not None
+        self._deliver(app_id, channel, data[split + 1 :], exclude)
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        for future in self._confirm.values():
+            if not future.done():
+                future.set_result(None)
+        self._confirm.clear()
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def _resubscribe(self) -> None:
+        await self._drop_pubsub()
+        pubsub = self.link.client.pubsub()
+        if self._interest:
+            await pubsub.subscribe(*self._interest)
+        else:
+            await pubsub.ping()
+        self._pubsub = pubsub
+
+    async def start(self) -> None:
+        self._pubsub = self.link.client.pubsub()
+        await self._pubsub.ping()
+        self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._reader())]
+
+    async def stop(self) -> None:
+        # Whatever is still queued goes out before the link closes.
+        if self._outgoing and self.link.up:
+            self._wake.set()
+            await asyncio.sleep(0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._drop_pubsub()
+
+
+# --- cluster state --------------------------------------------------------------------
+
+_JOIN = """
+local subs, node, members, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local channel, app, user, user_info = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local limit, sep = tonumber(ARGV[5]), ARGV[6]
+if user ~= '' and redis.call('HEXISTS', members, user) == 0
+   and redis.call('HLEN', members) >= limit then
+  return {-1, 0, false}
+end
+local count = redis.call('HINCRBY', subs, channel, 1)
+redis.call('HINCRBY', node, 's' .. sep .. app .. sep .. channel, 1)
+local added = 0
+local everyone = false
+if user ~= '' then
+  if redis.call('HINCRBY', members, user, 1) == 1 then
+    redis.call('HSET', info, user, user_info)
+    added = 1
+  end
+  redis.call('HINCRBY', node, 'm' .. sep .. app .. sep .. channel .. sep .. user, 1)
+  everyone = redis.call('HGETALL', info)
+end
+return {count, added, everyone}
+"""
+
+_LEAVE = """
+local subs, node, members, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local channel, app, user, sep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local count = redis.call('HINCRBY', subs, channel, -1)
+if count <= 0 then redis.call('HDEL', subs, channel) end
+local field = 's' .. sep .. app .. sep .. channel
+if redis.call('HINCRBY', node, field, -1) <= 0 then redis.call('HDEL', node, field) end
+local removed = 0
+if user ~= '' then
+  local left = redis.call('HINCRBY', members, user, -1)
+  if left <= 0 then
+    redis.call('HDEL', members, user)
+    redis.call('HDEL', info, user)
+    if left == 0 then removed = 1 end
+  end
+  field = 'm' .. sep .. app .. sep .. channel .. sep .. user
+  if redis.call('HINCRBY', node, field, -1) <= 0 then redis.call('HDEL', node, field) end
+end
+local vacated = 0
+if count == 0 then vacated = 1 end
+return {vacated, removed}
+"""
+
+_SIGN = """
+local users, node = KEYS[1], KEYS[2]
+local user, app, delta, sep = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local count = redis.call('HINCRBY', users, user, delta)
+if count <= 0 then redis.call('HDEL', users, user) end
+local field = 'u' .. sep .. app .. sep .. user
+if redis.call('HINCRBY', node, field, delta) <= 0 then redis.call('HDEL', node, field) end
+return count
+"""
+
+# Subtract a node's whole contribution from the cluster counts; return what that implies.
+# With ARGV[3] = '1' only if this call removes the node from the lease set (a dead node
+# is reaped by exactly one survivor).
+_REAP = """
+local nodes, node = KEYS[1], KEYS[2]
+local node_id, prefix, check, sep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if check == '1' and redis.call('ZREM', nodes, node_id) == 0 then return false end
+if check ~= '1' then redis.call('ZREM', nodes, node_id) end
+local fields = redis.call('HGETALL', node)
+local out = {}
+for i = 1, #fields, 2 do
+  local f, n = fields[i], tonumber(fields[i + 1])
+  local parts = {}
+  local start = 1
+  for _ = 1, 3 do
+    local at = string.find(f, sep, start, true)
+    if not at then break end
+    table.insert(parts, string.sub(f, start, at - 1))
+    start = at + 1
+  end
+  table.insert(parts, string.sub(f, start))
+  local kind, app = parts[1], parts[2]
+  if kind == 's' then
+    local channel = parts[3]
+    local key = prefix .. ':subs:' .. app
+    local c = redis.call('HINCRBY', key, channel, -n)
+    if c <= 0 then
+      redis.call('HDEL', key, channel)
+      table.insert(out, 'v' .. sep .. app .. sep .. channel)
+    end
+  elseif kind == 'm' then
+    local channel, user = parts[3], parts[4]
+    local key = prefix .. ':members:' .. app .. ':' .. channel
+    local c = redis.call('HINCRBY', key, user, -n)
+    if c <= 0 then
+      redis.call('HDEL', key, user)
+      redis.call('HDEL', prefix .. ':info:' .. app .. ':' .. channel, user)
+      table.insert(out, 'r' .. sep .. app .. sep .. channel .. sep .. user)
+    end
+  elseif kind == 'u' then
+    local user = parts[3]
+    local key = prefix .. ':users:' .. app
+    local c = redis.call('HINCRBY', key, user, -n)
+    if c <= 0 then
+      redis.call('HDEL', key, user)
+      table.insert(out, 'o' .. sep .. app .. sep .. user)
+    end
+  end
+end
+redis.call('DEL', node)
+return out
+"""
+
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+"""
+
+Reaped = Callable[[list[tuple[str, ...]]], Awaitable[None]]
+
+
+class RedisState(ChannelState):
+    def __init__(self, link: RedisLink, lease: float) -> None:
+        self.link = link
+        self.lease = lease
+        self.local = MemoryState()  # this node's share; answers while Redis is down
+        self._node_key = link.key("node", link.node_id)
+        client = link.client
+        self._join = client.register_script(_JOIN)
+        self._leave = client.register_script(_LEAVE)
+        self._sign = client.register_script(_SIGN)
+        self._reap = client.register_script(_REAP)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._on_reaped: Reaped | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._info_codec = msgspec.json.Encoder()
+        link.on_reconnect(self._register_again)
+
+    def on_reaped(self, callback: Reaped) -> None:
+        """Called with ('r', app, channel, user) / ('v', app, channel) / ('o', app, user)."""
+        self._on_reaped = callback
+
+    async def ready(self) -> bool:
+        return self.link.up
+
+    def _keys(self, app_id: str, channel: str) -> list[str]:
+        link = self.link
+        return [
+            link.key("subs", app_id),
+            self._node_key,
+            link.key("members", app_id, channel),
+            link.key("info", app_id, channel),
+        ]
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script; None (and the link marked down) when Redis is not there."""
+        if not self.link.up:
+            return None
+        try:
+            return await script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+            return None
+
+    async def join(
+        self, app_id: str, channel: str, socket_id: str, member: Member | None, member_limit: int
+    ) -> Joined:
+        info = self._info_codec.encode(member.user_info).decode() if member is not None else ""
+        user = member.user_id if member is not None else ""
+        result = await self._call(
+            self._join,
+            self._keys(app_id, channel),
+            [channel, app_id, user, info, member_limit, SEP],
+        )
+        if result is not None and result[0] == -1:
+            raise PresenceFull(channel)
+        local = await self.local.join(app_id, channel, socket_id, member, 1 << 30)
+        if result is None:
+            return local
+        members = None
+        if member is not None and result[2]:
+            flat = result[2]
+            members = {
+                _text(flat[i]): msgspec.json.decode(flat[i + 1]) for i in range(0, len(flat), 2)
+            }
+        return Joined(occupied=result[0] == 1, member_added=result[1] == 1, members=members)
+
+    async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Left:
+        local = await self.local.leave(app_id, channel, socket_id, user_id)
+        result = await self._call(
+            self._leave, self._keys(app_id, channel), [channel, app_id, user_id or "", SEP]
+        )
+        if result is None:
+            return local
+        return Left(vacated=result[0] == 1, member_removed=result[1] == 1)
+
+    async def presence_members(self, app_id: str, channel: str) -> dict[str, Any]:
+        if self.link.up:
+            try:
+                flat = await self.link.client.hgetall(self.link.key("info", app_id, channel))
+                return {_text(k): msgspec.json.decode(v) for k, v in flat.items()}
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        return await self.local.presence_members(app_id, channel)
+
+    async def _signed(self, app_id: str, user_id: str, delta: int) -> int | None:
+        keys = [self.link.key("users", app_id), self._node_key]
+        result = await self._call(self._sign, keys, [user_id, app_id, delta, SEP])
+        return None if result is None else int(result)
+
+    async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        local = await self.local.sign_in(app_id, user_id, socket_id)
+        count = await self._signed(app_id, user_id, 1)
+        return local if count is None else count == 1
+
+    async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        local = await self.local.sign_out(app_id, user_id, socket_id)
+        count = await self._signed(app_id, user_id, -1)
+        return local if count is None else count <= 0
+
+    async def online(self, app_id: str, user_ids: list[str]) -> set[str]:
+        if self.link.up and user_ids:
+            try:
+                counts = await self.link.client.hmget(self.link.key("users", app_id), user_ids)
+                return {user for user, count in zip(user_ids, counts, strict=True) if count}
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        return await self.local.online(app_id, user_ids)
+
+    async def cache_put(self, app_id: str, channel: str, event: str, data: str, ttl: int) -> None:
+        await self.local.cache_put(app_id, channel, event, data, ttl)
+        if self.link.up:
+            try:
+                value = msgspec.json.encode([event, data])
+                await self.link.client.set(self.link.key("cache", app_id, channel), value, ex=ttl)
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+
+    async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None:
+        if self.link.up:
+            key = self.link.key("cache", app_id, channel)
+            try:
+                async with self.link.client.pipeline(transaction=False) as pipe:
+                    pipe.get(key)
+                    pipe.ttl(key)
+                    value, ttl = await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+            else:
+                if value is None:
+                    return None
+                event, data = msgspec.json.decode(value)
+                return CachedEvent(event, data, max(0, int(ttl)))
+        return await self.local.cache_get(app_id, channel)
+
+    async def channel_counts(self, app_id: str, channel: str) -> ChannelCounts:
+        if self.link.up:
+            try:
+                async with self.link.client.pipeline(transaction=False) as pipe:
+                    pipe.hget(self.link.key("subs", app_id), channel)
+                    pipe.hlen(self.link.key("members", app_id, channel))
+                    sockets, users = await pipe.execute()
+                return ChannelCounts(max(0, int(sockets or 0)), int(users))
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        return await self.local.channel_counts(app_id, channel)
+
+    async def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
+        if self.link.up:
+            try:
+                flat = await self.link.client.hgetall(self.link.key("subs", app_id))
+                channels = {
+                    name: int(count)
+                    for raw, count in flat.items()
+                    if (name := _text(raw)).startswith(prefix)
+                    and not name.startswith(SERVER_TO_USER_PREFIX)
+                    and int(count) > 0
+                }
+                presence = [c for c in channels if c.startswith("presence-")]
+                users: dict[str, int] = {}
+                if presence:
+                    async with self.link.client.pipeline(transaction=False) as pipe:
+                        for name in presence:
+                            pipe.hlen(self.link.key("members", app_id, name))
+                        users = dict(zip(presence, await pipe.execute(), strict=True))
+                return {c: ChannelCounts(n, users.get(c, 0)) for c, n in channels.items()}
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        return await self.local.occupied_channels(app_id, prefix)
+
+    async def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
+        if self.link.up:
+            try:
+                keys = await self.link.client.hkeys(self.link.key("members", app_id, channel))
+                return [_text(k) for k in keys]
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        return await self.local.presence_user_ids(app_id, channel)
+
+    # --- leases -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._beat()
+        self._task = asyncio.create_task(self._leases())
+
+    async def _beat(self) -> list[str]:
+        result = await self._call(
+            self._heartbeat,
+            [self.link.key("nodes")],
+            [self.link.node_id, int(self.lease * 1000)],
+        )
+        return [_text(n) for n in result or []]
+
+    async def _leases(self) -> None:
+        """Renew this node's lease, and reap nodes whose lease ran out."""
+        while True:
+            await asyncio.sleep(self.lease / 4)
+            for dead in await self._beat():
+                if dead != self.link.node_id:
+                    await self._reap_node(dead)
+
+    async def _reap_node(self, node_id: str) -> None:
+        result = await self._call(
+            self._reap,
+            [self.link.key("nodes"), self.link.key("node", node_id)],
+            [node_id, self.link.prefix, "1", SEP],
+        )
+        if not result:
+            return  # another node got there first
+        log.warning("node %s stopped renewing its lease: its sockets were removed", node_id)
+        items = [tuple(_text(entry).split(SEP, 3)) for entry in result]
+        # member_removed before channel_vacated, as for a normal leave.
+        items.sort(key=lambda item: "rvo".index(item[0]))
+        if self._on_reaped is not None:
+            await self._on_reaped(items)
+
+    async def _register_again(self) -> None:
+        """After an outage: replace this node's share in Redis by what it holds now."""
+        client = self.link.client
+        await self._reap(
+            keys=[self.link.key("nodes"), self._node_key],
+            args=[self.link.node_id, self.link.prefix, "0", SEP],
+        )
+        sockets, members_of, signed_in = self.local.shares()
+        async with client.pipeline(transaction=True) as pipe:
+            for app_id, channels in sockets.items():
+                for channel, count in channels.items():
+                    pipe.hincrby(self.link.key("subs", app_id), channel, count)
+                    pipe.hincrby(self._node_key, SEP.join(("s", app_id, channel)), count)
+            for (app_id, channel), members in members_of.items():
+                for user, (info, count) in members.items():
+                    pipe.hincrby(self.link.key("members", app_id, channel), user, count)
+                    pipe.hset(
+                        self.link.key("info", app_id, channel),
+                        user,
+                        self._info_codec.encode(info),
+                    )
+                    pipe.hincrby(self._node_key, SEP.join(("m", app_id, channel, user)), count)
+            for (app_id, user), count in signed_in.items():
+                pipe.hincrby(self.link.key("users", app_id), user, count)
+                pipe.hincrby(self._node_key, SEP.join(("u", app_id, user)), count)
+            await pipe.execute()
+        await self._heartbeat(
+            keys=[self.link.key("nodes")], args=[self.link.node_id, int(self.lease * 1000)]
+        )
+
+    async def stop(self) -> None:
+        """Leave the cluster: this node's share is gone with it (no lease to expire)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._call(
+            self._reap,
+            [self.link.key("nodes"), self._node_key],
+            [self.link.node_id, self.link.prefix, "0", SEP],
+        )
+
+
+class RedisRateLimiter(RateLimiter):
+    """One-second windows counted in Redis, shared by the nodes (local while Redis is down)."""
+
+    _SCRIPT = """
+local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+if used == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], 2000) end
+if used > tonumber(ARGV[2]) then
+  redis.call('DECRBY', KEYS[1], ARGV[1])
+  return 0
+end
+return 1
+"""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._script = link.client.register_script(self._SCRIPT)
+        self._fallback = MemoryRateLimiter()
+
+    async def consume(self, key: str, amount: int, per_second: int) -> bool:
+        if self.link.up:
+            window = int(time.time())  # the nodes' wall clocks agree well enough for 1 s
+            try:
+                allowed = await self._script(
+                    keys=[self.link.key("rate", key, str(window))], args=[amount, per_second]
+                )
+                return bool(allowed)
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        return await self._fallback.consume(key, amount, per_second)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
