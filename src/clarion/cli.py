@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML configuration file (also CLARION_CONFIG)")
     serve.add_argument("--host", help="address to listen on (also CLARION_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (also CLARION_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (needs the redis cluster adapter)",
+    )
     commands.add_parser("config", help="print the effective configuration and exit").add_argument(
         "--config", help="TOML configuration file"
     )
@@ -48,10 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from clarion.server.listener import run
+    from clarion.server.listener import run, run_workers
 
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        print("clarion: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1 and settings.cluster.adapter != "redis":
+        print(
+            'clarion: --workers > 1 needs [cluster] adapter = "redis": worker processes share '
+            "no memory, so channels, presence and fan-out must go through Redis to act as one "
+            "server (set CLARION_CLUSTER_ADAPTER=redis and CLARION_REDIS_URL)",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        run(settings)
+        if workers > 1:
+            run_workers(settings, workers)
+        else:
+            run(settings)
     except OSError as exc:
         print(
             f"clarion: cannot listen on {settings.server.host}:{settings.server.port}: {exc}",

@@ -297,7 +297,7 @@ class RedisBroker(Broker):
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
         await self._drop_pubsub()
 

@@ -70,6 +70,8 @@ class Context:
     connections_per_app: dict[str, int] = field(default_factory=dict)
     connections_per_ip: dict[str, int] = field(default_factory=dict)
     accepting: bool = True
+    # Run handlers without a task when the state answers at once (the memory adapter).
+    eager: bool = True
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -233,7 +235,7 @@ class Connection(asyncio.Protocol):
             if self._queue and not self._closing:
                 self._serve(self._queue.popleft())
 
-        run_eagerly(self.ctx.api.handle(method, path, query, body), done)
+        run_eagerly(self.ctx.api.handle(method, path, query, body), done, self.ctx.eager)
 
     def _http_reply(self, status: int, body: bytes, keep_alive: bool) -> None:
         if self._closing:
@@ -422,7 +424,7 @@ class Connection(asyncio.Protocol):
             if message.event == "pusher:ping":
                 self.transport.write(messages.PONG)
                 return
-            task = run_eagerly(self._dispatch(message))
+            task = run_eagerly(self._dispatch(message), eager=self.ctx.eager)
         except BadMessage as exc:
             self.transport.write(messages.error(None, str(exc)))
             return
@@ -672,7 +674,7 @@ class Connection(asyncio.Protocol):
         channels, self.channels = self.channels, set()
         user, self.user = self.user, None
         if channels or user is not None:
-            task = run_eagerly(self._leave(app.id, channels, user))
+            task = run_eagerly(self._leave(app.id, channels, user), eager=self.ctx.eager)
             if task is not None:
                 task.add_done_callback(_log_failure)
 

@@ -15,12 +15,20 @@ T = TypeVar("T")
 
 
 def run_eagerly(
-    coro: Coroutine[Any, Any, T], done: Callable[[T], None] | None = None
+    coro: Coroutine[Any, Any, T], done: Callable[[T], None] | None = None, eager: bool = True
 ) -> asyncio.Task[T] | None:
     """Step ``coro`` now. If it finished, call ``done`` with its result and return None;
     otherwise return the task that finishes it (``done`` is then called from the task).
     Exceptions of the first step propagate to the caller.
+
+    Pass ``eager=False`` when the coroutine may use ``asyncio.timeout`` (which needs a
+    current task, as redis-py's does): it then always runs as a task.
     """
+    if not eager:
+        task = asyncio.ensure_future(coro)
+        if done is not None:
+            task.add_done_callback(lambda t: done(t.result()) if not t.cancelled() else None)
+        return task
     try:
         pending = coro.send(None)
     except StopIteration as stop:

@@ -6,10 +6,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import multiprocessing
+import os
 import random
 import signal
+import socket
 import time
 from contextlib import suppress
+
+import msgspec
 
 from clarion.apps import AppRegistry
 from clarion.broker.base import Broker, ChannelState, RateLimiter
@@ -62,6 +67,7 @@ class Server:
             hub=hub,
             api=None,  # type: ignore[arg-type]
             new_socket_id=lambda: f"{node}.{next(counter)}",
+            eager=self.link is None,
         )
         self.ctx.api = HttpApi(
             registry,
@@ -132,16 +138,20 @@ class Server:
             await self.link.close()
 
 
-async def serve(settings: Settings, announce: bool = True) -> None:
-    server = Server(settings)
+def _announce(host: str, port: int, settings: Settings) -> None:
+    print(
+        f"Clarion listening on http://{host}:{port} (WebSocket ws://{host}:{port}/app/{{key}})",
+        flush=True,
+    )
+    for app in settings.apps:
+        print(f"  app id={app.id} key={app.key}", flush=True)
+
+
+async def serve(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
+    server = Server(settings, reuse_port=reuse_port)
     host, port = await server.start()
     if announce:
-        print(
-            f"Clarion listening on http://{host}:{port} (WebSocket ws://{host}:{port}/app/{{key}})",
-            flush=True,
-        )
-        for app in server.ctx.registry:
-            print(f"  app id={app.id} key={app.key}", flush=True)
+        _announce(host, port, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -151,10 +161,84 @@ async def serve(settings: Settings, announce: bool = True) -> None:
     await server.stop()
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
+    main = serve(settings, announce=announce, reuse_port=reuse_port)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        asyncio.run(serve(settings))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(main)
+
+
+def _worker(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s",
+    )
+    run(settings, announce=False, reuse_port=True)
+
+
+def run_workers(settings: Settings, workers: int) -> None:
+    """N processes share the port (SO_REUSEPORT) and form one cluster through Redis.
+
+    The parent only supervises: a worker that dies is started again, and the cluster
+    cleans up after the dead one as after any dead node (its lease runs out).
+    """
+    server = settings.server
+    # Hold the port (SO_REUSEPORT, not listening) so that port 0 resolves once for all.
+    holder = socket.socket(socket.AF_INET6 if ":" in server.host else socket.AF_INET)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((server.host, server.port))
+    port = holder.getsockname()[1]
+    settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(server, port=port))
+    context = multiprocessing.get_context("spawn")
+    children: list[multiprocessing.process.BaseProcess] = []
+
+    def start_worker() -> multiprocessing.process.BaseProcess:
+        child = context.Process(target=_worker, args=(settings,), daemon=False)
+        child.start()
+        return child
+
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    children.extend(start_worker() for _ in range(workers))
+    _wait_until_up(server.host, port)
+    print(f"Clarion: {workers} workers sharing the port", flush=True)
+    _announce(server.host, port, settings)
+    while True:
+        for index, child in enumerate(children):
+            child.join(timeout=0.2)
+            if child.is_alive() or stopping:
+                continue
+            log.error("worker %s exited with %s; starting a new one", child.pid, child.exitcode)
+            children[index] = start_worker()
+        if stopping:
+            for child in children:
+                child.join(timeout=15)
+                if child.is_alive():
+                    child.kill()
+            holder.close()
+            return
+
+
+def _wait_until_up(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1) as probe:
+                probe.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if probe.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)

@@ -1,0 +1,385 @@
+"""Several Clarion nodes on one real Redis act as one server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pusher
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from tests.cluster.conftest import RedisServer, cluster_config
+from tests.conftest import ROOT, RunningServer
+from tests.lowlevel.helpers import established, eventually, recv_json, subscribe, ws_connect
+from tests.webhooks.receiver import Receiver, running_receiver
+
+SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret")
+
+
+def api(node: RunningServer) -> pusher.Pusher:
+    return pusher.Pusher(
+        app_id="1", key="app-key", secret="app-secret", host=node.host, port=node.port, ssl=False
+    )
+
+
+async def connect(node: RunningServer) -> tuple[ClientConnection, str]:
+    ws = await ws_connect(node.ws())
+    return ws, await established(ws)
+
+
+async def pong_next(ws: ClientConnection) -> None:
+    await ws.send('{"event":"pusher:ping","data":{}}')
+    assert (await recv_json(ws))["event"] == "pusher:pong"
+
+
+def ready(node: RunningServer) -> int:
+    try:
+        with urllib.request.urlopen(node.http + "/ready", timeout=2) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from running_receiver()
+
+
+def test_publish_on_one_node_reaches_subscribers_on_every_node(
+    two_nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_nodes
+
+    async def main() -> None:
+        on_a, _ = await connect(a)
+        on_b, sid_b = await connect(b)
+        other_b, _ = await connect(b)
+        for ws in (on_a, on_b, other_b):
+            await subscribe(ws, "news")
+        api(a).trigger("news", "first", {"n": 1})
+        for ws in (on_a, on_b, other_b):
+            assert (await recv_json(ws))["event"] == "first"
+        # Exclusion of a socket that lives on the other node.
+        api(a).trigger("news", "second", {"n": 2}, socket_id=sid_b)
+        assert (await recv_json(on_a))["event"] == "second"
+        assert (await recv_json(other_b))["event"] == "second"
+        api(b).trigger("news", "third", {"n": 3})
+        assert (await recv_json(on_b))["event"] == "third"  # "second" never came
+        # Order per channel, as seen from one publisher.
+        for index in range(20):
+            api(b).trigger("news", "seq", index)
+        got = [json.loads((await recv_json(on_a))["data"]) for _ in range(21)]
+        assert got[1:] == list(range(20))
+        for ws in (on_a, on_b, other_b):
+            await ws.close()
+
+    asyncio.run(main())
+
+
+def test_state_queries_answer_for_the_cluster(
+    two_nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_nodes
+
+    async def main() -> None:
+        sockets = []
+        for node, user in ((a, "ann"), (b, "ben"), (b, "ann")):
+            ws, sid = await connect(node)
+            sockets.append(ws)
+            auth = SDK.authenticate(
+                "presence-room", sid, {"user_id": user, "user_info": {"n": user}}
+            )
+            reply = await subscribe(ws, "presence-room", **auth)
+            assert reply["event"] == "pusher_internal:subscription_succeeded"
+            await subscribe(ws, f"plain-{user}")
+        presence = json.loads(reply["data"])["presence"]
+        assert presence["count"] == 2 and set(presence["hash"]) == {"ann", "ben"}
+        for node in (a, b):
+            client = api(node)
+            assert client.channel_info("presence-room", ["user_count", "subscription_count"]) == {
+                "occupied": True,
+                "user_count": 2,
+                "subscription_count": 3,
+            }
+            assert sorted(u["id"] for u in client.users_info("presence-room")["users"]) == [
+                "ann",
+                "ben",
+            ]
+            channels = client.channels_info(attributes=[])["channels"]
+            assert set(channels) == {"presence-room", "plain-ann", "plain-ben"}
+            assert client.channels_info("presence-", ["user_count"]) == {
+                "channels": {"presence-room": {"user_count": 2}}
+            }
+            assert (
+                client.channel_info("plain-ann", ["subscription_count"])["subscription_count"] == 2
+            )
+        # ann's second socket (on b) leaving does not remove ann.
+        await sockets[2].close()
+        await eventually(
+            lambda: (
+                api(a).channel_info("plain-ann", ["subscription_count"]).get("subscription_count")
+                == 1
+            )
+        )
+        assert api(a).channel_info("presence-room", ["user_count"])["user_count"] == 2
+        for ws in sockets[:2]:
+            await ws.close()
+        await eventually(lambda: api(b).channels_info()["channels"] == {})
+
+    asyncio.run(main())
+
+
+def test_presence_events_cross_nodes_once_per_user(
+    two_nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_nodes
+
+    async def main() -> None:
+        watcher, sid = await connect(a)
+        await subscribe(
+            watcher, "presence-x", **SDK.authenticate("presence-x", sid, {"user_id": "w"})
+        )
+        tab1, s1 = await connect(b)
+        tab2, s2 = await connect(a)
+        await subscribe(tab1, "presence-x", **SDK.authenticate("presence-x", s1, {"user_id": "u"}))
+        added = await recv_json(watcher)
+        assert added["event"] == "pusher_internal:member_added"
+        assert json.loads(added["data"])["user_id"] == "u"
+        await subscribe(tab2, "presence-x", **SDK.authenticate("presence-x", s2, {"user_id": "u"}))
+        await tab1.close()
+        await pong_next(watcher)  # no member_removed: u still has a tab (on the other node)
+        await tab2.close()
+        removed = await recv_json(watcher)
+        assert removed["event"] == "pusher_internal:member_removed"
+        assert json.loads(removed["data"]) == {"user_id": "u"}
+        await watcher.close()
+
+    asyncio.run(main())
+
+
+def test_client_events_users_and_terminate_cross_nodes(
+    two_nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    a, b = two_nodes
+
+    async def main() -> None:
+        sender, s1 = await connect(a)
+        receiver_ws, s2 = await connect(b)
+        for ws, sid in ((sender, s1), (receiver_ws, s2)):
+            await subscribe(ws, "private-chat", **SDK.authenticate("private-chat", sid))
+        await sender.send(
+            json.dumps({"event": "client-hi", "channel": "private-chat", "data": {"x": 1}})
+        )
+        got = await recv_json(receiver_ws)
+        assert got == {"event": "client-hi", "channel": "private-chat", "data": {"x": 1}}
+        await pong_next(sender)  # never echoed
+
+        # A user signed in on both nodes, with a watcher on one of them.
+        watcher, sw = await connect(a)
+        await watcher.send(
+            json.dumps(
+                {
+                    "event": "pusher:signin",
+                    "data": SDK.authenticate_user(sw, {"id": "watcher", "watchlist": ["zoe"]}),
+                }
+            )
+        )
+        assert (await recv_json(watcher))["event"] == "pusher:signin_success"
+        initial = json.loads((await recv_json(watcher))["data"])
+        assert initial == {"events": [{"name": "offline", "user_ids": ["zoe"]}]}
+        zoe = []
+        for node in (a, b):
+            ws, sid = await connect(node)
+            await ws.send(
+                json.dumps(
+                    {"event": "pusher:signin", "data": SDK.authenticate_user(sid, {"id": "zoe"})}
+                )
+            )
+            assert (await recv_json(ws))["event"] == "pusher:signin_success"
+            await subscribe(ws, "#server-to-user-zoe")
+            zoe.append(ws)
+        online = json.loads((await recv_json(watcher))["data"])
+        assert online == {"events": [{"name": "online", "user_ids": ["zoe"]}]}
+        api(b).send_to_user("zoe", "note", {"hi": 1})
+        for ws in zoe:
+            assert (await recv_json(ws))["event"] == "note"
+        api(a).terminate_user_connections("zoe")
+        for ws in zoe:
+            error = await recv_json(ws)
+            assert error["data"]["code"] == 4009
+            await asyncio.wait_for(ws.wait_closed(), 5)
+        offline = json.loads((await recv_json(watcher))["data"])
+        assert offline == {"events": [{"name": "offline", "user_ids": ["zoe"]}]}
+        for ws in (sender, receiver_ws, watcher):
+            await ws.close()
+
+    asyncio.run(main())
+
+
+def test_dead_node_is_cleaned_up_once_within_the_lease(
+    receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    hooks = f"""
+[[apps.webhooks]]
+url = "{receiver.url}/hooks"
+event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
+"""
+    config = cluster_config(redis_server, lease=2.0, app_extra=hooks)
+    a, b, c = make_server(config), make_server(config), make_server(config)
+
+    async def main() -> None:
+        survivor, sid = await connect(a)
+        await subscribe(
+            survivor, "presence-z", **SDK.authenticate("presence-z", sid, {"user_id": "s"})
+        )
+        victim, vid = await connect(b)
+        await subscribe(
+            victim, "presence-z", **SDK.authenticate("presence-z", vid, {"user_id": "v"})
+        )
+        await subscribe(victim, "only-on-b")
+        assert (await recv_json(survivor))["event"] == "pusher_internal:member_added"
+        receiver.wait_for(lambda _: len(receiver.events()) == 4)
+        os.kill(b.process.pid, signal.SIGKILL)  # no goodbye
+        removed = await recv_json(survivor, timeout=10)
+        assert removed["event"] == "pusher_internal:member_removed"
+        assert json.loads(removed["data"]) == {"user_id": "v"}
+        receiver.wait_for(
+            lambda _: sum(e["name"] == "channel_vacated" for e in receiver.events()) == 1, timeout=5
+        )
+        assert api(a).users_info("presence-z") == {"users": [{"id": "s"}]}
+        assert "only-on-b" not in api(c).channels_info()["channels"]
+        await pong_next(survivor)
+        await survivor.close()
+
+    asyncio.run(main())
+    receiver.wait_for(lambda _: sum(e["name"] == "channel_vacated" for e in receiver.events()) == 2)
+    names = sorted((e["name"], e.get("channel"), e.get("user_id")) for e in receiver.events())
+    # Each webhook exactly once for the cluster, though three nodes saw the changes.
+    assert names == sorted(
+        [
+            ("channel_occupied", "presence-z", None),
+            ("member_added", "presence-z", "s"),
+            ("member_added", "presence-z", "v"),
+            ("channel_occupied", "only-on-b", None),
+            ("member_removed", "presence-z", "v"),
+            ("channel_vacated", "only-on-b", None),
+            ("member_removed", "presence-z", "s"),
+            ("channel_vacated", "presence-z", None),
+        ]
+    )
+
+
+def test_redis_outage_local_service_and_recovery(
+    redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    config = cluster_config(redis_server)
+    a, b = make_server(config), make_server(config)
+
+    async def main() -> None:
+        on_a, _ = await connect(a)
+        on_b, _ = await connect(b)
+        for ws in (on_a, on_b):
+            await subscribe(ws, "resilient")
+        assert ready(a) == 200
+        redis_server.kill()
+        await eventually(lambda: ready(a) == 503 and ready(b) == 503, timeout=10)
+        # Accepted and delivered locally; the caller is told cross-node delivery failed.
+        with pytest.raises(pusher.errors.PusherBadStatus) as info:
+            api(a).trigger("resilient", "local-only", {})
+        assert "503" in str(info.value)
+        assert (await recv_json(on_a))["event"] == "local-only"
+        redis_server.start()  # an empty Redis: the nodes must register everything again
+        await eventually(lambda: ready(a) == 200 and ready(b) == 200, timeout=15)
+        api(a).trigger("resilient", "after", {})
+        assert (await recv_json(on_b))["event"] == "after"  # "local-only" never reached b
+        assert (await recv_json(on_a))["event"] == "after"
+        assert api(b).channel_info("resilient", ["subscription_count"])["subscription_count"] == 2
+        for ws in (on_a, on_b):
+            await ws.close()
+
+    asyncio.run(main())
+
+
+def test_boot_waits_for_redis(
+    redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    redis_server.kill()
+    config = cluster_config(redis_server)
+    import threading
+
+    threading.Timer(1.0, redis_server.start).start()
+    node = make_server(config)  # returns once listening, i.e. after Redis came up
+    assert ready(node) == 200
+    assert any("not reachable" in line for line in node.output)
+
+
+def test_workers_share_the_port_and_refuse_the_memory_adapter(
+    redis_server: RedisServer, tmp_path: object
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "clarion", "serve", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        env={**os.environ, "CLARION_PORT": "0"},
+    )
+    assert out.returncode == 2 and "redis" in out.stderr
+    env = {
+        **os.environ,
+        "CLARION_CLUSTER_ADAPTER": "redis",
+        "CLARION_REDIS_URL": redis_server.url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clarion", "serve", "--workers", "2", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        port = None
+        for line in process.stdout:
+            if "Clarion listening on" in line:
+                port = int(line.split("http://127.0.0.1:")[1].split(" ")[0])
+                break
+        assert port is not None
+        node = RunningServer(process, "127.0.0.1", port, [])
+
+        async def main() -> None:
+            sockets = [await connect(node) for _ in range(12)]
+            for ws, _ in sockets:
+                await subscribe(ws, "everyone")
+            assert (
+                api(node).channel_info("everyone", ["subscription_count"])["subscription_count"]
+                == 12
+            )
+            api(node).trigger("everyone", "hello", {})
+            for ws, _ in sockets:
+                assert (await recv_json(ws))["event"] == "hello"
+            for ws, _ in sockets:
+                await ws.close()
+
+        asyncio.run(main())
+        nodes = redis_server.command("ZCARD", "test:nodes")
+        assert nodes == b":0\r\n"  # the default prefix is "clarion", not "test"
+        # Both workers joined the cluster (the second may finish booting after the first).
+        asyncio.run(
+            eventually(lambda: redis_server.command("ZCARD", "clarion:nodes") == b":2\r\n")
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    assert process.returncode == 0
+    assert redis_server.command("ZCARD", "clarion:nodes") == b":0\r\n"
