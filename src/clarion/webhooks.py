@@ -24,13 +24,15 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 
 from clarion import __version__
+from clarion.broker.base import JobStore
 from clarion.config import AppConfig, WebhookSettings, WebhookTarget
 from clarion.protocol import webhooks as shapes
 from clarion.protocol.webhooks import WebhookEvent
@@ -63,6 +65,7 @@ class _Job:
     events: list[WebhookEvent]
     first_attempt: float = 0.0
     attempts: int = 0
+    id: str | None = None  # in a durable store
 
 
 @dataclass
@@ -73,6 +76,13 @@ class _Target:
     stats: Stats = field(default_factory=Stats)
     queue: deque[_Job] = field(default_factory=deque)
     in_flight: int = 0
+    index: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    poller: asyncio.Task[None] | None = None
+
+    @property
+    def queue_id(self) -> str:
+        return f"{self.app_id}:{self.index}"
 
     def accepts(self, event: WebhookEvent) -> bool:
         if event["name"] not in self.wanted:
@@ -87,8 +97,11 @@ class Outbox:
         app_config: Callable[[str], AppConfig | None],
         settings: WebhookSettings,
         clock: Callable[[], float] = time.time,
+        store: JobStore | None = None,
     ) -> None:
         self._app_config = app_config
+        self._store = store
+        self._closing = False
         self._settings = settings
         self._clock = clock
         self._targets: dict[str, list[_Target]] = {}
@@ -108,8 +121,8 @@ class Outbox:
         if targets is None:
             config = self._app_config(app_id)
             targets = [
-                _Target(app_id, target, frozenset(target.event_types))
-                for target in (config.webhooks if config is not None else [])
+                _Target(app_id, target, frozenset(target.event_types), index=index)
+                for index, target in enumerate(config.webhooks if config is not None else [])
             ]
             self._targets[app_id] = targets
         return targets
@@ -179,6 +192,9 @@ class Outbox:
     # --- delivering -------------------------------------------------------------------
 
     def _enqueue(self, target: _Target, job: _Job) -> None:
+        if self._store is not None:
+            self._spawn(self._store_add(target, job))
+            return
         if len(target.queue) >= self._settings.max_queue:
             dropped = target.queue.popleft()
             target.stats.dropped += len(dropped.events)
@@ -202,7 +218,71 @@ class Outbox:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook task failed", exc_info=task.exception())
         self._check_idle()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], job: _Job | None = None) -> None:
+        self._idle.clear()
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks[task] = job if job is not None else _Job([])
+        task.add_done_callback(self._task_done)
+
+    # --- the durable store (cluster adapter): jobs survive restarts, shared by nodes ----
+
+    async def start(self, app_ids: list[str]) -> None:
+        """Resume the deliveries a durable store holds (from before a restart)."""
+        if self._store is None:
+            return
+        for app_id in app_ids:
+            for target in self._targets_of(app_id):
+                self._ensure_poller(target)
+
+    def _ensure_poller(self, target: _Target) -> None:
+        if target.poller is None and not self._closing:
+            target.poller = asyncio.get_running_loop().create_task(self._poll(target))
+
+    async def _store_add(self, target: _Target, job: _Job) -> None:
+        assert self._store is not None
+        try:
+            dropped = await self._store.add(
+                target.queue_id, _encode_job(target, job), self._settings.max_queue
+            )
+        except Exception as exc:
+            target.stats.dropped += len(job.events)
+            log.error("webhook store unavailable (%s): %d event(s) lost", exc, len(job.events))
+            return
+        if dropped:
+            target.stats.dropped += dropped
+            log.warning("webhook queue of app %s full: dropped %d job(s)", target.app_id, dropped)
+        self._ensure_poller(target)
+        target.wake.set()
+
+    async def _poll(self, target: _Target) -> None:
+        """Claim due jobs of one target while it has room; wake on news or every second."""
+        assert self._store is not None
+        lease = self._settings.timeout + 5.0
+        while not self._closing:
+            free = self._settings.concurrency - target.in_flight
+            claimed: list[tuple[str, bytes]] = []
+            if free > 0:
+                try:
+                    claimed = await self._store.claim(target.queue_id, free, lease)
+                except Exception as exc:
+                    log.warning("webhook store unavailable: %s", exc)
+            for job_id, payload in claimed:
+                job = _decode_job(payload, job_id)
+                if job is None or payload_url(payload) != target.config.url:
+                    # Configured differently since it was queued: nowhere to send it.
+                    await self._store.done(target.queue_id, job_id)
+                    continue
+                target.in_flight += 1
+                self._spawn(self._deliver(target, job), job)
+            if claimed and len(claimed) == free:
+                continue  # maybe more are due
+            target.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(target.wake.wait(), 1.0)
 
     async def _deliver(self, target: _Target, job: _Job) -> None:
         config = self._app_config(target.app_id)
@@ -221,12 +301,20 @@ class Outbox:
             error = await self._post(target.config.url, body, headers)
             if error is None:
                 target.stats.sent += len(job.events)
+                if self._store is not None and job.id is not None:
+                    await self._store.done(target.queue_id, job.id)
                 return
             target.stats.failed += 1
-            self._retry_later(target, job, error)
+            if self._store is not None:
+                await self._retry_stored(target, job, error)
+            else:
+                self._retry_later(target, job, error)
         finally:
             target.in_flight -= 1
-            self._pump(target)
+            if self._store is not None:
+                target.wake.set()
+            else:
+                self._pump(target)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
         if self._client is None:
@@ -239,20 +327,45 @@ class Outbox:
             return None
         return f"HTTP {reply.status_code}"
 
-    def _retry_later(self, target: _Target, job: _Job, error: str) -> None:
+    def _next_gap(self, job: _Job) -> float | None:
+        """Seconds until the next attempt, or None when the retry window is over."""
         elapsed = self._clock() - job.first_attempt
         gap = min(MAX_RETRY_GAP, FIRST_RETRY * 2 ** (job.attempts - 1))
         gap *= random.uniform(0.5, 1.0)  # jitter: failing receivers are not hit in step
-        if elapsed + gap > self._settings.retry_for:
-            target.stats.dropped += len(job.events)
-            log.error(
-                "webhook to %s for app %s given up after %d attempts (%s): %d event(s) lost",
-                target.config.url,
-                target.app_id,
-                job.attempts,
-                error,
-                len(job.events),
-            )
+        return None if elapsed + gap > self._settings.retry_for else gap
+
+    def _give_up(self, target: _Target, job: _Job, error: str) -> None:
+        target.stats.dropped += len(job.events)
+        log.error(
+            "webhook to %s for app %s given up after %d attempts (%s): %d event(s) lost",
+            target.config.url,
+            target.app_id,
+            job.attempts,
+            error,
+            len(job.events),
+        )
+
+    async def _retry_stored(self, target: _Target, job: _Job, error: str) -> None:
+        assert self._store is not None and job.id is not None
+        gap = self._next_gap(job)
+        if gap is None:
+            self._give_up(target, job, error)
+            await self._store.done(target.queue_id, job.id)
+            return
+        log.warning(
+            "webhook to %s for app %s failed (%s); retry %d in %.1f s",
+            target.config.url,
+            target.app_id,
+            error,
+            job.attempts,
+            gap,
+        )
+        await self._store.retry(target.queue_id, job.id, _encode_job(target, job), gap)
+
+    def _retry_later(self, target: _Target, job: _Job, error: str) -> None:
+        gap = self._next_gap(job)
+        if gap is None:
+            self._give_up(target, job, error)
             return
         log.warning(
             "webhook to %s for app %s failed (%s); retry %d in %.1f s",
@@ -288,7 +401,9 @@ class Outbox:
 
     # --- reporting and shutdown ---------------------------------------------------------
 
-    def status(self, app_id: str) -> dict[str, Any]:
+    async def status(self, app_id: str) -> dict[str, Any]:
+        """Delivery counters of this node, per target; ``queued`` is cluster-wide when the
+        store is shared."""
         targets = self._targets_of(app_id)
         total = Stats()
         report = []
@@ -298,17 +413,19 @@ class Outbox:
             total.failed += stats.failed
             total.retrying += stats.retrying
             total.dropped += stats.dropped
-            report.append(
-                {
-                    "url": target.config.url,
-                    **stats.as_dict(),
-                    "queued": len(target.queue) + target.in_flight,
-                }
-            )
+            queued = len(target.queue) + target.in_flight
+            if self._store is not None:
+                with contextlib.suppress(Exception):
+                    queued = await self._store.size(target.queue_id)
+            report.append({"url": target.config.url, **stats.as_dict(), "queued": queued})
         return {**total.as_dict(), "targets": report}
 
     async def close(self) -> int:
-        """Send what is held or pending, wait up to the deadline; return the events dropped."""
+        """Send what is held or pending, wait up to the deadline; return the events dropped.
+
+        With a durable store nothing is dropped: what is not delivered by the deadline stays
+        in the store and is delivered after the restart (or by another node).
+        """
         for key, (held, event) in list(self._held.items()):
             held.cancel()
             del self._held[key]
@@ -318,6 +435,8 @@ class Outbox:
             if flush is not None:
                 flush.cancel()
             self._flush(app_id)
+        if self._store is not None:
+            return await self._close_durable()
         # Retries due later are brought forward: this is their last chance.
         for retry in list(self._retries):
             retry.cancel()
@@ -346,3 +465,48 @@ class Outbox:
         if dropped:
             log.error("shutdown: %d webhook event(s) could not be delivered and are lost", dropped)
         return dropped
+
+    async def _close_durable(self) -> int:
+        # Jobs still being added reach the store first; then deliveries get the deadline.
+        adds = [task for task, job in self._tasks.items() if not job.events]
+        if adds:
+            await asyncio.wait(adds, timeout=self._settings.shutdown_deadline)
+        self._closing = True
+        pollers = [t.poller for ts in self._targets.values() for t in ts if t.poller is not None]
+        for poller in pollers:
+            poller.cancel()
+        deliveries = [task for task, job in self._tasks.items() if job.events]
+        if deliveries:
+            await asyncio.wait(deliveries, timeout=self._settings.shutdown_deadline)
+        left = [task for task in self._tasks if not task.done()]
+        for task in left:
+            task.cancel()  # its job's lease runs out and it is delivered again later
+        for task in [*pollers, *left]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._client is not None:
+            await self._client.aclose()
+        if left:
+            log.warning("shutdown: %d webhook delivery(ies) left to the store for later", len(left))
+        return 0
+
+
+def _encode_job(target: _Target, job: _Job) -> bytes:
+    return msgspec.json.encode(
+        {"u": target.config.url, "e": job.events, "f": job.first_attempt, "n": job.attempts}
+    )
+
+
+def _decode_job(payload: bytes, job_id: str) -> _Job | None:
+    try:
+        raw = msgspec.json.decode(payload)
+        return _Job(raw["e"], float(raw["f"]), int(raw["n"]), job_id)
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def payload_url(payload: bytes) -> str:
+    try:
+        return str(msgspec.json.decode(payload).get("u", ""))
+    except (msgspec.DecodeError, AttributeError):
+        return ""

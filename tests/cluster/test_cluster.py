@@ -375,9 +375,7 @@ def test_workers_share_the_port_and_refuse_the_memory_adapter(
         nodes = redis_server.command("ZCARD", "test:nodes")
         assert nodes == b":0\r\n"  # the default prefix is "clarion", not "test"
         # Both workers joined the cluster (the second may finish booting after the first).
-        asyncio.run(
-            eventually(lambda: redis_server.command("ZCARD", "clarion:nodes") == b":2\r\n")
-        )
+        asyncio.run(eventually(lambda: redis_server.command("ZCARD", "clarion:nodes") == b":2\r\n"))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(20)

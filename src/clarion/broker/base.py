@@ -163,3 +163,27 @@ class RateLimiter(ABC):
     @abstractmethod
     async def consume(self, key: str, amount: int, per_second: int) -> bool:
         """Take ``amount`` from bucket ``key`` (refilled at ``per_second``); False if short."""
+
+
+class JobStore(ABC):
+    """A durable queue of webhook deliveries shared by the nodes: a job survives a restart,
+    and one claimed by a node that dies is handed to another after its lease."""
+
+    @abstractmethod
+    async def add(self, queue: str, payload: bytes, limit: int) -> int:
+        """Queue a job, due now; return how many old jobs were dropped to stay at ``limit``."""
+
+    @abstractmethod
+    async def claim(self, queue: str, count: int, lease: float) -> list[tuple[str, bytes]]:
+        """Take up to ``count`` due jobs for ``lease`` seconds: (job id, payload) pairs."""
+
+    @abstractmethod
+    async def done(self, queue: str, job_id: str) -> None:
+        """The job is delivered (or given up): forget it."""
+
+    @abstractmethod
+    async def retry(self, queue: str, job_id: str, payload: bytes, delay: float) -> None:
+        """Make the job due again after ``delay`` seconds, with an updated payload."""
+
+    @abstractmethod
+    async def size(self, queue: str) -> int: ...

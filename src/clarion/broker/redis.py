@@ -46,6 +46,7 @@ from clarion.broker.base import (
     CachedEvent,
     ChannelCounts,
     ChannelState,
+    JobStore,
     Joined,
     Left,
     Member,
@@ -710,6 +711,73 @@ return 1
             except (RedisError, OSError) as exc:
                 self.link.failed(exc)
         return await self._fallback.consume(key, amount, per_second)
+
+
+class RedisJobStore(JobStore):
+    """Webhook jobs in Redis: ``P:wh:jobs:Q`` id -> payload, ``P:wh:due:Q`` id -> due time (ms,
+    Redis clock). A claim pushes the due time one lease ahead, so a job whose node dies
+    mid-delivery becomes due again for the others."""
+
+    _CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+  local payload = redis.call('HGET', KEYS[2], id)
+  if payload then
+    table.insert(out, id)
+    table.insert(out, payload)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+    _ADD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
+local dropped = 0
+while redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[3]) do
+  local oldest = redis.call('ZPOPMIN', KEYS[1])
+  redis.call('HDEL', KEYS[2], oldest[1])
+  dropped = dropped + 1
+end
+return dropped
+"""
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+        self._claim = link.client.register_script(self._CLAIM)
+        self._add = link.client.register_script(self._ADD)
+
+    def _keys(self, queue: str) -> list[str]:
+        return [self.link.key("wh", "due", queue), self.link.key("wh", "jobs", queue)]
+
+    async def add(self, queue: str, payload: bytes, limit: int) -> int:
+        job_id = secrets.token_hex(8)
+        return int(await self._add(keys=self._keys(queue), args=[job_id, payload, limit, 0]))
+
+    async def claim(self, queue: str, count: int, lease: float) -> list[tuple[str, bytes]]:
+        flat = await self._claim(keys=self._keys(queue), args=[count, int(lease * 1000)])
+        return [(_text(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def done(self, queue: str, job_id: str) -> None:
+        due, jobs = self._keys(queue)
+        async with self.link.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(due, job_id)
+            pipe.hdel(jobs, job_id)
+            await pipe.execute()
+
+    async def retry(self, queue: str, job_id: str, payload: bytes, delay: float) -> None:
+        await self._add(keys=self._keys(queue), args=[job_id, payload, 1 << 30, int(delay * 1000)])
+
+    async def size(self, queue: str) -> int:
+        return int(await self.link.client.zcard(self.link.key("wh", "due", queue)))
 
 
 def _text(value: bytes | str) -> str:

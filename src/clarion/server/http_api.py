@@ -38,7 +38,7 @@ class HttpApi:
         state: ChannelState,
         terminate_user: Callable[[str, str], None],
         is_ready: Callable[[], bool],
-        webhook_status: Callable[[str], dict[str, Any]],
+        webhook_status: Callable[[str], Awaitable[dict[str, Any]]],
         limiter: RateLimiter,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -201,7 +201,7 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         """Clarion extension: webhook delivery counters of this app, per target."""
-        return 200, _encode(self.webhook_status(app.id))
+        return 200, _encode(await self.webhook_status(app.id))
 
     async def _check_event_rate(self, app: App, events: int) -> None:
         limit = app.config.max_backend_events_per_second

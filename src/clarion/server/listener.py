@@ -19,7 +19,13 @@ import msgspec
 from clarion.apps import AppRegistry
 from clarion.broker.base import Broker, ChannelState, RateLimiter
 from clarion.broker.memory import MemoryBroker, MemoryRateLimiter, MemoryState
-from clarion.broker.redis import RedisBroker, RedisLink, RedisRateLimiter, RedisState
+from clarion.broker.redis import (
+    RedisBroker,
+    RedisJobStore,
+    RedisLink,
+    RedisRateLimiter,
+    RedisState,
+)
 from clarion.config import AppConfig, Settings
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
@@ -56,7 +62,11 @@ class Server:
             app = registry.by_id(app_id)
             return app.config if app is not None else None
 
-        self.outbox = Outbox(app_config, settings.webhooks)
+        self.outbox = Outbox(
+            app_config,
+            settings.webhooks,
+            store=RedisJobStore(self.link) if self.link is not None else None,
+        )
         hub = Hub(broker, state, settings.server.write_buffer_limit, app_config, self.outbox)
         # Unique among this process's sockets; the random prefix keeps nodes apart.
         node = random.randrange(1, 10**9)
@@ -94,6 +104,7 @@ class Server:
             await self.broker.start()
             self.redis_state.on_reaped(self.ctx.hub.reaped)
             await self.redis_state.start()
+            await self.outbox.start([app.id for app in self.ctx.registry])
         server = self.settings.server
         self._server = await loop.create_server(
             lambda: Connection(self.ctx),
