@@ -270,8 +270,8 @@ class Hub:
     async def flush_subscription_counts(self, now: float) -> None:
         """Send the subscription counts that are due (called by the server's sweep).
 
-        Each node tells its own subscribers the cluster-wide count, so no frame crosses
-        the broker for this.
+        The node where the count changed sends the cluster-wide count to every node's
+        subscribers, and fires the webhook.
         """
         for app in list(self._apps.values()):
             for name in [
@@ -281,14 +281,12 @@ class Hub:
             due = [name for name, when in app.count_due.items() if when <= now]
             for name in due:
                 del app.count_due[name]
-                local = app.channels.get(name)
-                if not local:
-                    continue  # nobody left here to tell
                 app.count_sent[name] = now
                 counts = await self.state.channel_counts(app.app_id, name)
                 count = counts.subscription_count
-                frame = messages.subscription_count(name, count)
-                write_to_all(list(local), frame, None, self.write_buffer_limit)
+                if count:
+                    frame = messages.subscription_count(name, count)
+                    self._broadcast(app.app_id, name, frame, None)
                 self.events.emit(app.app_id, hooks.subscription_count(name, count))
 
     # --- signed-in users ----------------------------------------------------------------
