@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,14 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is needed for the cluster tests (apt install redis-server)")
+            message = (
+                "redis-server (Debian package redis-server) is not on the PATH: "
+                "the cluster tests need it"
+            )
+            # CI sets CLARION_REQUIRE_REDIS=1: there a missing redis-server is a failure.
+            if os.environ.get("CLARION_REQUIRE_REDIS") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
         self.process = subprocess.Popen(
             [
                 binary,

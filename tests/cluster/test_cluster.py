@@ -54,19 +54,22 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_publish_on_one_node_reaches_subscribers_on_every_node(
-    two_nodes: tuple[RunningServer, RunningServer],
+    redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
-    a, b = two_nodes
+    config = cluster_config(redis_server)
+    a, b, c = make_server(config), make_server(config), make_server(config)
 
     async def main() -> None:
         on_a, _ = await connect(a)
         on_b, sid_b = await connect(b)
         other_b, _ = await connect(b)
-        for ws in (on_a, on_b, other_b):
+        on_c, _ = await connect(c)
+        for ws in (on_a, on_b, other_b, on_c):
             await subscribe(ws, "news")
         api(a).trigger("news", "first", {"n": 1})
-        for ws in (on_a, on_b, other_b):
+        for ws in (on_a, on_b, other_b, on_c):
             assert (await recv_json(ws))["event"] == "first"
+        await on_c.close()
         # Exclusion of a socket that lives on the other node.
         api(a).trigger("news", "second", {"n": 2}, socket_id=sid_b)
         assert (await recv_json(on_a))["event"] == "second"
