@@ -84,7 +84,8 @@ def start_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        # Metrics on a free port: several test servers run side by side.
+        env={**os.environ, "CLARION_METRICS_PORT": "0", **(env or {}), "PYTHONUNBUFFERED": "1"},
         cwd=ROOT,
     )
     assert process.stdout is not None

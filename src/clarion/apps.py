@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from clarion import metrics
 from clarion.config import AppConfig
 from clarion.protocol.signing import Credentials
 
@@ -11,13 +12,18 @@ from clarion.protocol.signing import Credentials
 class App:
     """One configured app, with what the data plane needs at hand."""
 
-    __slots__ = ("config", "credentials", "id", "key")
+    __slots__ = ("config", "credentials", "id", "key", "received")
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.id = config.id
         self.key = config.key
         self.credentials = Credentials(config.key, config.secret)
+        # Metric children for messages received, resolved once per app.
+        self.received = (
+            metrics.messages_received.labels(config.id),
+            metrics.bytes_received.labels(config.id),
+        )
 
     @property
     def enabled(self) -> bool:

@@ -53,6 +53,15 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     shutdown_deadline: float = 5.0
 
 
+class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Prometheus metrics on a port of their own (``[metrics]``)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # 0 picks a free port; with --workers N, worker i listens on port + i.
+    port: int = 9601
+
+
 class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How nodes share state (``[cluster]``)."""
 
@@ -116,6 +125,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     apps: list[AppConfig] = msgspec.field(default_factory=list)
 
 
@@ -133,7 +143,7 @@ def load(
 ) -> Settings:
     """Build the effective settings; raise ConfigError with a clear message on any problem."""
     env = os.environ if env is None else env
-    raw: dict[str, Any] = {"server": {}, "apps": [], "cluster": {}}
+    raw: dict[str, Any] = {"server": {}, "apps": [], "cluster": {}, "metrics": {}}
     path = config_path or env.get("CLARION_CONFIG")
     if path:
         try:
@@ -151,9 +161,10 @@ def load(
         if not isinstance(raw.get("apps", []), list):
             raise ConfigError("apps must be an array of tables: write [[apps]]")
         raw.setdefault("apps", [])
-        if not isinstance(raw.get("cluster", {}), dict):
-            raise ConfigError("[cluster] must be a table")
-        raw.setdefault("cluster", {})
+        for table in ("cluster", "metrics", "webhooks"):
+            if not isinstance(raw.get(table, {}), dict):
+                raise ConfigError(f"[{table}] must be a table")
+            raw.setdefault(table, {})
 
     server = raw["server"]
     for var, field in _ENV_SERVER.items():
@@ -162,6 +173,8 @@ def load(
     for var, field in _ENV_CLUSTER.items():
         if var in env:
             raw["cluster"][field] = env[var]
+    if "CLARION_METRICS_PORT" in env:
+        raw["metrics"]["port"] = env["CLARION_METRICS_PORT"]
     app_env = {field: env[var] for var, field in _ENV_APP.items() if var in env}
     if app_env:
         if len(raw["apps"]) > 1:
@@ -252,6 +265,8 @@ def _validate(settings: Settings) -> None:
                     f"{spot}.event_types must list some of {sorted(WEBHOOK_EVENT_TYPES)}"
                     + (f"; unknown: {sorted(unknown)}" if unknown else "")
                 )
+    if not 0 <= settings.metrics.port <= 65535:
+        raise ConfigError(f"metrics.port must be between 0 and 65535, got {settings.metrics.port}")
     cluster = settings.cluster
     if cluster.adapter not in ("memory", "redis"):
         raise ConfigError(f'cluster.adapter must be "memory" or "redis", got {cluster.adapter!r}')
@@ -280,6 +295,7 @@ def describe(settings: Settings) -> str:
     """The effective configuration as TOML, secrets redacted (printed at start)."""
     lines = ["[server]", *_fields(settings.server), "", "[webhooks]", *_fields(settings.webhooks)]
     lines += ["", "[cluster]", *_fields(settings.cluster)]
+    lines += ["", "[metrics]", *_fields(settings.metrics)]
     for app in settings.apps:
         lines += ["", "[[apps]]", *_fields(app, skip={"webhooks"})]
         for target in app.webhooks:

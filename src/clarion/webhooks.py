@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from clarion import __version__
+from clarion import __version__, metrics
 from clarion.broker.base import JobStore
 from clarion.config import AppConfig, WebhookSettings, WebhookTarget
 from clarion.protocol import webhooks as shapes
@@ -301,10 +301,12 @@ class Outbox:
             error = await self._post(target.config.url, body, headers)
             if error is None:
                 target.stats.sent += len(job.events)
+                metrics.webhook_deliveries.labels(target.app_id, "sent").inc(len(job.events))
                 if self._store is not None and job.id is not None:
                     await self._store.done(target.queue_id, job.id)
                 return
             target.stats.failed += 1
+            metrics.webhook_deliveries.labels(target.app_id, "failed").inc()
             if self._store is not None:
                 await self._retry_stored(target, job, error)
             else:
@@ -336,6 +338,7 @@ class Outbox:
 
     def _give_up(self, target: _Target, job: _Job, error: str) -> None:
         target.stats.dropped += len(job.events)
+        metrics.webhook_deliveries.labels(target.app_id, "dropped").inc(len(job.events))
         log.error(
             "webhook to %s for app %s given up after %d attempts (%s): %d event(s) lost",
             target.config.url,
@@ -400,6 +403,13 @@ class Outbox:
             self._idle.set()
 
     # --- reporting and shutdown ---------------------------------------------------------
+
+    def queue_sizes(self) -> dict[str, int]:
+        """Webhook requests waiting or in flight on this node, per app (for metrics)."""
+        return {
+            app_id: sum(len(t.queue) + t.in_flight for t in targets)
+            for app_id, targets in self._targets.items()
+        }
 
     async def status(self, app_id: str) -> dict[str, Any]:
         """Delivery counters of this node, per target; ``queued`` is cluster-wide when the
@@ -475,15 +485,16 @@ class Outbox:
         pollers = [t.poller for ts in self._targets.values() for t in ts if t.poller is not None]
         for poller in pollers:
             poller.cancel()
+        if pollers:
+            await asyncio.wait(pollers, timeout=2.0)
         deliveries = [task for task, job in self._tasks.items() if job.events]
         if deliveries:
             await asyncio.wait(deliveries, timeout=self._settings.shutdown_deadline)
         left = [task for task in self._tasks if not task.done()]
         for task in left:
             task.cancel()  # its job's lease runs out and it is delivered again later
-        for task in [*pollers, *left]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if left:
+            await asyncio.wait(left, timeout=2.0)
         if self._client is not None:
             await self._client.aclose()
         if left:

@@ -333,13 +333,14 @@ def test_workers_share_the_port_and_refuse_the_memory_adapter(
         text=True,
         cwd=ROOT,
         timeout=30,
-        env={**os.environ, "CLARION_PORT": "0"},
+        env={**os.environ, "CLARION_PORT": "0", "CLARION_METRICS_PORT": "0"},
     )
     assert out.returncode == 2 and "redis" in out.stderr
     env = {
         **os.environ,
         "CLARION_CLUSTER_ADAPTER": "redis",
         "CLARION_REDIS_URL": redis_server.url,
+        "CLARION_METRICS_PORT": "0",
         "PYTHONUNBUFFERED": "1",
     }
     process = subprocess.Popen(

@@ -42,7 +42,8 @@ event_types = ["channel_occupied"]
 
     asyncio.run(main())
     assert first.stop() == 0  # graceful: the job stays in Redis, not dropped
-    assert not any("lost" in line for line in first.output), first.output
+    lost = [line for line in first.output if "lost" in line]
+    assert not lost, lost
     receiver.scripts["/later"] = [200]
     make_server(config)  # a new process: it finds the pending job and delivers it
     delivered = receiver.wait_for(

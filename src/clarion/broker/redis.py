@@ -40,6 +40,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from clarion import metrics
 from clarion.broker.base import (
     Broker,
     BrokerUnavailable,
@@ -76,6 +77,7 @@ class RedisLink:
         self._on_up: list[Listener] = []
         self._watcher: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self._closed = False
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -99,25 +101,38 @@ class RedisLink:
                 continue
             break
         self.up = True
+        metrics.redis_up.set(1)
         log.info("connected to Redis at %s as node %s", self.url, self.node_id)
         self._watcher = asyncio.create_task(self._watch())
 
     def failed(self, exc: BaseException) -> None:
         """A subsystem saw Redis fail: mark the link down and start reconnecting."""
+        if self._closed:
+            return  # connections closing on the way out are not an outage
         if self.up:
             log.error("Redis connection lost (%s): serving local subscribers only", exc)
         self.up = False
+        metrics.redis_up.set(0)
         self._lost.set()
 
     async def _watch(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), 1.0)
+        while not self._closed:
+            # Check every second, or at once when a subsystem reports a failure. (Plain
+            # sleeps: Python 3.11's wait_for can swallow the cancellation at shutdown.)
+            for _ in range(10):
+                if self._lost.is_set() or self._closed:
+                    break
+                await asyncio.sleep(0.1)
+            if self._closed:
+                return
             if self.up:
+                started = time.perf_counter()
                 try:
                     await self.client.ping()
                 except (RedisError, OSError) as exc:
                     self.failed(exc)
+                else:
+                    metrics.redis_seconds.observe(time.perf_counter() - started)
                 continue
             self._lost.clear()
             delay = 0.2
@@ -133,13 +148,17 @@ class RedisLink:
                     continue
                 break
             self.up = True
+            metrics.redis_up.set(1)
             log.info("Redis is back: this node's state is registered again")
 
+    def closing(self) -> None:
+        """Shutdown has begun: errors from here on are the connections going away."""
+        self._closed = True
+
     async def close(self) -> None:
+        self._closed = True
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await stop_tasks([self._watcher])
         await self.client.aclose()
 
 
@@ -295,11 +314,7 @@ class RedisBroker(Broker):
         if self._outgoing and self.link.up:
             self._wake.set()
             await asyncio.sleep(0)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+        await stop_tasks(self._tasks)
         await self._drop_pubsub()
 
 
@@ -672,9 +687,7 @@ class RedisState(ChannelState):
     async def stop(self) -> None:
         """Leave the cluster: this node's share is gone with it (no lease to expire)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
         await self._call(
             self._reap,
             [self.link.key("nodes"), self._node_key],
@@ -778,6 +791,18 @@ return dropped
 
     async def size(self, queue: str) -> int:
         return int(await self.link.client.zcard(self.link.key("wh", "due", queue)))
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 2.0) -> None:
+    """Cancel tasks and wait for them a bounded time, whatever they do with the
+    cancellation (a task that swallows it must not hang the shutdown)."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: no "exception never retrieved" noise
 
 
 def _text(value: bytes | str) -> str:

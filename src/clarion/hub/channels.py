@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from clarion import metrics
 from clarion.broker.base import Broker, BrokerUnavailable, ChannelState, Member, PresenceFull
 from clarion.config import AppConfig
 from clarion.hub.fanout import Subscriber, write_to_all
@@ -65,10 +66,13 @@ class Subscribed:
 class AppChannels:
     """One app's local subscribers on this node."""
 
-    __slots__ = ("app_id", "channels", "count_due", "count_sent", "users")
+    __slots__ = ("app_id", "bytes_sent", "channels", "count_due", "count_sent", "sent", "users")
 
     def __init__(self, app_id: str) -> None:
         self.app_id = app_id
+        # Metric children resolved once: fan-out pays an increment per frame, not a lookup.
+        self.sent = metrics.messages_sent.labels(app_id)
+        self.bytes_sent = metrics.bytes_sent.labels(app_id)
         # channel -> local subscriber -> its presence user_id (None outside presence)
         self.channels: dict[str, dict[Subscriber, str | None]] = {}
         self.users = Users()
@@ -100,6 +104,14 @@ class Hub:
             state = self._apps[app_id] = AppChannels(app_id)
         return state
 
+    def sizes(self) -> dict[str, dict[str, int]]:
+        """Channels and subscriptions per app on this node (read by the metrics scrape)."""
+        channels = {app_id: len(app.channels) for app_id, app in self._apps.items()}
+        subscriptions = {
+            app_id: sum(map(len, app.channels.values())) for app_id, app in self._apps.items()
+        }
+        return {"channels": channels, "subscriptions": subscriptions}
+
     def presence_limit(self, app_id: str) -> int:
         config = self._app_config(app_id)
         return config.max_presence_members if config is not None else names.MAX_PRESENCE_MEMBERS
@@ -121,7 +133,10 @@ class Hub:
             return
         subscribers = app.channels.get(channel)
         if subscribers is not None:
-            write_to_all(subscribers, frame, exclude, self.write_buffer_limit)
+            count = write_to_all(subscribers, frame, exclude, self.write_buffer_limit)
+            app.sent.inc(count)
+            app.bytes_sent.inc(count * len(frame))
+            metrics.fanout_size.observe(count)
         elif channel.startswith("#") and ":" in channel:
             self._deliver_internal(app, channel, frame)
 

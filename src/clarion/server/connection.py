@@ -24,6 +24,7 @@ from websockets.protocol import Side
 from websockets.protocol import State as WsState
 from websockets.utils import accept_key
 
+from clarion import metrics
 from clarion.apps import App, AppRegistry
 from clarion.broker.base import Member, PresenceFull
 from clarion.config import ServerSettings
@@ -156,6 +157,15 @@ class Connection(asyncio.Protocol):
             self._http_reply(400, error_body(400, f"Malformed HTTP request: {exc}"), False)
             self._parser = None
 
+    def _close_reason(self) -> str:
+        """The close code for metrics: ours if we closed, else the client's, else abnormal."""
+        ws = self.ws
+        if ws is not None:
+            close = ws.close_sent if ws.close_sent is not None else ws.close_rcvd
+            if close is not None:
+                return str(int(close.code))
+        return "abnormal"
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._lost = True
@@ -164,6 +174,7 @@ class Connection(asyncio.Protocol):
             ctx = self.ctx
             ctx.connections.discard(self)
             ctx.connections_per_app[self.app.id] -= 1
+            metrics.connections_closed.labels(self.app.id, self._close_reason()).inc()
             ip = self._peer_ip()
             left = ctx.connections_per_ip.get(ip, 1) - 1
             if left > 0:
@@ -304,6 +315,7 @@ class Connection(asyncio.Protocol):
         ctx.connections_per_app[app.id] = ctx.connections_per_app.get(app.id, 0) + 1
         ip = self._peer_ip()
         ctx.connections_per_ip[ip] = ctx.connections_per_ip.get(ip, 0) + 1
+        metrics.connections_opened.labels(app.id).inc()
         self.transport.write(
             messages.connection_established(self.socket_id, app.config.activity_timeout)
         )
@@ -355,6 +367,7 @@ class Connection(asyncio.Protocol):
         return str(peer[0]) if peer else ""
 
     def _refuse(self, refused: ConnectRefused) -> None:
+        metrics.connections_refused.labels(str(int(refused.code))).inc()
         self.transport.write(messages.error(int(refused.code), refused.message))
         self.close(int(refused.code), refused.message)
 
@@ -407,6 +420,9 @@ class Connection(asyncio.Protocol):
     def _on_text(self, payload: bytes) -> None:
         if self._closing or self.app is None:
             return
+        received = self.app.received
+        received[0].inc()
+        received[1].inc(len(payload))
         try:
             text = payload.decode()
         except UnicodeDecodeError:
@@ -722,6 +738,8 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         log.info("closing slow subscriber %s (write buffer over the bound)", self.socket_id)
+        if self.app is not None:
+            metrics.slow_consumers.labels(self.app.id).inc()
         self.close(int(CloseCode.OVER_CAPACITY), "Over capacity: the client is not reading")
         # Whatever is queued may never drain; flush what can be sent, then give up.
         self.transport.close()

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import msgspec
 
+from clarion import metrics
 from clarion.apps import App, AppRegistry
 from clarion.broker.base import BrokerUnavailable, ChannelState, RateLimiter
 from clarion.hub.channels import Hub
@@ -50,8 +51,23 @@ class HttpApi:
         self.terminate_user = terminate_user
         self.is_ready = is_ready
         self.clock = clock
+        self._counters: dict[tuple[str, int], Any] = {}
 
     async def handle(self, method: str, raw_path: str, raw_query: str, body: bytes) -> Response:
+        started = time.perf_counter()
+        response = await self._handle(method, raw_path, raw_query, body)
+        endpoint = _endpoint_label(raw_path)
+        counter = self._counters.get((endpoint, response[0]))
+        if counter is None:
+            counter = self._counters[(endpoint, response[0])] = metrics.http_requests.labels(
+                endpoint, str(response[0])
+            )
+        counter.inc()
+        if response[0] == 200 and endpoint in ("events", "batch_events"):
+            metrics.publish_seconds.observe(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, method: str, raw_path: str, raw_query: str, body: bytes) -> Response:
         try:
             return await self._route(method, raw_path, raw_query, body)
         except ApiError as exc:
@@ -226,3 +242,26 @@ class HttpApi:
         if not request.info:
             return {}
         return await self._info(app, request.channels[0], request.info)
+
+
+_LABELS = {
+    ("", 2): "up",
+    ("up", 2): "up",
+    ("ready", 2): "ready",
+    ("events", 4): "events",
+    ("batch_events", 4): "batch_events",
+    ("channels", 4): "channels",
+    ("channels", 5): "channel",
+    ("users", 6): "users",
+    ("terminate_connections", 6): "terminate_connections",
+    ("terminate_connections", 4): "terminate_connections",
+    ("status", 5): "webhooks_status",
+}
+
+
+def _endpoint_label(raw_path: str) -> str:
+    """A bounded label for metrics: the endpoint's name, never a channel or app id."""
+    parts = raw_path.split("/")
+    if len(parts) == 5 and parts[3] == "channels":
+        return "channel"
+    return _LABELS.get((parts[-1], len(parts)), "other")

@@ -12,10 +12,12 @@ import random
 import signal
 import socket
 import time
-from contextlib import suppress
+from typing import Any
 
 import msgspec
+from prometheus_client import start_http_server
 
+from clarion import metrics
 from clarion.apps import AppRegistry
 from clarion.broker.base import Broker, ChannelState, RateLimiter
 from clarion.broker.memory import MemoryBroker, MemoryRateLimiter, MemoryState
@@ -90,6 +92,7 @@ class Server:
         )
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._metrics_server: Any = None
 
     def _ready(self) -> bool:
         return self.ctx.accepting and self.broker.ready()
@@ -115,14 +118,45 @@ class Server:
             reuse_port=self.reuse_port or None,
         )
         self._sweeper = asyncio.create_task(self._sweep())
+        self._start_metrics()
         sock = self._server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
+
+    def _start_metrics(self) -> None:
+        config = self.settings.metrics
+        if not config.enabled:
+            return
+        ctx = self.ctx
+
+        def sizes() -> dict[str, dict[str, int]]:
+            return {
+                "connections": dict(ctx.connections_per_app),
+                "webhook_queue": self.outbox.queue_sizes(),
+                **ctx.hub.sizes(),
+            }
+
+        metrics.watch_state(sizes)
+        try:
+            self._metrics_server, _ = start_http_server(config.port, config.host)
+        except OSError as exc:
+            log.error(
+                "metrics: cannot listen on %s:%s (%s); metrics are off",
+                config.host,
+                config.port,
+                exc,
+            )
+            return
+        host, port = self._metrics_server.server_address[:2]
+        print(f"Clarion metrics on http://{host}:{port}/metrics", flush=True)
 
     async def _sweep(self) -> None:
         pong_timeout = self.settings.server.pong_timeout
         while True:
+            before = time.monotonic()
             await asyncio.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
+            # A busy or blocked loop runs the timer late: that delay is the loop's lag.
+            metrics.loop_lag.set(max(0.0, now - before - SWEEP_INTERVAL))
             for conn in list(self.ctx.connections):
                 conn.check_activity(now, pong_timeout)
             await self.ctx.hub.flush_subscription_counts(now)
@@ -131,10 +165,11 @@ class Server:
         self.ctx.accepting = False
         if self._server is not None:
             self._server.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._sweeper
+            await asyncio.wait([self._sweeper], timeout=2.0)
         for conn in list(self.ctx.connections):
             conn.close_with_error(CloseCode.RECONNECT, "Server is shutting down; reconnect")
         if self.ctx.connections:
@@ -145,6 +180,7 @@ class Server:
         await self.outbox.close()
         if self.link is not None:
             await self.redis_state.stop()
+            self.link.closing()
             await self.broker.stop()
             await self.link.close()
 
@@ -206,8 +242,14 @@ def run_workers(settings: Settings, workers: int) -> None:
     context = multiprocessing.get_context("spawn")
     children: list[multiprocessing.process.BaseProcess] = []
 
-    def start_worker() -> multiprocessing.process.BaseProcess:
-        child = context.Process(target=_worker, args=(settings,), daemon=False)
+    def start_worker(index: int) -> multiprocessing.process.BaseProcess:
+        worker_settings = settings
+        if settings.metrics.port:
+            metrics_config = msgspec.structs.replace(
+                settings.metrics, port=settings.metrics.port + index
+            )
+            worker_settings = msgspec.structs.replace(settings, metrics=metrics_config)
+        child = context.Process(target=_worker, args=(worker_settings,), daemon=False)
         child.start()
         return child
 
@@ -222,7 +264,7 @@ def run_workers(settings: Settings, workers: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children.extend(start_worker() for _ in range(workers))
+    children.extend(start_worker(index) for index in range(workers))
     _wait_until_up(server.host, port)
     print(f"Clarion: {workers} workers sharing the port", flush=True)
     _announce(server.host, port, settings)
@@ -232,7 +274,7 @@ def run_workers(settings: Settings, workers: int) -> None:
             if child.is_alive() or stopping:
                 continue
             log.error("worker %s exited with %s; starting a new one", child.pid, child.exitcode)
-            children[index] = start_worker()
+            children[index] = start_worker(index)
         if stopping:
             for child in children:
                 child.join(timeout=15)

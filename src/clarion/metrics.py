@@ -1,0 +1,100 @@
+"""Prometheus metrics, served on their own port.
+
+Names are ``clarion_*`` and every label has a bounded set of values (app id, close code,
+endpoint, status, outcome): never a channel name or a user id. Hot paths pay at most a
+counter increment per message or per publish, never per delivered frame; current sizes
+(connections, channels, subscriptions, webhook queues) are read at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+connections_opened = Counter(
+    "clarion_connections_opened", "WebSocket connections accepted", ["app"]
+)
+connections_closed = Counter(
+    "clarion_connections_closed",
+    "WebSocket connections closed, by close code (abnormal: no close frame)",
+    ["app", "code"],
+)
+connections_refused = Counter(
+    "clarion_connections_refused", "WebSocket connections refused at the handshake", ["code"]
+)
+messages_received = Counter(
+    "clarion_messages_received", "WebSocket messages received from clients", ["app"]
+)
+bytes_received = Counter(
+    "clarion_received_bytes", "Bytes of WebSocket messages received from clients", ["app"]
+)
+messages_sent = Counter(
+    "clarion_messages_sent", "Frames written to subscribers by fan-out", ["app"]
+)
+bytes_sent = Counter("clarion_sent_bytes", "Bytes written to subscribers by fan-out", ["app"])
+http_requests = Counter(
+    "clarion_http_requests", "HTTP API requests, by endpoint and status", ["endpoint", "status"]
+)
+publish_seconds = Histogram(
+    "clarion_publish_seconds",
+    "From an HTTP publish request to its frames written on this node",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+fanout_size = Histogram(
+    "clarion_fanout_subscribers",
+    "Local subscribers written to per frame",
+    buckets=(0, 1, 10, 100, 1000, 10000, 100000),
+)
+slow_consumers = Counter(
+    "clarion_slow_consumer_disconnects",
+    "Subscribers closed because their write buffer went over the bound",
+    ["app"],
+)
+webhook_deliveries = Counter(
+    "clarion_webhook_deliveries",
+    "Webhook requests by outcome (sent, failed attempt, events dropped)",
+    ["app", "outcome"],
+)
+redis_up = Gauge("clarion_redis_up", "1 when the Redis cluster link is up")
+redis_seconds = Histogram(
+    "clarion_redis_roundtrip_seconds",
+    "Round trip of the Redis health check",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0),
+)
+loop_lag = Gauge("clarion_event_loop_lag_seconds", "How late the event loop ran a timer")
+
+
+class StateCollector(Collector):
+    """Sizes read at scrape time from callbacks, so the data plane counts nothing."""
+
+    def __init__(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Any]:
+        sizes = self._read()
+        for name, help_text in (
+            ("connections", "Open WebSocket connections"),
+            ("channels", "Channels with local subscribers"),
+            ("subscriptions", "Local channel subscriptions"),
+            ("webhook_queue", "Webhook requests waiting or in flight"),
+        ):
+            family = GaugeMetricFamily(f"clarion_{name}", help_text, labels=["app"])
+            for app_id, value in sizes.get(name, {}).items():
+                family.add_metric([app_id], value)
+            yield family
+
+
+_collector: StateCollector | None = None
+
+
+def watch_state(read: Callable[[], dict[str, dict[str, int]]]) -> None:
+    """Register (once per process) the callback that reports current sizes."""
+    global _collector
+    if _collector is not None:
+        REGISTRY.unregister(_collector)
+    _collector = StateCollector(read)
+    REGISTRY.register(_collector)
