@@ -133,6 +133,27 @@ class Driver:
                 self._cond.wait(remaining)
         raise DriverError(self._explain(what or repr(match), since, timeout))
 
+    def wait_count(
+        self,
+        match: dict[str, Any] | Predicate,
+        count: int,
+        *,
+        since: int = 0,
+        timeout: float = TIMEOUT,
+        what: str | None = None,
+    ) -> list[Report]:
+        """The first ``count`` reports (from index ``since``) that match; wait for them."""
+        predicate = match if callable(match) else (lambda r: _matches(r, match))
+        found: list[Report] = []
+
+        def counting(report: Report) -> bool:
+            if predicate(report):
+                found.append(report)
+            return len(found) >= count
+
+        self.wait_for(counting, since=since, timeout=timeout, what=what or f"{count} x {match!r}")
+        return found
+
     def _explain(self, what: str, since: int, timeout: float) -> str:
         with self._cond:
             recent = self.reports[since:][-25:]
@@ -265,6 +286,15 @@ class JsClient:
             what=f"{self.name}: {fields}",
         )
 
+    def wait_count(self, count: int, since: int | None = None, **fields: Any) -> list[Report]:
+        """Wait for ``count`` reports of this client whose fields equal ``fields``."""
+        return self.driver.wait_count(
+            {"client": self.name, **fields},
+            count,
+            since=self.since if since is None else since,
+            what=f"{self.name}: {count} x {fields}",
+        )
+
     def find(self, since: int | None = None, **fields: Any) -> list[Report]:
         return self.driver.find(
             {"client": self.name, **fields}, since=self.since if since is None else since
@@ -333,6 +363,123 @@ class JsClient:
     def inspect(self, channel: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self.driver.request("inspect", client=self.name, channel=channel)
         return result
+
+    # --- user sign-in (pusher.signin, pusher.user) ---------------------------------------
+
+    def signin(
+        self,
+        user_data: dict[str, Any] | None = None,
+        *,
+        secret: str | None = None,
+        auth_response: dict[str, Any] | None = None,
+        wait: bool = True,
+    ) -> Report | None:
+        """``pusher.signin()``; by default wait until pusher-js is signed in.
+
+        The user authenticator signs ``user_data`` with the Node SDK's ``authenticateUser``
+        (with ``secret`` if given, else the client's secret), or hands pusher-js the
+        ready-made ``auth_response``. Waiting means: pusher-js settled the sign-in with
+        this user (``signin_done``) and its ``#server-to-user-`` channel is subscribed.
+        """
+        since = self.driver.mark()
+        self.driver.request(
+            "signin",
+            client=self.name,
+            user_data=user_data,
+            secret=secret,
+            auth_response=auth_response,
+        )
+        if not wait:
+            return None
+        done = self.wait(type="signin_done", since=since)
+        if done["user_data"] is None:
+            raise AssertionError(f"{self.name}: pusher-js did not sign in: {done}")
+        self.wait(type="user_subscribed", since=since)
+        return done
+
+    def user_bind(self, *events: str) -> None:
+        """``pusher.user.bind(event)`` for each event: reports ``user_event``."""
+        for event in events:
+            self.driver.request("user_bind", client=self.name, event=event)
+
+    def user_events(self, event: str | None = None, since: int | None = None) -> list[Report]:
+        fields: dict[str, Any] = {"type": "user_event"}
+        if event is not None:
+            fields["event"] = event
+        return self.find(since=since, **fields)
+
+    def bind_global(self) -> None:
+        """``pusher.bind_global``: reports every global event as ``global``."""
+        self.driver.request("bind_global", client=self.name)
+
+    def watchlist(self, since: int | None = None) -> list[tuple[str, list[str]]]:
+        """The ``pusher.user.watchlist`` events so far, as (name, user_ids)."""
+        return [
+            (r["name"], r["entry"]["user_ids"]) for r in self.find(since=since, type="watchlist")
+        ]
+
+    # --- client events ------------------------------------------------------------------
+
+    def trigger(self, channel: str, event: str, data: Any = None) -> dict[str, Any]:
+        """``channel.trigger(event, data)``: ``{"sent": bool}`` or ``{"thrown": error}``."""
+        return self.trigger_many(channel, [(event, data)])[0]
+
+    def trigger_many(self, channel: str, events: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        """``channel.trigger`` for every (event, data), back to back in one go."""
+        result: list[dict[str, Any]] = self.driver.request(
+            "trigger",
+            client=self.name,
+            channel=channel,
+            events=[{"event": e, "data": d} for e, d in events],
+        )
+        return result
+
+    def send_event(self, event: str, data: Any, channel: str | None = None) -> None:
+        """``pusher.send_event``: a frame pusher-js's channel objects would not send."""
+        self.driver.request("send_event", client=self.name, event=event, data=data, channel=channel)
+
+    def details(self, channel: str | None = None) -> dict[str, Any]:
+        """pusher-js's ``user.user_data``, its server-to-user channel, a subscriptionCount."""
+        result: dict[str, Any] = self.driver.request("details", client=self.name, channel=channel)
+        return result
+
+    def wait_closed(self, code: int, since: int | None = None) -> Report:
+        """Wait until pusher-js acted on close code ``code``.
+
+        pusher-js reports the close it acts on (a close frame, or a ``pusher:error`` that
+        answered the handshake) as ``{type: "WebSocketError", error: {data: {code}}}`` on
+        ``connection.bind('error')``; a ``pusher:error`` frame after the handshake is a
+        plain ``PusherError`` and changes nothing.
+        """
+
+        def closed(report: Report) -> bool:
+            if report.get("client") != self.name or report.get("type") != "error":
+                return False
+            error = report.get("error") or {}
+            inner = error.get("error") or {}
+            data = inner.get("data") if isinstance(inner, dict) else None
+            return bool(
+                error.get("type") == "WebSocketError"
+                and isinstance(data, dict)
+                and data.get("code") == code
+            )
+
+        return self.driver.wait_for(
+            closed,
+            since=self.since if since is None else since,
+            what=f"{self.name}: pusher-js acting on close code {code}",
+        )
+
+    def assert_stopped(self) -> None:
+        """pusher-js is ``disconnected`` with nothing scheduled: it will not reconnect."""
+        state = self.inspect()
+        keys = ("state", "retry_pending", "connecting", "has_connection")
+        assert {k: state[k] for k in keys} == {
+            "state": "disconnected",
+            "retry_pending": False,
+            "connecting": False,
+            "has_connection": False,
+        }
 
     def disconnect(self) -> None:
         """``pusher.disconnect()``: closes the socket; wait for state ``disconnected``."""

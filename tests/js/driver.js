@@ -11,7 +11,9 @@
 // Clients are real pusher-js 8.6.0 instances (the Node build, WebSocket transport only).
 // Private and presence channels are authorised by a `channelAuthorization.customHandler`
 // that signs with the official Node `pusher` SDK (`authorizeChannel`) and the secret
-// given in the command, so no HTTP auth endpoint is needed. The Node `pusher` SDK is also
+// given in the command, so no HTTP auth endpoint is needed. User sign-in
+// (`pusher.signin()`) goes through a `userAuthentication.customHandler` that signs with
+// the Node SDK's `authenticateUser` in the same way. The Node `pusher` SDK is also
 // exposed for HTTP API calls (`sdk` command).
 "use strict";
 
@@ -147,6 +149,43 @@ function watchChannel(name, channel) {
   });
 }
 
+// The user authenticator of one client: signs the `user_data` given by the last `signin`
+// command with the Node SDK (authenticateUser), or hands back a ready-made response.
+function userAuthenticator(name) {
+  return (params, callback) => {
+    const client = clients.get(name);
+    const spec = (client && client.signin) || {};
+    try {
+      if (spec.response) {
+        callback(null, spec.response);
+        return;
+      }
+      const signer = new PusherServer({
+        appId: String(client.appId),
+        key: client.key,
+        secret: spec.secret || client.secret,
+      });
+      callback(null, signer.authenticateUser(params.socketId, spec.user_data));
+    } catch (e) {
+      callback(e, null);
+    }
+  };
+}
+
+// Every WebSocket pusher-js opens, with the close code it ends with. pusher-js builds its
+// sockets through Runtime.createWebSocket; the reports carry no client name (one driver
+// process may hold many clients), so tests that read them give the client a driver of
+// its own.
+const runtime = Pusher.Runtime;
+const createWebSocket = runtime.createWebSocket;
+runtime.createWebSocket = function (url) {
+  const socket = createWebSocket.call(this, url);
+  socket.addEventListener("close", (e) => {
+    emit({ type: "ws_close", code: e.code, reason: e.reason || "" });
+  });
+  return socket;
+};
+
 function rawSocketOf(pusher) {
   const conn = pusher.connection.connection;
   const transport = conn && conn.transport;
@@ -164,6 +203,7 @@ const commands = {
       masterKey: cmd.master_key || null,
       auth: new Map(),
       watched: new Set(),
+      signin: null,
       pusher: null,
     };
     clients.set(name, client);
@@ -181,6 +221,7 @@ const commands = {
       enabledTransports: ["ws"],
       enableStats: false,
       channelAuthorization: { customHandler: authorizer(name) },
+      userAuthentication: { customHandler: userAuthenticator(name) },
     });
     base.isReady = wasReady;
     client.pusher = pusher;
@@ -210,6 +251,18 @@ const commands = {
     pusher.bind("pusher:error", (data) => {
       emit({ type: "pusher_error", client: name, data: plain(data) });
     });
+    connection.bind("connecting_in", (delay) => {
+      emit({ type: "connecting_in", client: name, delay });
+    });
+    // Watchlist events as the application sees them (pusher.user.watchlist).
+    for (const status of ["online", "offline"]) {
+      pusher.user.watchlist.bind(status, (entry) => {
+        emit({ type: "watchlist", client: name, name: status, entry: plain(entry) });
+      });
+    }
+    pusher.user.bind("pusher:signin_error", (data) => {
+      emit({ type: "signin_error", client: name, data: plain(data) });
+    });
     pusher.connect();
     return { state: connection.state };
   },
@@ -233,6 +286,96 @@ const commands = {
       watchChannel(cmd.client, channel);
     }
     return { channel: channel.name };
+  },
+
+  // pusher.signin() with the user_data (an object, signed by the Node SDK with `secret`
+  // or the client's secret) or a ready-made auth response. Reports `signin_done` when
+  // pusher-js settles the sign-in (user_data null if it failed), then `user_subscribed`
+  // when its #server-to-user- channel is subscribed.
+  signin(cmd) {
+    const client = need(cmd.client);
+    const name = cmd.client;
+    client.signin = { user_data: cmd.user_data, secret: cmd.secret, response: cmd.auth_response };
+    const user = client.pusher.user;
+    client.pusher.signin();
+    const done = user.signinDonePromise;
+    if (!done) throw new Error("pusher-js made no sign-in promise");
+    done.then(() => {
+      const channel = user.serverToUserChannel;
+      emit({
+        type: "signin_done",
+        client: name,
+        user_data: plain(user.user_data),
+        channel: channel ? channel.name : null,
+      });
+      if (channel) {
+        channel.bind("pusher:subscription_succeeded", () => {
+          emit({ type: "user_subscribed", client: name, channel: channel.name });
+        });
+        channel.bind("pusher:subscription_error", (data) => {
+          emit({ type: "user_subscription_error", client: name, data: plain(data) });
+        });
+      }
+    });
+    return { state: client.pusher.connection.state };
+  },
+
+  // pusher.user.bind(event): events sent to this user (#server-to-user-{id}).
+  user_bind(cmd) {
+    const client = need(cmd.client);
+    client.pusher.user.bind(cmd.event, (data) => {
+      emit({ type: "user_event", client: cmd.client, event: cmd.event, data: plain(data) });
+    });
+    return {};
+  },
+
+  // pusher.bind_global: every event pusher-js hands the application globally, also those
+  // for channels it does not know.
+  bind_global(cmd) {
+    const client = need(cmd.client);
+    client.pusher.bind_global((event, data) => {
+      emit({ type: "global", client: cmd.client, event, data: plain(data) });
+    });
+    return {};
+  },
+
+  // channel.trigger for each of `events` ({event, data}), all in one go; each result is
+  // {sent} or, when pusher-js throws, {thrown: {name, message}}.
+  trigger(cmd) {
+    const client = need(cmd.client);
+    const channel = client.pusher.channel(cmd.channel);
+    if (!channel) throw new Error(`client ${cmd.client} has no channel ${cmd.channel}`);
+    return cmd.events.map((e) => {
+      try {
+        return { sent: channel.trigger(e.event, e.data) };
+      } catch (err) {
+        return { thrown: plain(err) };
+      }
+    });
+  },
+
+  // pusher.send_event: any frame, bypassing pusher-js's channel objects.
+  send_event(cmd) {
+    const client = need(cmd.client);
+    return { sent: client.pusher.send_event(cmd.event, cmd.data, cmd.channel || undefined) };
+  },
+
+  // What pusher-js holds about the signed-in user and a channel's subscription count.
+  details(cmd) {
+    const client = need(cmd.client);
+    const user = client.pusher.user;
+    const own = user.serverToUserChannel;
+    const result = {
+      user_data: plain(user.user_data),
+      server_to_user: own ? { name: own.name, subscribed: own.subscribed } : null,
+    };
+    if (cmd.channel) {
+      const channel = client.pusher.channel(cmd.channel);
+      result.channel = channel
+        ? { subscribed: channel.subscribed, subscription_count: plain(channel.subscriptionCount) }
+        : null;
+    }
+    return result;
   },
 
   unsubscribe(cmd) {
