@@ -1,0 +1,1247 @@
+/*
+ * Clarion benchmark load generator: one thread, one epoll loop, no dependencies but libc.
+ *
+ * One invocation is one run against one server:
+ *   1. read the server's RSS and CPU time (/proc/PID/...),
+ *   2. connect N WebSocket subscribers (at most --concurrency handshakes in flight): each
+ *      upgrades, waits for pusher:connection_established, sends pusher:subscribe and waits
+ *      for pusher_internal:subscription_succeeded; the phase is timed,
+ *   3. stay idle for --settle seconds, then read the server's RSS again,
+ *   4. publish through the signed HTTP API (POST /apps/ID/events, Pusher signature with
+ *      HMAC-SHA256 and body_md5 computed here for every request), either as fast as the
+ *      deliveries come back (--publish flood: at most --inflight requests in flight per
+ *      publisher connection and at most --lag events not yet delivered to every
+ *      subscriber) or at a fixed rate (--publish rate --rate DELIVERIES_PER_S),
+ *   5. after --warmup seconds count, for --duration seconds, deliveries (frames of event
+ *      bench-event received by subscribers), publish responses, and the publish->deliver
+ *      latency of every delivery (each event's data carries its send time in
+ *      CLOCK_MONOTONIC microseconds), with the CPU time of the server and of this process,
+ *   6. wait for every outstanding delivery, close every socket with RST (SO_LINGER 0) and
+ *      print one JSON object on stdout.
+ *
+ * Server pings (pusher:ping and WebSocket pings) are answered; close frames, pusher:error
+ * and unexpected disconnects are counted by code and reported.
+ *
+ * Build: gcc -O2 -o loadgen loadgen.c   (bench/run.py does this)
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------------------- */
+/* MD5 and SHA-256 / HMAC-SHA256 (for Pusher request signing)                             */
+/* ------------------------------------------------------------------------------------- */
+
+static const uint32_t MD5_K[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613,
+    0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193,
+    0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d,
+    0x02441453, 0xd8a1e681, 0xe7d3fbc8, 0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed,
+    0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122,
+    0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665, 0xf4292244,
+    0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb,
+    0xeb86d391};
+static const uint8_t MD5_S[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+                                  5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
+                                  4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+                                  6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
+
+#define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void md5_block(uint32_t st[4], const uint8_t *p) {
+    uint32_t m[16];
+    for (int i = 0; i < 16; i++)
+        m[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
+               (uint32_t)p[4 * i + 3] << 24;
+    uint32_t a = st[0], b = st[1], c = st[2], d = st[3];
+    for (int i = 0; i < 64; i++) {
+        uint32_t f;
+        int g;
+        if (i < 16) {
+            f = (b & c) | (~b & d);
+            g = i;
+        } else if (i < 32) {
+            f = (d & b) | (~d & c);
+            g = (5 * i + 1) & 15;
+        } else if (i < 48) {
+            f = b ^ c ^ d;
+            g = (3 * i + 5) & 15;
+        } else {
+            f = c ^ (b | ~d);
+            g = (7 * i) & 15;
+        }
+        f = f + a + MD5_K[i] + m[g];
+        a = d;
+        d = c;
+        c = b;
+        b = b + ROL(f, MD5_S[i]);
+    }
+    st[0] += a;
+    st[1] += b;
+    st[2] += c;
+    st[3] += d;
+}
+
+static void md5(const uint8_t *data, size_t len, uint8_t out[16]) {
+    uint32_t st[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
+    size_t i = 0;
+    for (; i + 64 <= len; i += 64) md5_block(st, data + i);
+    uint8_t tail[128];
+    size_t rest = len - i;
+    memcpy(tail, data + i, rest);
+    tail[rest++] = 0x80;
+    size_t padded = rest <= 56 ? 64 : 128;
+    memset(tail + rest, 0, padded - rest);
+    uint64_t bits = (uint64_t)len * 8;
+    for (int k = 0; k < 8; k++) tail[padded - 8 + k] = (uint8_t)(bits >> (8 * k));
+    md5_block(st, tail);
+    if (padded == 128) md5_block(st, tail + 64);
+    for (int k = 0; k < 4; k++)
+        for (int j = 0; j < 4; j++) out[4 * k + j] = (uint8_t)(st[k] >> (8 * j));
+}
+
+static const uint32_t SHA_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+typedef struct {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t n;
+} sha256_ctx;
+
+static void sha256_block(uint32_t h[8], const uint8_t *p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = hh + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) +
+                      SHA_K[i] + w[i];
+        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        hh = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+    h[5] += f;
+    h[6] += g;
+    h[7] += hh;
+}
+
+static void sha256_init(sha256_ctx *c) {
+    static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, H0, sizeof H0);
+    c->len = 0;
+    c->n = 0;
+}
+
+static void sha256_update(sha256_ctx *c, const uint8_t *p, size_t len) {
+    c->len += len;
+    if (c->n) {
+        size_t take = 64 - c->n < len ? 64 - c->n : len;
+        memcpy(c->buf + c->n, p, take);
+        c->n += take;
+        p += take;
+        len -= take;
+        if (c->n < 64) return;
+        sha256_block(c->h, c->buf);
+        c->n = 0;
+    }
+    for (; len >= 64; len -= 64, p += 64) sha256_block(c->h, p);
+    memcpy(c->buf, p, len);
+    c->n = len;
+}
+
+static void sha256_final(sha256_ctx *c, uint8_t out[32]) {
+    uint64_t bits = c->len * 8;
+    uint8_t pad = 0x80;
+    sha256_update(c, &pad, 1);
+    uint8_t zero = 0;
+    while (c->n != 56) sha256_update(c, &zero, 1);
+    uint8_t be[8];
+    for (int k = 0; k < 8; k++) be[k] = (uint8_t)(bits >> (56 - 8 * k));
+    sha256_update(c, be, 8);
+    for (int k = 0; k < 8; k++) {
+        out[4 * k] = (uint8_t)(c->h[k] >> 24);
+        out[4 * k + 1] = (uint8_t)(c->h[k] >> 16);
+        out[4 * k + 2] = (uint8_t)(c->h[k] >> 8);
+        out[4 * k + 3] = (uint8_t)c->h[k];
+    }
+}
+
+/* HMAC with the key's inner and outer states computed once. */
+static sha256_ctx hmac_inner, hmac_outer;
+
+static void hmac_setup(const char *key) {
+    uint8_t k[64] = {0};
+    size_t klen = strlen(key);
+    if (klen > 64) {
+        sha256_ctx c;
+        sha256_init(&c);
+        sha256_update(&c, (const uint8_t *)key, klen);
+        sha256_final(&c, k);
+    } else {
+        memcpy(k, key, klen);
+    }
+    uint8_t ipad[64], opad[64];
+    for (int i = 0; i < 64; i++) {
+        ipad[i] = k[i] ^ 0x36;
+        opad[i] = k[i] ^ 0x5c;
+    }
+    sha256_init(&hmac_inner);
+    sha256_update(&hmac_inner, ipad, 64);
+    sha256_init(&hmac_outer);
+    sha256_update(&hmac_outer, opad, 64);
+}
+
+static void hmac_sha256(const uint8_t *msg, size_t len, uint8_t out[32]) {
+    sha256_ctx c = hmac_inner;
+    uint8_t inner[32];
+    sha256_update(&c, msg, len);
+    sha256_final(&c, inner);
+    c = hmac_outer;
+    sha256_update(&c, inner, 32);
+    sha256_final(&c, out);
+}
+
+static void hexify(const uint8_t *p, size_t n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* options and state                                                                      */
+/* ------------------------------------------------------------------------------------- */
+
+enum { PUB_NONE, PUB_FLOOD, PUB_RATE };
+
+static struct {
+    const char *host;
+    int port;
+    const char *app_id, *key, *secret, *channel, *event;
+    int subs, concurrency, publishers, inflight, lag, pad, server_pid, pub_mode, nap_us;
+    double rate, settle, warmup, duration, timeout;
+} opt = {"127.0.0.1", 6001, "1", "app-key", "app-secret", "bench", "bench-event",
+         0, 256, 4, 2, 32, 32, 0, PUB_NONE, 0, 20000, 1.0, 1.0, 5.0, 120.0};
+
+enum { KIND_SUB = 1, KIND_PUB = 2 };
+enum { ST_CONNECTING, ST_HANDSHAKE, ST_WAIT_ESTABLISHED, ST_WAIT_SUBSCRIBED, ST_SUBSCRIBED,
+       ST_HTTP, ST_DEAD };
+
+typedef struct conn {
+    int fd;
+    uint8_t kind, state, counted_dead;
+    char *in;
+    uint32_t in_len, in_cap;
+    char *out;
+    uint32_t out_len, out_cap;
+    uint32_t inflight;      /* publisher: requests awaiting a response */
+    uint64_t delivered;     /* subscriber: bench events received since publishing began */
+    struct conn *next_dead; /* freed after the current epoll batch */
+} conn_t;
+
+#define MAX_CODES 16
+typedef struct {
+    int code[MAX_CODES];
+    uint64_t count[MAX_CODES];
+    int n;
+} code_counter;
+
+static void count_code(code_counter *cc, int code) {
+    for (int i = 0; i < cc->n; i++)
+        if (cc->code[i] == code) {
+            cc->count[i]++;
+            return;
+        }
+    if (cc->n < MAX_CODES) {
+        cc->code[cc->n] = code;
+        cc->count[cc->n++] = 1;
+    }
+}
+
+#define HIST_BUCKET_US 10
+#define HIST_N (1 << 20)
+
+static struct {
+    int epfd;
+    conn_t **subs;
+    int subs_started, subs_failed, subs_live;
+    int subscribed; /* currently subscribed subscribers */
+    int handshaking;
+    conn_t **pubs;
+    int n_pubs;
+    conn_t *dead;
+    /* publishing */
+    int publishing, measuring;
+    uint64_t sent, responses, http_errors, deliveries, pub_deliveries, other_frames;
+    uint64_t expected; /* deliveries owed: sum over publishes of live subscribers then */
+    uint64_t pings_answered, ws_pings_answered, unexpected_eof, connect_errors;
+    code_counter closes, pusher_errors, sub_errors, http_status;
+    char first_error[256];
+    /* window */
+    uint32_t *hist;
+    uint64_t hist_over, hist_n;
+    double lat_max_us;
+    int64_t lat_sum_us;
+} g;
+
+static char rbuf[1 << 18];
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static double self_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
+static double server_cpu_s(void) {
+    if (!opt.server_pid) return 0;
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", opt.server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p) return -1;
+    unsigned long ut = 0, st = 0;
+    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long server_rss_kib(void) {
+    if (!opt.server_pid) return 0;
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", opt.server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kib = strtol(line + 6, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kib;
+}
+
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "loadgen: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(2);
+}
+
+static void note_error(const char *fmt, ...) {
+    if (g.first_error[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g.first_error, sizeof g.first_error, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* sockets                                                                                */
+/* ------------------------------------------------------------------------------------- */
+
+static void buf_append(char **buf, uint32_t *len, uint32_t *cap, const char *p, size_t n) {
+    if (*len + n > *cap) {
+        uint32_t want = *cap ? *cap : 512;
+        while (want < *len + n) want *= 2;
+        *buf = realloc(*buf, want);
+        if (!*buf) die("out of memory");
+        *cap = want;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += (uint32_t)n;
+}
+
+static void set_events(conn_t *c, uint32_t events) {
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    epoll_ctl(g.epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void kill_conn(conn_t *c) {
+    if (c->state == ST_DEAD) return;
+    if (c->kind == KIND_SUB) {
+        if (c->state == ST_SUBSCRIBED) {
+            g.subscribed--;
+            /* what it will never receive is no longer owed */
+            if (g.publishing) g.expected -= g.sent - c->delivered;
+        } else {
+            g.handshaking--;
+            g.subs_failed++;
+        }
+        g.subs_live--;
+    }
+    struct linger lg = {1, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(c->fd);
+    c->state = ST_DEAD;
+    c->next_dead = g.dead;
+    g.dead = c;
+}
+
+static void reap(void) {
+    while (g.dead) {
+        conn_t *c = g.dead;
+        g.dead = c->next_dead;
+        free(c->in);
+        free(c->out);
+        c->in = c->out = NULL;
+        c->in_len = c->in_cap = c->out_len = c->out_cap = 0;
+        /* the conn_t itself stays in g.subs/g.pubs (marked dead) */
+    }
+}
+
+static void flush_out(conn_t *c) {
+    while (c->out_len) {
+        ssize_t n = write(c->fd, c->out, c->out_len);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) break;
+            g.unexpected_eof++;
+            note_error("write: %s", strerror(errno));
+            kill_conn(c);
+            return;
+        }
+        memmove(c->out, c->out + n, c->out_len - (size_t)n);
+        c->out_len -= (uint32_t)n;
+    }
+    set_events(c, c->out_len ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+static void send_bytes(conn_t *c, const char *p, size_t n) {
+    if (c->out_len == 0) {
+        ssize_t w = write(c->fd, p, n);
+        if (w == (ssize_t)n) return;
+        if (w < 0) {
+            if (errno != EAGAIN && errno != EINTR) {
+                g.unexpected_eof++;
+                note_error("write: %s", strerror(errno));
+                kill_conn(c);
+                return;
+            }
+            w = 0;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    buf_append(&c->out, &c->out_len, &c->out_cap, p, n);
+    set_events(c, EPOLLIN | EPOLLOUT);
+}
+
+static const uint8_t MASK[4] = {0x37, 0xfa, 0x21, 0x3d};
+
+/* A masked client frame (FIN set) with a payload shorter than 64 KiB. */
+static void send_ws(conn_t *c, int opcode, const char *payload, size_t n) {
+    char frame[256 + 8];
+    size_t h = 0;
+    if (n > 256) n = 256;
+    frame[h++] = (char)(0x80 | opcode);
+    if (n < 126) {
+        frame[h++] = (char)(0x80 | n);
+    } else {
+        frame[h++] = (char)(0x80 | 126);
+        frame[h++] = (char)(n >> 8);
+        frame[h++] = (char)(n & 0xff);
+    }
+    memcpy(frame + h, MASK, 4);
+    h += 4;
+    for (size_t i = 0; i < n; i++) frame[h + i] = (char)(payload[i] ^ MASK[i & 3]);
+    send_bytes(c, frame, h + n);
+}
+
+static int new_socket(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket: %s (raise ulimit -n?)", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static struct sockaddr_in server_addr;
+
+static conn_t *open_conn(int kind) {
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c) die("out of memory");
+    c->kind = (uint8_t)kind;
+    c->fd = new_socket();
+    int r = connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr);
+    if (r < 0 && errno != EINPROGRESS) {
+        g.connect_errors++;
+        note_error("connect: %s", strerror(errno));
+        close(c->fd);
+        c->fd = -1;
+        c->state = ST_DEAD;
+        return c;
+    }
+    c->state = ST_CONNECTING;
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl: %s", strerror(errno));
+    return c;
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* subscribers                                                                            */
+/* ------------------------------------------------------------------------------------- */
+
+static char upgrade_req[512];
+static size_t upgrade_len;
+static char subscribe_msg[256];
+static size_t subscribe_len;
+static char event_prefix[128];
+static size_t event_prefix_len;
+
+#define EVENT_IS(p, n, lit) ((n) >= sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0)
+
+static void record_latency(const char *p, size_t n) {
+    /* data is a JSON string: ...\"t\":123456... */
+    const char *t = memmem(p, n, "\\\"t\\\":", 6);
+    if (!t) return;
+    int64_t sent = strtoll(t + 6, NULL, 10);
+    int64_t lat = now_us() - sent;
+    if (lat < 0) lat = 0;
+    g.hist_n++;
+    g.lat_sum_us += lat;
+    if ((double)lat > g.lat_max_us) g.lat_max_us = (double)lat;
+    uint64_t b = (uint64_t)lat / HIST_BUCKET_US;
+    if (b >= HIST_N)
+        g.hist_over++;
+    else
+        g.hist[b]++;
+}
+
+static int json_int_after(const char *p, size_t n, const char *key) {
+    const char *k = memmem(p, n, key, strlen(key));
+    if (!k) return -1;
+    return atoi(k + strlen(key));
+}
+
+static void sub_text(conn_t *c, const char *p, size_t n) {
+    if (n >= event_prefix_len && memcmp(p, event_prefix, event_prefix_len) == 0) {
+        g.deliveries++;
+        if (g.publishing) {
+            c->delivered++;
+            g.pub_deliveries++;
+        }
+        if (g.measuring) record_latency(p, n);
+        return;
+    }
+    if (EVENT_IS(p, n, "{\"event\":\"pusher:connection_established\"")) {
+        if (c->state == ST_WAIT_ESTABLISHED) {
+            c->state = ST_WAIT_SUBSCRIBED;
+            send_ws(c, 1, subscribe_msg, subscribe_len);
+        }
+    } else if (EVENT_IS(p, n, "{\"event\":\"pusher_internal:subscription_succeeded\"")) {
+        if (c->state == ST_WAIT_SUBSCRIBED) {
+            c->state = ST_SUBSCRIBED;
+            g.subscribed++;
+            g.handshaking--;
+        }
+    } else if (EVENT_IS(p, n, "{\"event\":\"pusher:ping\"")) {
+        static const char pong[] = "{\"event\":\"pusher:pong\",\"data\":{}}";
+        send_ws(c, 1, pong, sizeof pong - 1);
+        g.pings_answered++;
+    } else if (EVENT_IS(p, n, "{\"event\":\"pusher:error\"")) {
+        count_code(&g.pusher_errors, json_int_after(p, n, "\"code\":"));
+        note_error("pusher:error %.*s", (int)(n > 200 ? 200 : n), p);
+    } else if (EVENT_IS(p, n, "{\"event\":\"pusher:subscription_error\"")) {
+        count_code(&g.sub_errors, json_int_after(p, n, "\"status\":"));
+        note_error("subscription_error %.*s", (int)(n > 200 ? 200 : n), p);
+    } else {
+        g.other_frames++;
+    }
+}
+
+static void sub_frame(conn_t *c, int opcode, const char *p, size_t n) {
+    switch (opcode) {
+    case 1:
+        sub_text(c, p, n);
+        break;
+    case 8: {
+        int code = n >= 2 ? ((uint8_t)p[0] << 8 | (uint8_t)p[1]) : 1005;
+        count_code(&g.closes, code);
+        note_error("close frame %d: %.*s", code, (int)(n > 2 ? n - 2 : 0), p + 2);
+        kill_conn(c);
+        break;
+    }
+    case 9:
+        send_ws(c, 10, p, n);
+        g.ws_pings_answered++;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Parse the WebSocket frames in p[0..n); return how many bytes were consumed. */
+static size_t sub_frames(conn_t *c, const char *p, size_t n) {
+    size_t off = 0;
+    while (n - off >= 2 && c->state != ST_DEAD) {
+        const uint8_t *h = (const uint8_t *)p + off;
+        int opcode = h[0] & 0x0f;
+        uint64_t plen = h[1] & 0x7f;
+        size_t hl = 2;
+        if (plen == 126) {
+            if (n - off < 4) break;
+            plen = (uint64_t)h[2] << 8 | h[3];
+            hl = 4;
+        } else if (plen == 127) {
+            if (n - off < 10) break;
+            plen = 0;
+            for (int i = 0; i < 8; i++) plen = plen << 8 | h[2 + i];
+            hl = 10;
+        }
+        if (h[1] & 0x80) hl += 4; /* servers never mask; tolerate it anyway */
+        if (n - off < hl + plen) break;
+        sub_frame(c, opcode, p + off + hl, (size_t)plen);
+        off += hl + (size_t)plen;
+    }
+    return off;
+}
+
+static const char ACCEPT[] = "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+static void sub_readable(conn_t *c) {
+    ssize_t r = read(c->fd, rbuf, sizeof rbuf);
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        g.unexpected_eof++;
+        note_error("subscriber disconnected (%s)", r == 0 ? "EOF" : strerror(errno));
+        kill_conn(c);
+        return;
+    }
+    const char *p = rbuf;
+    size_t n = (size_t)r;
+    if (c->in_len) {
+        buf_append(&c->in, &c->in_len, &c->in_cap, rbuf, n);
+        p = c->in;
+        n = c->in_len;
+    }
+    size_t off = 0;
+    if (c->state == ST_HANDSHAKE) {
+        const char *end = memmem(p, n, "\r\n\r\n", 4);
+        if (!end) {
+            if (p == rbuf) buf_append(&c->in, &c->in_len, &c->in_cap, p, n);
+            return;
+        }
+        size_t head = (size_t)(end - p) + 4;
+        if (n < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0 || !memmem(p, head, ACCEPT, sizeof ACCEPT - 1)) {
+            note_error("bad upgrade response: %.*s", (int)(head > 200 ? 200 : head), p);
+            count_code(&g.http_status, n >= 12 ? atoi(p + 9) : -1);
+            kill_conn(c);
+            return;
+        }
+        c->state = ST_WAIT_ESTABLISHED;
+        off = head;
+    }
+    off += sub_frames(c, p + off, n - off);
+    if (c->state == ST_DEAD) return;
+    size_t left = n - off;
+    if (p == rbuf) {
+        if (left) buf_append(&c->in, &c->in_len, &c->in_cap, p + off, left);
+    } else {
+        memmove(c->in, c->in + off, left);
+        c->in_len = (uint32_t)left;
+        if (!left && c->in_cap > 65536) {
+            free(c->in);
+            c->in = NULL;
+            c->in_cap = 0;
+        }
+    }
+}
+
+static void start_sub(void) {
+    conn_t *c = open_conn(KIND_SUB);
+    g.subs[g.subs_started++] = c;
+    if (c->state == ST_DEAD) {
+        g.subs_failed++;
+        return;
+    }
+    g.subs_live++;
+    g.handshaking++;
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* publishers                                                                             */
+/* ------------------------------------------------------------------------------------- */
+
+static char pad_str[1024];
+
+static void send_publish(conn_t *c) {
+    char body[1400], query[256], sts[400], req[2048], md5hex[33], sighex[65];
+    uint8_t digest[32];
+    int blen = snprintf(body, sizeof body,
+                        "{\"name\":\"%s\",\"channel\":\"%s\",\"data\":\"{\\\"t\\\":%lld,"
+                        "\\\"p\\\":\\\"%s\\\"}\"}",
+                        opt.event, opt.channel, (long long)now_us(), pad_str);
+    md5((const uint8_t *)body, (size_t)blen, digest);
+    hexify(digest, 16, md5hex);
+    int qlen = snprintf(query, sizeof query,
+                        "auth_key=%s&auth_timestamp=%ld&auth_version=1.0&body_md5=%s", opt.key,
+                        (long)time(NULL), md5hex);
+    int slen = snprintf(sts, sizeof sts, "POST\n/apps/%s/events\n%.*s", opt.app_id, qlen, query);
+    hmac_sha256((const uint8_t *)sts, (size_t)slen, digest);
+    hexify(digest, 32, sighex);
+    int rlen = snprintf(req, sizeof req,
+                        "POST /apps/%s/events?%s&auth_signature=%s HTTP/1.1\r\n"
+                        "Host: %s:%d\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %d\r\n\r\n%s",
+                        opt.app_id, query, sighex, opt.host, opt.port, blen, body);
+    c->inflight++;
+    g.sent++;
+    g.expected += (uint64_t)g.subscribed;
+    send_bytes(c, req, (size_t)rlen);
+}
+
+static void pub_readable(conn_t *c) {
+    ssize_t r = read(c->fd, rbuf, sizeof rbuf);
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        g.unexpected_eof++;
+        note_error("publisher disconnected (%s)", r == 0 ? "EOF" : strerror(errno));
+        kill_conn(c);
+        return;
+    }
+    buf_append(&c->in, &c->in_len, &c->in_cap, rbuf, (size_t)r);
+    size_t off = 0;
+    for (;;) {
+        const char *p = c->in + off;
+        size_t n = c->in_len - off;
+        const char *end = memmem(p, n, "\r\n\r\n", 4);
+        if (!end) break;
+        size_t head = (size_t)(end - p) + 4;
+        const char *cl = memmem(p, head, "Content-Length:", 15);
+        if (!cl) cl = memmem(p, head, "content-length:", 15);
+        size_t blen = cl ? (size_t)strtoul(cl + 15, NULL, 10) : 0;
+        if (n < head + blen) break;
+        int status = n >= 12 ? atoi(p + 9) : -1;
+        if (status != 200) {
+            g.http_errors++;
+            count_code(&g.http_status, status);
+            note_error("HTTP %d: %.*s", status, (int)(blen > 200 ? 200 : blen), p + head);
+        }
+        if (c->inflight) c->inflight--;
+        g.responses++;
+        off += head + blen;
+    }
+    memmove(c->in, c->in + off, c->in_len - off);
+    c->in_len -= (uint32_t)off;
+}
+
+static int gate_open(void) {
+    if (g.subscribed == 0) return 1;
+    uint64_t owed = g.expected - g.pub_deliveries;
+    return owed <= (uint64_t)opt.lag * (uint64_t)g.subscribed;
+}
+
+static int rr_next;
+static double next_send, send_interval;
+
+static void pump(double now) {
+    if (opt.pub_mode == PUB_FLOOD) {
+        for (int i = 0; i < g.n_pubs; i++) {
+            conn_t *c = g.pubs[i];
+            while (c->state == ST_HTTP && c->inflight < (uint32_t)opt.inflight && gate_open())
+                send_publish(c);
+        }
+    } else if (opt.pub_mode == PUB_RATE) {
+        while (now >= next_send) {
+            for (int k = 0; k < g.n_pubs; k++) {
+                conn_t *c = g.pubs[rr_next++ % g.n_pubs];
+                if (c->state == ST_HTTP) {
+                    send_publish(c);
+                    break;
+                }
+            }
+            next_send += send_interval;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* the loop                                                                               */
+/* ------------------------------------------------------------------------------------- */
+
+static void on_event(conn_t *c, uint32_t ev) {
+    if (c->state == ST_DEAD) return;
+    if (c->state == ST_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            g.connect_errors++;
+            note_error("connect: %s", strerror(err));
+            kill_conn(c);
+            return;
+        }
+        if (!(ev & EPOLLOUT)) return;
+        set_events(c, EPOLLIN);
+        if (c->kind == KIND_SUB) {
+            c->state = ST_HANDSHAKE;
+            send_bytes(c, upgrade_req, upgrade_len);
+        } else {
+            c->state = ST_HTTP;
+        }
+        return;
+    }
+    if (ev & EPOLLOUT) {
+        flush_out(c);
+        if (c->state == ST_DEAD) return;
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        if (c->kind == KIND_SUB)
+            sub_readable(c);
+        else
+            pub_readable(c);
+    }
+}
+
+#define MAX_EVENTS 1024
+
+static int poll_once(int timeout_ms) {
+    static struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(g.epfd, evs, MAX_EVENTS, timeout_ms);
+    if (n < 0 && errno != EINTR) die("epoll_wait: %s", strerror(errno));
+    for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
+    reap();
+    return n;
+}
+
+static void idle_for(double seconds) {
+    double end = now_s() + seconds;
+    for (double t = now_s(); t < end; t = now_s()) {
+        int ms = (int)((end - t) * 1000) + 1;
+        poll_once(ms > 50 ? 50 : ms);
+    }
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* reporting                                                                              */
+/* ------------------------------------------------------------------------------------- */
+
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void json_codes(const char *name, const code_counter *cc) {
+    printf("\"%s\":{", name);
+    for (int i = 0; i < cc->n; i++) printf("%s\"%d\":%llu", i ? "," : "", cc->code[i],
+                                           (unsigned long long)cc->count[i]);
+    printf("}");
+}
+
+static double percentile_ms(double q) {
+    if (!g.hist_n) return -1;
+    uint64_t want = (uint64_t)(q * (double)g.hist_n + 0.999999);
+    if (want < 1) want = 1;
+    uint64_t seen = 0;
+    for (uint64_t b = 0; b < HIST_N; b++) {
+        seen += g.hist[b];
+        if (seen >= want) return ((double)b + 0.5) * HIST_BUCKET_US / 1000.0;
+    }
+    return g.lat_max_us / 1000.0;
+}
+
+#define MAX_CPUS 8
+typedef struct {
+    double t, scpu, gcpu;
+    uint64_t deliveries, responses, sent;
+    int ncpu;
+    unsigned long long busy[MAX_CPUS], total[MAX_CPUS], steal[MAX_CPUS];
+} snap_t;
+
+/* Per-core jiffies from /proc/stat: everything but idle and iowait counts as busy. */
+static void read_cpus(snap_t *s) {
+    FILE *f = fopen("/proc/stat", "r");
+    char line[512];
+    s->ncpu = 0;
+    if (!f) return;
+    while (fgets(line, sizeof line, f) && s->ncpu < MAX_CPUS) {
+        int id;
+        unsigned long long v[8] = {0};
+        if (strncmp(line, "cpu", 3) != 0 || line[3] < '0' || line[3] > '9') continue;
+        if (sscanf(line + 3, "%d %llu %llu %llu %llu %llu %llu %llu %llu", &id, &v[0], &v[1],
+                   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) < 9 || id != s->ncpu)
+            continue;
+        unsigned long long total = 0;
+        for (int k = 0; k < 8; k++) total += v[k];
+        s->total[id] = total;
+        s->busy[id] = total - v[3] - v[4];
+        s->steal[id] = v[7];
+        s->ncpu++;
+    }
+    fclose(f);
+}
+
+static snap_t snap(void) {
+    snap_t s = {now_s(), server_cpu_s(), self_cpu_s(), g.deliveries, g.responses, g.sent,
+                0, {0}, {0}, {0}};
+    read_cpus(&s);
+    return s;
+}
+
+static void json_cores(const snap_t *a, const snap_t *b) {
+    printf("\"core_busy_pct\":[");
+    for (int i = 0; i < a->ncpu && i < b->ncpu; i++) {
+        double dt = (double)(b->total[i] - a->total[i]);
+        printf("%s%.1f", i ? "," : "", dt > 0 ? 100.0 * (double)(b->busy[i] - a->busy[i]) / dt : 0);
+    }
+    printf("],\"core_steal_pct\":[");
+    for (int i = 0; i < a->ncpu && i < b->ncpu; i++) {
+        double dt = (double)(b->total[i] - a->total[i]);
+        printf("%s%.1f", i ? "," : "", dt > 0 ? 100.0 * (double)(b->steal[i] - a->steal[i]) / dt : 0);
+    }
+    printf("]");
+}
+
+/* ------------------------------------------------------------------------------------- */
+/* main                                                                                   */
+/* ------------------------------------------------------------------------------------- */
+
+static void selftest(void) {
+    static const char *inputs[] = {"", "abc", "0123456789012345678901234567890123456789012345678901234",
+                                   "01234567890123456789012345678901234567890123456789012345",
+                                   "0123456789012345678901234567890123456789012345678901234567890123",
+                                   "POST\n/apps/1/events\nauth_key=app-key&auth_timestamp=1700000000"
+                                   "&auth_version=1.0&body_md5=0123456789abcdef0123456789abcdef"};
+    hmac_setup(opt.secret);
+    for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++) {
+        uint8_t d[32];
+        char hex[65];
+        md5((const uint8_t *)inputs[i], strlen(inputs[i]), d);
+        hexify(d, 16, hex);
+        printf("%s ", hex);
+        hmac_sha256((const uint8_t *)inputs[i], strlen(inputs[i]), d);
+        hexify(d, 32, hex);
+        printf("%s\n", hex);
+    }
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: loadgen [--host H] [--port P] [--app-id ID] [--key K] [--secret S]\n"
+            "  [--channel C] [--subs N] [--concurrency C] [--settle S]\n"
+            "  [--publish none|flood|rate] [--publishers P] [--inflight K] [--lag L]\n"
+            "  [--rate DELIVERIES_PER_S] [--warmup S] [--duration S] [--pad BYTES]\n"
+            "  [--server-pid PID] [--cpu N] [--timeout S] | --selftest\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    static struct option longopts[] = {
+        {"host", 1, 0, 'h'},        {"port", 1, 0, 'p'},       {"app-id", 1, 0, 'a'},
+        {"key", 1, 0, 'k'},         {"secret", 1, 0, 's'},     {"channel", 1, 0, 'c'},
+        {"subs", 1, 0, 'n'},        {"concurrency", 1, 0, 'C'}, {"settle", 1, 0, 'S'},
+        {"publish", 1, 0, 'm'},     {"publishers", 1, 0, 'P'}, {"inflight", 1, 0, 'i'},
+        {"lag", 1, 0, 'l'},         {"rate", 1, 0, 'r'},       {"warmup", 1, 0, 'w'},
+        {"duration", 1, 0, 'd'},    {"pad", 1, 0, 'x'},        {"server-pid", 1, 0, 'z'},
+        {"cpu", 1, 0, 'u'},         {"timeout", 1, 0, 'T'},    {"selftest", 0, 0, 'Z'},
+        {"nap-us", 1, 0, 'N'},
+        {0, 0, 0, 0}};
+    int ch, cpu = -1;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'h': opt.host = optarg; break;
+        case 'p': opt.port = atoi(optarg); break;
+        case 'a': opt.app_id = optarg; break;
+        case 'k': opt.key = optarg; break;
+        case 's': opt.secret = optarg; break;
+        case 'c': opt.channel = optarg; break;
+        case 'n': opt.subs = atoi(optarg); break;
+        case 'C': opt.concurrency = atoi(optarg); break;
+        case 'S': opt.settle = atof(optarg); break;
+        case 'm':
+            if (!strcmp(optarg, "none")) opt.pub_mode = PUB_NONE;
+            else if (!strcmp(optarg, "flood")) opt.pub_mode = PUB_FLOOD;
+            else if (!strcmp(optarg, "rate")) opt.pub_mode = PUB_RATE;
+            else usage();
+            break;
+        case 'P': opt.publishers = atoi(optarg); break;
+        case 'i': opt.inflight = atoi(optarg); break;
+        case 'l': opt.lag = atoi(optarg); break;
+        case 'r': opt.rate = atof(optarg); break;
+        case 'w': opt.warmup = atof(optarg); break;
+        case 'd': opt.duration = atof(optarg); break;
+        case 'x': opt.pad = atoi(optarg); break;
+        case 'z': opt.server_pid = atoi(optarg); break;
+        case 'u': cpu = atoi(optarg); break;
+        case 'T': opt.timeout = atof(optarg); break;
+        case 'N': opt.nap_us = atoi(optarg); break;
+        case 'Z': selftest(); return 0;
+        default: usage();
+        }
+    }
+    if (optind != argc || opt.subs < 0 || opt.concurrency < 1 || opt.publishers < 1 ||
+        opt.inflight < 1 || opt.lag < 1 || opt.rate <= 0 || opt.pad < 0 || opt.pad > 1000)
+        usage();
+    if (cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        if (sched_setaffinity(0, sizeof set, &set) < 0) die("sched_setaffinity: %s", strerror(errno));
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rlim_t need = (rlim_t)opt.subs * 2 + opt.publishers + 256;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < (rlim_t)opt.subs + opt.publishers + 16)
+        die("RLIMIT_NOFILE hard limit %lu is too low for %d connections (raise ulimit -Hn)",
+            (unsigned long)rl.rlim_max, opt.subs + opt.publishers);
+
+    memset(&server_addr, 0, sizeof server_addr);
+    server_addr.sin_family = AF_INET;
+    server_addr.sin_port = htons((uint16_t)opt.port);
+    if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) die("bad --host %s", opt.host);
+    hmac_setup(opt.secret);
+    memset(pad_str, 'x', (size_t)opt.pad);
+    pad_str[opt.pad] = 0;
+    upgrade_len = (size_t)snprintf(
+        upgrade_req, sizeof upgrade_req,
+        "GET /app/%s?protocol=7&client=clarion-bench&version=1.0&flash=false HTTP/1.1\r\n"
+        "Host: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        opt.key, opt.host, opt.port);
+    subscribe_len = (size_t)snprintf(subscribe_msg, sizeof subscribe_msg,
+                                     "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"%s\"}}",
+                                     opt.channel);
+    event_prefix_len = (size_t)snprintf(event_prefix, sizeof event_prefix, "{\"event\":\"%s\"",
+                                        opt.event);
+
+    g.epfd = epoll_create1(EPOLL_CLOEXEC);
+    int cap = opt.subs * 2 + 100;
+    g.subs = calloc((size_t)cap, sizeof *g.subs);
+    g.pubs = calloc((size_t)opt.publishers, sizeof *g.pubs);
+    if (!g.subs || !g.pubs) die("out of memory");
+    int ok = 1;
+
+    /* 1-2. connect and subscribe */
+    long rss_before = server_rss_kib();
+    snap_t c0 = snap();
+    while (g.subscribed < opt.subs) {
+        while (g.handshaking < opt.concurrency && g.subscribed + g.handshaking < opt.subs &&
+               g.subs_started < cap)
+            start_sub();
+        if (g.handshaking == 0 && g.subs_started >= cap) {
+            note_error("gave up connecting after %d attempts", g.subs_started);
+            ok = 0;
+            break;
+        }
+        poll_once(10);
+        if (now_s() - c0.t > opt.timeout) {
+            note_error("connect phase timed out with %d of %d subscribed", g.subscribed, opt.subs);
+            ok = 0;
+            break;
+        }
+    }
+    snap_t c1 = snap();
+    int subscribed_after_connect = g.subscribed;
+
+    /* 3. idle */
+    idle_for(opt.settle);
+    long rss_idle = server_rss_kib();
+
+    /* 4-5. publish */
+    snap_t w0 = {0}, w1 = {0};
+    uint64_t undelivered = 0;
+    double drain_s = 0;
+    if (ok && opt.pub_mode != PUB_NONE) {
+        g.hist = calloc(HIST_N, sizeof *g.hist);
+        if (!g.hist) die("out of memory");
+        g.n_pubs = opt.publishers;
+        for (int i = 0; i < g.n_pubs; i++) g.pubs[i] = open_conn(KIND_PUB);
+        double t = now_s();
+        for (;;) {
+            int ready = 0;
+            for (int i = 0; i < g.n_pubs; i++) ready += g.pubs[i]->state == ST_HTTP;
+            if (ready == g.n_pubs) break;
+            if (now_s() - t > 10) die("publisher connections did not open");
+            poll_once(10);
+        }
+        g.publishing = 1;
+        double start = now_s();
+        double t_w0 = start + opt.warmup, t_w1 = t_w0 + opt.duration;
+        send_interval = (g.subscribed > 0 ? (double)g.subscribed : 1.0) / opt.rate;
+        next_send = start;
+        for (;;) {
+            double now = now_s();
+            if (!g.measuring && now >= t_w0) {
+                w0 = snap();
+                g.measuring = 1;
+            }
+            if (g.measuring && now >= t_w1) {
+                w1 = snap();
+                g.measuring = 0;
+                break;
+            }
+            pump(now);
+            int timeout = 1;
+            if (opt.pub_mode == PUB_RATE) {
+                double until = next_send - now_s();
+                timeout = until <= 0 ? 0 : (int)(until * 1000);
+                if (timeout > 5) timeout = 5;
+            }
+            int ready = poll_once(timeout);
+            if (opt.nap_us && opt.pub_mode == PUB_FLOOD && ready < MAX_EVENTS) {
+                /* Everything ready was read: let frames pile up in the socket buffers so
+                 * that each read takes several (and the server is not woken per frame). */
+                struct timespec nap = {0, opt.nap_us * 1000L};
+                nanosleep(&nap, NULL);
+            }
+        }
+        /* wait for every outstanding delivery and response */
+        double d0 = now_s();
+        for (;;) {
+            uint64_t inflight = 0;
+            for (int i = 0; i < g.n_pubs; i++)
+                if (g.pubs[i]->state == ST_HTTP) inflight += g.pubs[i]->inflight;
+            if (inflight == 0 && g.pub_deliveries >= g.expected) break;
+            if (now_s() - d0 > 10) break;
+            poll_once(5);
+        }
+        drain_s = now_s() - d0;
+        undelivered = g.expected > g.pub_deliveries ? g.expected - g.pub_deliveries : 0;
+    }
+    long rss_after = server_rss_kib();
+
+    /* 6. report and close with RST */
+    printf("{\"ok\":%s,\"subs\":%d,\"subscribed\":%d,", ok ? "true" : "false", opt.subs,
+           subscribed_after_connect);
+    double cs = c1.t - c0.t;
+    printf("\"connect\":{\"seconds\":%.6f,\"per_s\":%.1f,\"server_cpu_s\":%.3f,"
+           "\"gen_cpu_s\":%.3f,\"attempts\":%d,\"failed\":%d,\"connect_errors\":%llu,",
+           cs, cs > 0 ? subscribed_after_connect / cs : 0, c1.scpu - c0.scpu, c1.gcpu - c0.gcpu,
+           g.subs_started, g.subs_failed, (unsigned long long)g.connect_errors);
+    json_cores(&c0, &c1);
+    printf("},");
+    printf("\"rss_kib\":{\"before\":%ld,\"idle\":%ld,\"after\":%ld},", rss_before, rss_idle,
+           rss_after);
+    if (opt.pub_mode != PUB_NONE && w1.t > 0) {
+        double ws = w1.t - w0.t;
+        printf("\"publish\":{\"mode\":\"%s\",\"window_s\":%.4f,\"deliveries\":%llu,"
+               "\"deliveries_per_s\":%.1f,\"responses\":%llu,\"publishes_per_s\":%.1f,"
+               "\"sent_per_s\":%.1f,\"server_cpu_pct\":%.1f,\"gen_cpu_pct\":%.1f,"
+               "\"total_sent\":%llu,\"total_responses\":%llu,\"undelivered\":%llu,"
+               "\"drain_s\":%.3f,",
+               opt.pub_mode == PUB_FLOOD ? "flood" : "rate", ws,
+               (unsigned long long)(w1.deliveries - w0.deliveries),
+               (w1.deliveries - w0.deliveries) / ws,
+               (unsigned long long)(w1.responses - w0.responses),
+               (w1.responses - w0.responses) / ws, (w1.sent - w0.sent) / ws,
+               100.0 * (w1.scpu - w0.scpu) / ws, 100.0 * (w1.gcpu - w0.gcpu) / ws,
+               (unsigned long long)g.sent, (unsigned long long)g.responses,
+               (unsigned long long)undelivered, drain_s);
+        json_cores(&w0, &w1);
+        putchar(',');
+        printf("\"latency_ms\":{\"n\":%llu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
+               "\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f}},",
+               (unsigned long long)g.hist_n, percentile_ms(0.50), percentile_ms(0.90),
+               percentile_ms(0.99), percentile_ms(0.999), g.lat_max_us / 1000.0,
+               g.hist_n ? (double)g.lat_sum_us / (double)g.hist_n / 1000.0 : -1.0);
+    }
+    printf("\"http_errors\":%llu,\"unexpected_disconnects\":%llu,\"pings_answered\":%llu,"
+           "\"ws_pings_answered\":%llu,\"other_frames\":%llu,",
+           (unsigned long long)g.http_errors, (unsigned long long)g.unexpected_eof,
+           (unsigned long long)g.pings_answered, (unsigned long long)g.ws_pings_answered,
+           (unsigned long long)g.other_frames);
+    json_codes("closes", &g.closes);
+    putchar(',');
+    json_codes("pusher_errors", &g.pusher_errors);
+    putchar(',');
+    json_codes("subscription_errors", &g.sub_errors);
+    putchar(',');
+    json_codes("bad_http_status", &g.http_status);
+    printf(",\"first_error\":");
+    json_str(g.first_error);
+    printf("}\n");
+    fflush(stdout);
+
+    for (int i = 0; i < g.subs_started; i++)
+        if (g.subs[i]->state != ST_DEAD) kill_conn(g.subs[i]);
+    for (int i = 0; i < g.n_pubs; i++)
+        if (g.pubs[i]->state != ST_DEAD) kill_conn(g.pubs[i]);
+    reap();
+    return ok ? 0 : 1;
+}
