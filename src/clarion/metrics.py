@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 connections_opened = Counter(
@@ -36,9 +36,9 @@ messages_sent = Counter(
     "clarion_messages_sent", "Frames written to subscribers by fan-out", ["app"]
 )
 bytes_sent = Counter("clarion_sent_bytes", "Bytes written to subscribers by fan-out", ["app"])
-http_requests = Counter(
-    "clarion_http_requests", "HTTP API requests, by endpoint and status", ["endpoint", "status"]
-)
+# HTTP API requests by (endpoint, status): a plain dict on the request path (no lock),
+# exported at scrape time by the collector below.
+http_requests: dict[tuple[str, int], int] = {}
 publish_seconds = Histogram(
     "clarion_publish_seconds",
     "From an HTTP publish request to its frames written on this node",
@@ -75,6 +75,14 @@ class StateCollector(Collector):
         self._read = read
 
     def collect(self) -> Iterable[Any]:
+        requests = CounterMetricFamily(
+            "clarion_http_requests",
+            "HTTP API requests, by endpoint and status",
+            labels=["endpoint", "status"],
+        )
+        for (endpoint, status), count in list(http_requests.items()):
+            requests.add_metric([endpoint, str(status)], count)
+        yield requests
         sizes = self._read()
         for name, help_text in (
             ("connections", "Open WebSocket connections"),

@@ -314,3 +314,14 @@ def test_parse_channel_data(channel_data: str, user_id: str, user_info: Any) -> 
 def test_parse_channel_data_rejects_missing_or_bad_user_id(channel_data: str) -> None:
     with pytest.raises(BadMessage):
         messages.parse_channel_data(channel_data)
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_ws_text_matches_websockets_serialisation(length: int) -> None:
+    # ws_text writes the frame header itself (hot path); websockets is the reference.
+    from websockets.frames import Frame, Opcode
+
+    payload = b"x" * length
+    assert messages.ws_text(payload) == Frame(Opcode.TEXT, payload).serialize(
+        mask=False, extensions=[]
+    )

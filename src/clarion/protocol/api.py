@@ -86,7 +86,11 @@ def _event(body: _EventBody, where: str) -> PublishRequest:
         raise ApiError(400, where + "Missing data")
     # SDKs always send a string; anything else (hand-written requests) is JSON-encoded.
     data = body.data if isinstance(body.data, str) else msgspec.json.encode(body.data).decode()
-    if len(data.encode()) > names.MAX_EVENT_DATA_BYTES:
+    # A character is at most 4 bytes in UTF-8: short strings need no encoding to measure.
+    if (
+        len(data) * 4 > names.MAX_EVENT_DATA_BYTES
+        and len(data.encode()) > names.MAX_EVENT_DATA_BYTES
+    ):
         raise ApiError(
             413,
             where + "The data content of this event exceeds the allowed maximum "

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from websockets.frames import Frame, Opcode
 
 from clarion.protocol.errors import BadMessage
 
@@ -21,8 +20,18 @@ _decode = msgspec.json.Decoder().decode
 
 
 def ws_text(payload: bytes) -> bytes:
-    """Wrap a JSON payload in an unmasked WebSocket text frame (server to client)."""
-    return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    """Wrap a JSON payload in an unmasked WebSocket text frame (server to client).
+
+    Written out here because it runs once per published event and needs none of the
+    generality of ``websockets.frames.Frame.serialize`` (masking, extensions), which
+    the unit tests use as the reference for these bytes.
+    """
+    length = len(payload)
+    if length < 126:
+        return b"\x81%c%s" % (length, payload)
+    if length < 65536:
+        return b"\x81\x7e%s%s" % (length.to_bytes(2, "big"), payload)
+    return b"\x81\x7f%s%s" % (length.to_bytes(8, "big"), payload)
 
 
 def encode_json(value: Any) -> bytes:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, unquote_plus
 
 from clarion.protocol.errors import ApiError
 
@@ -19,10 +20,12 @@ EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 def sign(secret: str, message: str | bytes) -> str:
     if isinstance(message, str):
         message = message.encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message, "sha256").hex()
 
 
 def _equal(a: str, b: str) -> bool:
+    if a.isascii() and b.isascii():
+        return hmac.compare_digest(a, b)
     return hmac.compare_digest(a.encode(), b.encode())
 
 
@@ -30,17 +33,27 @@ def _equal(a: str, b: str) -> bool:
 
 
 def string_to_sign(method: str, path: str, params: dict[str, str]) -> str:
-    query = "&".join(
-        f"{key}={value}"
-        for key, value in sorted((k.lower(), v) for k, v in params.items() if k != "auth_signature")
-    )
+    pairs = sorted(params.items())
+    if not "".join(params).islower():
+        # Keys are lower-cased before sorting (the SDKs already send lower-case keys).
+        pairs = sorted((key.lower(), value) for key, value in pairs)
+    query = "&".join([f"{key}={value}" for key, value in pairs if key != "auth_signature"])
     return f"{method.upper()}\n{path}\n{query}"
 
 
 def parse_query(raw_query: str) -> dict[str, str]:
-    """Decode a query string into single values; a repeated key is refused (401)."""
+    """Decode a query string into single values; a repeated key is refused (401).
+
+    The SDKs send values unescaped, so the common case is a plain split; a pair is only
+    percent-decoded when it contains ``%`` or ``+`` (same result as ``parse_qsl``).
+    """
     params: dict[str, str] = {}
-    for key, value in parse_qsl(raw_query, keep_blank_values=True):
+    for pair in raw_query.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            key, value = unquote_plus(key), unquote_plus(value)
         if key in params:
             raise ApiError(401, f"Repeated query parameter: {key}")
         params[key] = value
@@ -51,6 +64,16 @@ def parse_query(raw_query: str) -> dict[str, str]:
 class Credentials:
     key: str
     secret: str
+    # HMAC state with the key already absorbed: copying it is cheaper than a new key setup.
+    _mac: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_mac", hmac.new(self.secret.encode(), digestmod=hashlib.sha256))
+
+    def sign(self, message: str) -> str:
+        mac = self._mac.copy()
+        mac.update(message.encode())
+        return str(mac.hexdigest())
 
 
 def verify_request(
@@ -94,11 +117,11 @@ def verify_request(
 
     signature = params["auth_signature"]
     candidate = string_to_sign(method, raw_path, params)
-    if _equal(sign(credentials.secret, candidate), signature):
+    if _equal(credentials.sign(candidate), signature):
         return
     decoded_path = unquote(raw_path)
     if decoded_path != raw_path and _equal(
-        sign(credentials.secret, string_to_sign(method, decoded_path, params)), signature
+        credentials.sign(string_to_sign(method, decoded_path, params)), signature
     ):
         return
     raise ApiError(401, f"Invalid signature: expected HMAC-SHA256 hex digest of {candidate!r}")

@@ -54,6 +54,19 @@ _STATUS = {
 _UPGRADE_HEADERS = frozenset(
     {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"}
 )
+# The start of each response head, up to the Content-Length value, by (status, keep-alive).
+_HEADS: dict[tuple[int, bool], bytes] = {}
+
+
+def _split_target(target: bytes) -> tuple[str, str]:
+    """Path (still percent-encoded, as signed) and query of a request target."""
+    if not target.startswith(b"/"):
+        url = httptools.parse_url(target)  # absolute form: http://host/path?query
+        target = url.path + (b"?" + url.query if url.query else b"")
+    path, _, query = target.partition(b"?")
+    return path.decode("utf-8", "replace"), query.decode("utf-8", "replace")
+
+
 # Seconds a closing socket may take to answer our close frame before it is dropped.
 CLOSE_GRACE = 2.0
 
@@ -88,6 +101,7 @@ class Connection(asyncio.Protocol):
         "_closing",
         "_fragments",
         "_headers",
+        "_keep_alive",
         "_lost",
         "_parser",
         "_pending",
@@ -119,6 +133,7 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._upgrade = False
         self._busy = False
+        self._keep_alive = True
         self._queue: deque[tuple[str, str, str, bytes, bool]] | None = None
         self._closing = False
         self._lost = False
@@ -218,9 +233,7 @@ class Connection(asyncio.Protocol):
         if self._upgrade:
             return  # handled when feed_data raises HttpParserUpgrade
         method = self._parser.get_method().decode()
-        url = httptools.parse_url(self._url)
-        path = url.path.decode("utf-8", "replace")
-        query = url.query.decode("utf-8", "replace") if url.query else ""
+        path, query = _split_target(self._url)
         keep_alive = bool(self._parser.should_keep_alive())
         request = (method, path, query, b"".join(self._body), keep_alive)
         if self._busy:
@@ -238,27 +251,33 @@ class Connection(asyncio.Protocol):
                 426, error_body(426, "This is a WebSocket endpoint: upgrade required"), keep_alive
             )
             return
+        if method == "POST" and self.ctx.eager:
+            fast = self.ctx.api.publish_now(path, query, body)
+            if fast is not None:
+                self._http_reply(fast[0], fast[1], keep_alive)
+                return
         self._busy = True
+        self._keep_alive = keep_alive
+        run_eagerly(self.ctx.api.handle(method, path, query, body), self._served, self.ctx.eager)
 
-        def done(response: Response) -> None:
-            self._busy = False
-            self._http_reply(response[0], response[1], keep_alive)
-            if self._queue and not self._closing:
-                self._serve(self._queue.popleft())
-
-        run_eagerly(self.ctx.api.handle(method, path, query, body), done, self.ctx.eager)
+    def _served(self, response: Response) -> None:
+        self._busy = False
+        self._http_reply(response[0], response[1], self._keep_alive)
+        if self._queue and not self._closing:
+            self._serve(self._queue.popleft())
 
     def _http_reply(self, status: int, body: bytes, keep_alive: bool) -> None:
         if self._closing:
             return
-        head = (
-            f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n"
-        )
-        if not keep_alive:
-            head += "Connection: close\r\n"
-        self.transport.write(head.encode() + b"\r\n" + body)
+        head = _HEADS.get((status, keep_alive))
+        if head is None:
+            head = _HEADS[(status, keep_alive)] = (
+                f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}\r\n"
+                "Content-Type: application/json\r\n"
+                + ("" if keep_alive else "Connection: close\r\n")
+                + "Content-Length: "
+            ).encode()
+        self.transport.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
         if not keep_alive:
             self._closing = True
             self._parser = None
@@ -278,8 +297,7 @@ class Connection(asyncio.Protocol):
         headers = self._headers
         parser = self._parser
         self._parser = None
-        url = httptools.parse_url(self._url)
-        path = url.path.decode("utf-8", "replace")
+        path, query = _split_target(self._url)
         key = headers.get(b"sec-websocket-key")
         if (
             parser.get_method() != b"GET"
@@ -301,7 +319,6 @@ class Connection(asyncio.Protocol):
         )
         self._headers = {}
         self._body = []
-        query = url.query.decode("utf-8", "replace") if url.query else ""
         try:
             app = self._admit(path, query)
         except ConnectRefused as refused:
