@@ -12,14 +12,15 @@ from clarion.protocol.signing import Credentials
 class App:
     """One configured app, with what the data plane needs at hand."""
 
-    __slots__ = ("config", "credentials", "id", "key", "received")
+    __slots__ = ("config", "credentials", "id", "key", "opened", "received")
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.id = config.id
         self.key = config.key
         self.credentials = Credentials(config.key, config.secret)
-        # Metric children for messages received, resolved once per app.
+        # Metric children, resolved once per app.
+        self.opened = metrics.connections_opened.labels(config.id)
         self.received = (
             metrics.messages_received.labels(config.id),
             metrics.bytes_received.labels(config.id),

@@ -86,13 +86,11 @@ class Hub:
         self,
         broker: Broker,
         state: ChannelState,
-        write_buffer_limit: int,
         app_config: Callable[[str], AppConfig | None],
         events: EventSink | None = None,
     ) -> None:
         self.broker = broker
         self.state = state
-        self.write_buffer_limit = write_buffer_limit
         self._app_config = app_config
         self.events: EventSink = events if events is not None else NoEvents()
         self._apps: dict[str, AppChannels] = {}
@@ -133,7 +131,7 @@ class Hub:
             return
         subscribers = app.channels.get(channel)
         if subscribers is not None:
-            count = write_to_all(subscribers, frame, exclude, self.write_buffer_limit)
+            count = write_to_all(subscribers, frame, exclude)
             app.sent.inc(count)
             app.bytes_sent.inc(count * len(frame))
             metrics.fanout_size.observe(count)
@@ -143,7 +141,7 @@ class Hub:
     def _deliver_internal(self, app: AppChannels, channel: str, frame: bytes) -> None:
         if channel.startswith(WATCH_PREFIX):
             watchers = app.users.watchers(channel[len(WATCH_PREFIX) :])
-            write_to_all(watchers, frame, None, self.write_buffer_limit)
+            write_to_all(watchers, frame, None)
         elif channel.startswith(TERMINATE_PREFIX) and frame == TERMINATE:
             for sub in app.users.sockets(channel[len(TERMINATE_PREFIX) :]):
                 sub.disconnect(4009, "You got disconnected by the app.")

@@ -64,7 +64,22 @@ def event(name: str, channel: str, data: str) -> bytes:
     return ws_text(_encode({"event": name, "channel": channel, "data": data}))
 
 
+_SUCCEEDED: dict[str, bytes] = {}
+
+
 def subscription_succeeded(channel: str, data: str = "{}") -> bytes:
+    if data == "{}":
+        # The same few channels are subscribed to over and over: build their frame once.
+        frame = _SUCCEEDED.get(channel)
+        if frame is None:
+            if len(_SUCCEEDED) > 10_000:
+                _SUCCEEDED.clear()
+            frame = _SUCCEEDED[channel] = _subscription_succeeded(channel, data)
+        return frame
+    return _subscription_succeeded(channel, data)
+
+
+def _subscription_succeeded(channel: str, data: str) -> bytes:
     payload = {"event": "pusher_internal:subscription_succeeded", "channel": channel, "data": data}
     return ws_text(_encode(payload))
 

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import httptools
 from websockets.frames import Frame, Opcode
@@ -56,6 +56,15 @@ _UPGRADE_HEADERS = frozenset(
 )
 # The start of each response head, up to the Content-Length value, by (status, keep-alive).
 _HEADS: dict[tuple[int, bool], bytes] = {}
+
+
+def _query_value(query: str, name: str) -> str | None:
+    """One parameter of a query string (the first), percent-decoded if needed."""
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == name:
+            return unquote_plus(value) if "%" in value or "+" in value else value
+    return None
 
 
 def _split_target(target: bytes) -> tuple[str, str]:
@@ -107,6 +116,7 @@ class Connection(asyncio.Protocol):
         "_pending",
         "_queue",
         "_upgrade",
+        "_upgraded",
         "_url",
         "app",
         "authorized",
@@ -136,6 +146,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = True
         self._queue: deque[tuple[str, str, str, bytes, bool]] | None = None
         self._closing = False
+        self._upgraded = False
         self._lost = False
         self._pending: deque[str] | None = None
         self._fragments: list[bytes] | None = None
@@ -159,7 +170,7 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.ws is not None:
+        if self._upgraded:
             self._ws_data(data)
             return
         if self._parser is None:
@@ -309,19 +320,18 @@ class Connection(asyncio.Protocol):
                 400, error_body(400, "Expected a WebSocket upgrade (version 13)"), False
             )
             return
-        self.transport.write(
+        # No extensions are negotiated, so frames are never compressed.
+        switching = (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
         )
-        # Frames are parsed by websockets' sans-I/O core; no extensions, so never compressed.
-        self.ws = WsProtocol(
-            Side.SERVER, state=WsState.OPEN, max_size=self.ctx.settings.max_frame_bytes
-        )
+        self._upgraded = True
         self._headers = {}
         self._body = []
         try:
             app = self._admit(path, query)
         except ConnectRefused as refused:
+            self.transport.write(switching)
             self._refuse(refused)
             return
         ctx = self.ctx
@@ -332,9 +342,11 @@ class Connection(asyncio.Protocol):
         ctx.connections_per_app[app.id] = ctx.connections_per_app.get(app.id, 0) + 1
         ip = self._peer_ip()
         ctx.connections_per_ip[ip] = ctx.connections_per_ip.get(ip, 0) + 1
-        metrics.connections_opened.labels(app.id).inc()
+        app.opened.inc()
+        # A subscriber that stops reading makes its transport call pause_writing here.
+        self.transport.set_write_buffer_limits(high=ctx.settings.write_buffer_limit)
         self.transport.write(
-            messages.connection_established(self.socket_id, app.config.activity_timeout)
+            switching + messages.connection_established(self.socket_id, app.config.activity_timeout)
         )
         if rest:
             self._ws_data(rest)
@@ -346,8 +358,7 @@ class Connection(asyncio.Protocol):
         app_key = path[len(prefix) :] if path.startswith(prefix) else ""
         if not app_key or "/" in app_key:
             raise ConnectRefused(CloseCode.PATH_NOT_FOUND, f"Path not found: {path}")
-        params = dict(parse_qsl(query, keep_blank_values=True))
-        protocol = params.get("protocol")
+        protocol = _query_value(query, "protocol")
         if protocol is not None:
             if not protocol.isdigit():
                 raise ConnectRefused(
@@ -390,9 +401,17 @@ class Connection(asyncio.Protocol):
 
     # --- WebSocket frames -----------------------------------------------------------
 
-    def _ws_data(self, data: bytes) -> None:
+    def _parser_for_frames(self) -> WsProtocol:
+        """websockets' sans-I/O parser, created when frames arrive (see _ws_data)."""
         ws = self.ws
-        assert ws is not None
+        if ws is None:
+            ws = self.ws = WsProtocol(
+                Side.SERVER, state=WsState.OPEN, max_size=self.ctx.settings.max_frame_bytes
+            )
+        return ws
+
+    def _ws_data(self, data: bytes) -> None:
+        ws = self._parser_for_frames()
         self.last_seen = time.monotonic()
         self.ping_sent_at = 0.0
         ws.receive_data(data)
@@ -415,9 +434,22 @@ class Connection(asyncio.Protocol):
                 self._fragments = None
             # Binary frames are not part of the protocol and are ignored (spec §1);
             # pings are answered and close frames echoed by the parser itself.
-            if self._closing or self.ws is None:
+            if self._closing:
                 break
         self._flush_ws()
+        # Idle at a frame boundary: drop the parser. A connection spends nearly all its
+        # life waiting, and the parser (a suspended generator holding the last frame) is
+        # half of its memory; a new one costs a few microseconds when the next frame
+        # comes. (This reads websockets internals; the version is pinned and tested.)
+        if (
+            not self._closing
+            and ws is self.ws
+            and ws.state is WsState.OPEN
+            and ws.current_size is None
+            and not ws.reader.buffer
+            and self._fragments is None
+        ):
+            self.ws = None
 
     def _flush_ws(self) -> None:
         ws = self.ws
@@ -728,7 +760,7 @@ class Connection(asyncio.Protocol):
             return
         self._closing = True
         self._leave_all()
-        ws = self.ws
+        ws = self._parser_for_frames() if self._upgraded else None
         if ws is not None and ws.state is WsState.OPEN:
             ws.send_close(code, reason[:120])
             for chunk in ws.data_to_send():
@@ -749,6 +781,15 @@ class Connection(asyncio.Protocol):
             return
         self.transport.write(messages.error(int(code), message))
         self.close(int(code), message)
+
+    def pause_writing(self) -> None:
+        # Called by the transport from inside a write, possibly in the middle of a
+        # fan-out loop: close after it, not while the channel is being iterated.
+        if self._upgraded and not self._closing:
+            asyncio.get_running_loop().call_soon(self.overflowed)
+
+    def resume_writing(self) -> None:
+        pass
 
     def overflowed(self) -> None:
         """The subscriber stopped reading: stop writing to it and close with 4100."""

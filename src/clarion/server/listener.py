@@ -69,7 +69,7 @@ class Server:
             settings.webhooks,
             store=RedisJobStore(self.link) if self.link is not None else None,
         )
-        hub = Hub(broker, state, settings.server.write_buffer_limit, app_config, self.outbox)
+        hub = Hub(broker, state, app_config, self.outbox)
         # Unique among this process's sockets; the random prefix keeps nodes apart.
         node = random.randrange(1, 10**9)
         counter = itertools.count(random.randrange(1, 10**6))
