@@ -293,3 +293,39 @@ def test_binary_frames_are_ignored_and_fragments_assembled(server: RunningServer
             assert (await recv_json(ws))["event"] == "pusher:pong"
 
     asyncio.run(main())
+
+
+def test_frames_split_across_reads_and_many_idle_periods(server: RunningServer) -> None:
+    """The frame parser is dropped while a connection is idle: a frame cut in two halves
+    that arrive separately, and frames after idle periods, must still parse."""
+    import socket
+    import time
+
+    async def main() -> None:
+        sock = socket.create_connection((server.host, server.port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(
+            b"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        reply = b""
+        while b"connection_established" not in reply:
+            reply += sock.recv(4096)
+
+        def frame(text: bytes) -> bytes:
+            mask = b"\x01\x02\x03\x04"
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+            return bytes([0x81, 0x80 | len(text)]) + mask + masked
+
+        for round_ in range(3):
+            whole = frame(b'{"event":"pusher:ping","data":{}}')
+            sock.sendall(whole[:7])
+            # Nothing to await here: the pause only makes the halves separate reads.
+            time.sleep(0.05)
+            sock.sendall(whole[7:])
+            got = sock.recv(4096)
+            assert b"pusher:pong" in got, (round_, got)
+        sock.close()
+
+    asyncio.run(main())
