@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -52,13 +53,14 @@ class RunningServer:
     host: str
     port: int
     output: list[str]
+    tls: bool = False
 
     @property
     def http(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def ws(self, key: str = "app-key", query: str = "protocol=7&client=js&version=8.6.0") -> str:
-        return f"ws://{self.host}:{self.port}/app/{key}?{query}"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/app/{key}?{query}"
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -71,7 +73,7 @@ class RunningServer:
         return self.process.returncode
 
 
-_LISTENING = re.compile(r"Clarion listening on http://([\d.]+):(\d+)")
+_LISTENING = re.compile(r"Clarion listening on (https?)://([\d.]+):(\d+)")
 
 
 def start_server(
@@ -84,8 +86,13 @@ def start_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        # Metrics on a free port: several test servers run side by side.
-        env={**os.environ, "CLARION_METRICS_PORT": "0", **(env or {}), "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            "CLARION_METRICS_PORT": "0",  # several test servers run side by side
+            "CLARION_DRAIN_WINDOW": "0.2",  # stopping a test server drains briefly
+            **(env or {}),
+            "PYTHONUNBUFFERED": "1",
+        },
         cwd=ROOT,
     )
     assert process.stdout is not None
@@ -98,10 +105,14 @@ def start_server(
         output.append(line)
         match = _LISTENING.search(line)
         if match:
-            server = RunningServer(process, match.group(1), int(match.group(2)), output)
+            server = RunningServer(
+                process, match.group(2), int(match.group(3)), output, tls=match.group(1) == "https"
+            )
             _drain(process, output)
-            with urllib.request.urlopen(server.http + "/up", timeout=5) as reply:
-                assert reply.status == 200
+            # The tests' own certificates are self-signed: readiness is checked unverified.
+            unverified = ssl._create_unverified_context() if server.tls else None
+            with urllib.request.urlopen(server.http + "/up", timeout=5, context=unverified) as r:
+                assert r.status == 200
             return server
     process.kill()
     raise RuntimeError("Clarion did not start:\n" + "".join(output))

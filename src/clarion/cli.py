@@ -6,10 +6,12 @@ The only place that parses argv.
 from __future__ import annotations
 
 import argparse
-import logging
+import os
+import signal
 import sys
+import time
 
-from clarion import __version__
+from clarion import __version__, logs
 from clarion.config import ConfigError, describe, load
 
 
@@ -32,7 +34,52 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("config", help="print the effective configuration and exit").add_argument(
         "--config", help="TOML configuration file"
     )
+    drain = commands.add_parser(
+        "drain", help="drain a running server gracefully (SIGTERM) and wait for it to exit"
+    )
+    target = drain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid", type=int, help="process id of the server")
+    target.add_argument("--pid-file", help="the server's [server] pid_file")
+    drain.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
     return parser
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited child its parent has not reaped is a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _drain(pid: int | None, pid_file: str | None, timeout: float) -> int:
+    if pid is None:
+        assert pid_file is not None
+        try:
+            with open(pid_file) as source:
+                pid = int(source.read().strip())
+        except (OSError, ValueError) as exc:
+            print(f"clarion: cannot read a process id from {pid_file}: {exc}", file=sys.stderr)
+            return 1
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        print(f"clarion: no process {pid}", file=sys.stderr)
+        return 1
+    print(f"draining Clarion (pid {pid})...", flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _running(pid):
+            print("drained", flush=True)
+            return 0
+        time.sleep(0.1)
+    print(f"clarion: process {pid} still running after {timeout} s", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "drain":
+        return _drain(args.pid, args.pid_file, args.timeout)
     flags = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
     try:
         settings = load(args.config, flags=flags)
@@ -50,11 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Clarion {__version__}, effective configuration:\n{describe(settings)}\n", flush=True)
     if args.command == "config":
         return 0
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from clarion.server.listener import run, run_workers
+    logs.setup(settings.server.log_level)
+    from clarion.server.listener import StartupError, run, run_workers
 
     workers = getattr(args, "workers", 1)
     if workers < 1:
@@ -73,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             run_workers(settings, workers)
         else:
             run(settings)
+    except StartupError as exc:
+        print(f"clarion: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"clarion: cannot listen on {settings.server.host}:{settings.server.port}: {exc}",

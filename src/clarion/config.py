@@ -36,6 +36,24 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Behind a reverse proxy every connection comes from the proxy: raise it or set 0.
     max_connections_per_ip: int = 1000
     log_level: str = "info"
+    # One log line per WebSocket connection opened and closed (with the close code).
+    log_connections: bool = True
+    # One log line per HTTP API request (method, path without the query, status, time).
+    log_requests: bool = False
+    # Seconds over which a graceful shutdown (SIGTERM) spreads the closing of connections,
+    # so that clients reconnect to other nodes gradually (close code 4200).
+    drain_window: float = 10.0
+    # /ready answers 503 above these (None: no threshold), so a load balancer stops
+    # sending new connections before the process falls over.
+    ready_max_rss_mb: int | None = None
+    ready_max_open_files: int | None = None
+    # Where to write the process id (used by `clarion drain`).
+    pid_file: str | None = None
+    # TLS for WebSocket and HTTP API on the port (PEM files); reloaded on SIGHUP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Optional CA bundle appended to the certificate chain sent to clients.
+    tls_ca: str | None = None
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -131,7 +149,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 DEMO_APP = {"id": "1", "key": "app-key", "secret": "app-secret"}
 
-_ENV_SERVER = {"CLARION_HOST": "host", "CLARION_PORT": "port", "CLARION_LOG_LEVEL": "log_level"}
+_ENV_SERVER = {
+    "CLARION_HOST": "host",
+    "CLARION_PORT": "port",
+    "CLARION_LOG_LEVEL": "log_level",
+    "CLARION_DRAIN_WINDOW": "drain_window",
+}
 _ENV_CLUSTER = {"CLARION_CLUSTER_ADAPTER": "adapter", "CLARION_REDIS_URL": "redis_url"}
 _ENV_APP = {"CLARION_APP_ID": "id", "CLARION_APP_KEY": "key", "CLARION_APP_SECRET": "secret"}
 
@@ -217,6 +240,14 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"server.{field} must be at least 1024 bytes")
     if server.max_connections_per_ip < 0:
         raise ConfigError("server.max_connections_per_ip must be >= 0 (0: no limit)")
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
+    for field in ("tls_cert", "tls_key", "tls_ca"):
+        path = getattr(server, field)
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"server.{field}: cannot read {path}")
+    if server.drain_window < 0:
+        raise ConfigError("server.drain_window must be >= 0")
     if server.pong_timeout <= 0:
         raise ConfigError("server.pong_timeout must be positive")
     if server.log_level.lower() not in {"debug", "info", "warning", "error"}:

@@ -37,6 +37,8 @@ from clarion.server.eager import run_eagerly
 from clarion.server.http_api import HttpApi, Response
 
 log = logging.getLogger("clarion.connection")
+connections_log = logging.getLogger("clarion.connections")
+requests_log = logging.getLogger("clarion.requests")
 
 _STATUS = {
     200: "OK",
@@ -115,6 +117,7 @@ class Connection(asyncio.Protocol):
         "_parser",
         "_pending",
         "_queue",
+        "_request_started",
         "_upgrade",
         "_upgraded",
         "_url",
@@ -144,6 +147,7 @@ class Connection(asyncio.Protocol):
         self._upgrade = False
         self._busy = False
         self._keep_alive = True
+        self._request_started: tuple[str, str, float] | None = None
         self._queue: deque[tuple[str, str, str, bytes, bool]] | None = None
         self._closing = False
         self._upgraded = False
@@ -200,7 +204,18 @@ class Connection(asyncio.Protocol):
             ctx = self.ctx
             ctx.connections.discard(self)
             ctx.connections_per_app[self.app.id] -= 1
-            metrics.connections_closed.labels(self.app.id, self._close_reason()).inc()
+            reason = self._close_reason()
+            metrics.connections_closed.labels(self.app.id, reason).inc()
+            if ctx.settings.log_connections:
+                connections_log.info(
+                    "connection closed",
+                    extra={
+                        "app": self.app.id,
+                        "socket_id": self.socket_id,
+                        "code": reason,
+                        "seconds": round(time.monotonic() - self.connected_at, 3),
+                    },
+                )
             ip = self._peer_ip()
             left = ctx.connections_per_ip.get(ip, 1) - 1
             if left > 0:
@@ -256,6 +271,8 @@ class Connection(asyncio.Protocol):
 
     def _serve(self, request: tuple[str, str, str, bytes, bool]) -> None:
         method, path, query, body, keep_alive = request
+        if self.ctx.settings.log_requests:
+            self._request_started = (method, path, time.perf_counter())
         prefix = self.ctx.settings.path_prefix
         if method == "GET" and path.startswith(prefix + "/app/"):
             self._http_reply(
@@ -280,6 +297,19 @@ class Connection(asyncio.Protocol):
     def _http_reply(self, status: int, body: bytes, keep_alive: bool) -> None:
         if self._closing:
             return
+        if self._request_started is not None:
+            method, path, started = self._request_started
+            self._request_started = None
+            # The path only: the query holds the auth signature, which never goes to a log.
+            requests_log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
         head = _HEADS.get((status, keep_alive))
         if head is None:
             head = _HEADS[(status, keep_alive)] = (
@@ -343,6 +373,11 @@ class Connection(asyncio.Protocol):
         ip = self._peer_ip()
         ctx.connections_per_ip[ip] = ctx.connections_per_ip.get(ip, 0) + 1
         app.opened.inc()
+        if ctx.settings.log_connections:
+            connections_log.info(
+                "connection opened",
+                extra={"app": app.id, "socket_id": self.socket_id, "ip": ip},
+            )
         # A subscriber that stops reading makes its transport call pause_writing here.
         self.transport.set_write_buffer_limits(high=ctx.settings.write_buffer_limit)
         self.transport.write(

@@ -9,15 +9,19 @@ import logging
 import multiprocessing
 import os
 import random
+import resource
 import signal
 import socket
+import ssl
+import tempfile
 import time
+from contextlib import suppress
 from typing import Any
 
 import msgspec
 from prometheus_client import start_http_server
 
-from clarion import metrics
+from clarion import logs, metrics
 from clarion.apps import AppRegistry
 from clarion.broker.base import Broker, ChannelState, RateLimiter
 from clarion.broker.memory import MemoryBroker, MemoryRateLimiter, MemoryState
@@ -39,6 +43,42 @@ log = logging.getLogger("clarion.server")
 
 # How often idle connections are checked for the server's ping and the pong timeout.
 SWEEP_INTERVAL = 0.5
+# A drain closes one batch of connections per step.
+DRAIN_STEP = 0.1
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def check_open_files_limit(settings: Settings) -> None:
+    """Raise the soft limit on open files to the hard one, and warn when it stays below
+    what the configured connection limits need (each connection is a descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    limits = [app.max_connections for app in settings.apps if app.max_connections is not None]
+    wanted = sum(limits) if len(limits) == len(settings.apps) else 10_000
+    if soft < wanted + 100:
+        log.warning(
+            "open-file limit is %d but the configured connections need about %d: raise it "
+            "(e.g. `ulimit -n %d`, or LimitNOFILE=%d in the systemd unit)",
+            soft,
+            wanted + 100,
+            wanted + 1024,
+            wanted + 1024,
+        )
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why."""
 
 
 class Server:
@@ -93,15 +133,62 @@ class Server:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
+        self._tls: ssl.SSLContext | None = None
 
     def _ready(self) -> bool:
-        return self.ctx.accepting and self.broker.ready()
+        """Ready for new connections: not draining, the cluster link up, and the process
+        under its memory and file-descriptor thresholds."""
+        if not (self.ctx.accepting and self.broker.ready()):
+            return False
+        server = self.settings.server
+        if server.ready_max_rss_mb is not None and _rss_mb() > server.ready_max_rss_mb:
+            return False
+        return not (
+            server.ready_max_open_files is not None and _open_files() > server.ready_max_open_files
+        )
 
     def _terminate_user(self, app_id: str, user_id: str) -> None:
         self.ctx.hub.terminate_user(app_id, user_id)
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        server = self.settings.server
+        if server.tls_cert is None or server.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._load_certificates(context)
+        return context
+
+    def _load_certificates(self, context: ssl.SSLContext) -> None:
+        server = self.settings.server
+        assert server.tls_cert is not None and server.tls_key is not None
+        if server.tls_ca is None:
+            context.load_cert_chain(server.tls_cert, server.tls_key)
+            return
+        # The chain is the certificate followed by the CA bundle, in one PEM file.
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as chain:
+            for path in (server.tls_cert, server.tls_ca):
+                with open(path, "rb") as part:
+                    chain.write(part.read().rstrip(b"\n") + b"\n")
+            chain.flush()
+            context.load_cert_chain(chain.name, server.tls_key)
+
+    def reload_tls(self) -> None:
+        """SIGHUP: load the certificate and key again; new connections get them."""
+        if self._tls is None:
+            return
+        try:
+            self._load_certificates(self._tls)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS reload failed, keeping the old certificate: %s", exc)
+        else:
+            log.info("TLS certificate reloaded")
+
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
+        try:
+            self._tls = self._tls_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"cannot use the TLS certificate or key: {exc}") from None
         if self.link is not None:
             await self.link.connect()
             await self.broker.start()
@@ -116,6 +203,7 @@ class Server:
             backlog=4096,
             reuse_address=True,
             reuse_port=self.reuse_port or None,
+            ssl=self._tls,
         )
         self._sweeper = asyncio.create_task(self._sweep())
         self._start_metrics()
@@ -161,17 +249,27 @@ class Server:
                 conn.check_activity(now, pong_timeout)
             await self.ctx.hub.flush_subscription_counts(now)
 
-    async def stop(self) -> None:
+    async def stop(self, window: float = 0.0) -> None:
+        """Stop: refuse new connections and report not ready, close the open ones with
+        4200 (pusher-js reconnects at once, to another node behind a load balancer) in
+        batches spread over ``window`` seconds, deliver pending webhooks, leave the cluster.
+        """
         self.ctx.accepting = False
         if self._server is not None:
             self._server.close()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+        connections = list(self.ctx.connections)
+        if connections:
+            log.info("draining %d connection(s) over %.1f s", len(connections), window)
+            steps = max(1, int(window / DRAIN_STEP)) if window > 0 else 1
+            per_step = -(-len(connections) // steps)
+            for start in range(0, len(connections), per_step):
+                for conn in connections[start : start + per_step]:
+                    conn.close_with_error(CloseCode.RECONNECT, "Server is restarting; reconnect")
+                if window > 0 and start + per_step < len(connections):
+                    await asyncio.sleep(window / steps)
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.wait([self._sweeper], timeout=2.0)
-        for conn in list(self.ctx.connections):
-            conn.close_with_error(CloseCode.RECONNECT, "Server is shutting down; reconnect")
         if self.ctx.connections:
             deadline = time.monotonic() + 2.0
             while self.ctx.connections and time.monotonic() < deadline:
@@ -183,11 +281,15 @@ class Server:
             self.link.closing()
             await self.broker.stop()
             await self.link.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
 
 
 def _announce(host: str, port: int, settings: Settings) -> None:
+    tls = settings.server.tls_cert is not None
+    http, ws = ("https", "wss") if tls else ("http", "ws")
     print(
-        f"Clarion listening on http://{host}:{port} (WebSocket ws://{host}:{port}/app/{{key}})",
+        f"Clarion listening on {http}://{host}:{port} (WebSocket {ws}://{host}:{port}/app/{{key}})",
         flush=True,
     )
     for app in settings.apps:
@@ -195,17 +297,33 @@ def _announce(host: str, port: int, settings: Settings) -> None:
 
 
 async def serve(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
+    check_open_files_limit(settings)
     server = Server(settings, reuse_port=reuse_port)
     host, port = await server.start()
+    pid_file = settings.server.pid_file
+    if pid_file:
+        with open(pid_file, "w") as out:
+            out.write(f"{os.getpid()}\n")
     if announce:
         _announce(host, port, settings)
+    window: list[float] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_signal(drain: float) -> None:
+        window.append(drain)
+        stop.set()
+
+    # SIGTERM (a deploy, `clarion drain`) drains gently; SIGINT (Ctrl-C) exits at once.
+    loop.add_signal_handler(signal.SIGTERM, on_signal, settings.server.drain_window)
+    loop.add_signal_handler(signal.SIGINT, on_signal, 0.0)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     await stop.wait()
     log.info("shutting down")
-    await server.stop()
+    await server.stop(window[0])
+    if pid_file:
+        with suppress(OSError):
+            os.unlink(pid_file)
 
 
 def run(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
@@ -219,10 +337,7 @@ def run(settings: Settings, announce: bool = True, reuse_port: bool = False) -> 
 
 
 def _worker(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[worker %(process)d]: %(message)s",
-    )
+    logs.setup(settings.server.log_level, worker=True)
     run(settings, announce=False, reuse_port=True)
 
 

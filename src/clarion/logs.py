@@ -1,0 +1,60 @@
+"""Log output: JSON lines when stderr is not a terminal (for collectors), readable lines
+with colours on a terminal. Nothing here ever formats a secret: callers log app ids, keys,
+socket ids and paths without query strings, never secrets or signatures.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+# Attributes every LogRecord has; anything else was passed with extra={...}.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_COLOURS = {"DEBUG": "\033[2m", "INFO": "\033[36m", "WARNING": "\033[33m", "ERROR": "\033[31m"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(entry, enc_hook=str).decode()
+
+
+class TerminalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(
+            f"{key}={value}" for key, value in vars(record).items() if key not in _STANDARD
+        )
+        colour = _COLOURS.get(record.levelname, "")
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = (
+            f"\033[2m{stamp}\033[0m {colour}{record.levelname.lower():7}\033[0m "
+            f"{record.name}: {record.getMessage()}" + (f" \033[2m{extras}\033[0m" if extras else "")
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup(level: str, worker: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TerminalFormatter() if sys.stderr.isatty() else JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    if worker:
+        logging.getLogger("clarion").info("worker started")

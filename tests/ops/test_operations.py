@@ -1,0 +1,309 @@
+"""Running Clarion in production: drain, readiness, TLS, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pusher
+import pytest
+from pusher.requests import RequestsBackend
+
+from tests.conftest import ROOT, RunningServer
+from tests.lowlevel.helpers import established, eventually, recv_json, subscribe, ws_connect
+from tests.webhooks.receiver import Receiver, running_receiver
+
+
+def status(url: str, context: ssl.SSLContext | None = None) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from running_receiver()
+
+
+def test_sigterm_drains_connections_gradually_with_4200_and_keeps_webhooks(
+    receiver: Receiver, make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    config = f"""
+[server]
+max_connections_per_ip = 0
+pid_file = "{tmp_path / "clarion.pid"}"
+
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+webhook_delay = 3
+[[apps.webhooks]]
+url = "{receiver.url}/hooks"
+event_types = ["channel_occupied", "channel_vacated"]
+"""
+    server = make_server(config, env={"CLARION_DRAIN_WINDOW": "2.0"})
+    count = 200
+
+    async def main() -> None:
+        sockets = []
+        for index in range(count):
+            ws = await ws_connect(server.ws())
+            await established(ws)
+            await subscribe(ws, f"room-{index % 10}")
+            sockets.append(ws)
+        receiver.wait_for(
+            lambda _: sum(e["name"] == "channel_occupied" for e in receiver.events()) == 10
+        )
+        assert status(server.http + "/ready") == 200
+        # `clarion drain` sends SIGTERM to the pid in the pid file and waits.
+        drain = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "clarion",
+            "drain",
+            "--pid-file",
+            str(tmp_path / "clarion.pid"),
+            cwd=ROOT,
+        )
+        closed_at: list[float] = []
+
+        async def watch(ws: object) -> None:
+            error = await recv_json(ws, timeout=10)  # type: ignore[arg-type]
+            assert error["data"]["code"] == 4200
+            await asyncio.wait_for(ws.wait_closed(), 10)  # type: ignore[attr-defined]
+            assert ws.protocol.close_rcvd.code == 4200  # type: ignore[attr-defined]
+            closed_at.append(time.monotonic())
+
+        started = time.monotonic()
+        await asyncio.gather(*(watch(ws) for ws in sockets))
+        assert await drain.wait() == 0
+        # Spread over the window, not all at once: the first and last closes are apart.
+        spread = max(closed_at) - min(closed_at)
+        assert spread >= 1.0, spread
+        assert max(closed_at) - started < 6
+
+    asyncio.run(main())
+    assert server.process.wait(10) == 0
+    # The vacated webhooks were held (webhook_delay = 3) when the drain began:
+    # the shutdown delivered them instead of dropping them.
+    vacated = [e for e in receiver.events() if e["name"] == "channel_vacated"]
+    assert len(vacated) == 10
+
+
+def test_ready_reports_draining_and_thresholds(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server(
+        """
+[server]
+ready_max_open_files = 1
+
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+"""
+    )
+    assert status(server.http + "/ready") == 503  # over the file-descriptor threshold
+    assert status(server.http + "/up") == 200  # alive all the same
+    normal = make_server(env={"CLARION_DRAIN_WINDOW": "3.0"})
+
+    async def main() -> None:
+        ws = await ws_connect(normal.ws())
+        await established(ws)
+        assert status(normal.http + "/ready") == 200
+        normal.process.send_signal(signal.SIGTERM)
+
+        # While draining (the connection is still open), /ready says no. The listener is
+        # closed, so the probe may also be refused: either way no new traffic comes.
+        def not_ready() -> bool:
+            try:
+                return status(normal.http + "/ready") == 503
+            except OSError:
+                return True
+
+        await eventually(not_ready)
+        await ws.close()
+
+    asyncio.run(main())
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_for_websocket_and_http_api_with_reload(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    first_cert, first_key = _certificate(tmp_path, "first")
+    second_cert, second_key = _certificate(tmp_path, "second")
+    live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
+    live_cert.write_bytes(first_cert.read_bytes())
+    live_key.write_bytes(first_key.read_bytes())
+    server = make_server(
+        f"""
+[server]
+tls_cert = "{live_cert}"
+tls_key = "{live_key}"
+
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+"""
+    )
+    assert server.tls and server.http.startswith("https://")
+
+    def trusting(cert: Path) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(cert))
+        return context
+
+    async def main() -> None:
+        ws = await ws_connect(server.ws(), ssl=trusting(first_cert))
+        await established(ws)
+        await subscribe(ws, "secure")
+
+        # The official Python SDK over HTTPS. It pins certificate checks to its own CA
+        # bundle; its documented backend hook lets the test trust the test certificate.
+        class TrustTestCertificate(RequestsBackend):  # type: ignore[misc]
+            def __init__(self, client: object, **options: object) -> None:
+                super().__init__(client, **options)
+                self.options["verify"] = str(first_cert)
+
+        client = pusher.Pusher(
+            app_id="1",
+            key="app-key",
+            secret="app-secret",
+            host=server.host,
+            port=server.port,
+            ssl=True,
+            backend=TrustTestCertificate,
+        )
+        client.trigger("secure", "over-tls", {"ok": True})
+        assert (await recv_json(ws))["event"] == "over-tls"
+        await ws.close()
+
+        # New certificate on disk, SIGHUP: new connections get it, nothing restarts.
+        live_cert.write_bytes(second_cert.read_bytes())
+        live_key.write_bytes(second_key.read_bytes())
+        server.process.send_signal(signal.SIGHUP)
+
+        def serves_second() -> bool:
+            try:
+                return status(server.http + "/up", trusting(second_cert)) == 200
+            except (urllib.error.URLError, ssl.SSLError):
+                return False
+
+        await eventually(serves_second)
+        with pytest.raises(urllib.error.URLError):
+            status(server.http + "/up", trusting(first_cert))
+
+    asyncio.run(main())
+
+
+def test_unreadable_certificate_is_a_clear_startup_error(tmp_path: Path) -> None:
+    config = tmp_path / "clarion.toml"
+    config.write_text(
+        f'[server]\ntls_cert = "{tmp_path}/missing.pem"\ntls_key = "{tmp_path}/missing.key"\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "clarion", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "tls_cert" in out.stderr and "cannot read" in out.stderr
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    config.write_text(f'[server]\ntls_cert = "{garbage}"\ntls_key = "{garbage}"\nport = 0\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "clarion", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        env={**os.environ, "CLARION_METRICS_PORT": "0"},
+    )
+    assert out.returncode == 1
+    assert "TLS certificate or key" in out.stderr
+
+
+def test_logs_are_json_lines_without_secrets(make_server: Callable[..., RunningServer]) -> None:
+    server = make_server(
+        """
+[server]
+log_requests = true
+
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+"""
+    )
+
+    async def main() -> None:
+        ws = await ws_connect(server.ws())
+        await established(ws)
+        client = pusher.Pusher(
+            app_id="1",
+            key="app-key",
+            secret="app-secret",
+            host=server.host,
+            port=server.port,
+            ssl=False,
+        )
+        client.trigger("logged", "e", {})
+        await ws.close()
+
+        def has(message: str) -> bool:
+            return any(message in line for line in server.output)
+
+        await eventually(lambda: has("connection closed") and has("/apps/1/events"))
+
+    asyncio.run(main())
+    records = [json.loads(line) for line in server.output if line.startswith("{")]
+    opened = [r for r in records if r["message"] == "connection opened"]
+    closed = [r for r in records if r["message"] == "connection closed"]
+    requests = [r for r in records if r["message"] == "request"]
+    assert opened and opened[0]["app"] == "1" and opened[0]["socket_id"]
+    assert closed and closed[0]["code"] == "1000" and "seconds" in closed[0]
+    publish = [r for r in requests if r["path"] == "/apps/1/events"]
+    assert publish and publish[0]["status"] == 200 and publish[0]["method"] == "POST"
+    text = "".join(server.output)
+    assert "app-secret" not in text and "auth_signature" not in text
