@@ -36,7 +36,8 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Behind a reverse proxy every connection comes from the proxy: raise it or set 0.
     max_connections_per_ip: int = 1000
     log_level: str = "info"
-    # One log line per WebSocket connection opened and closed (with the close code).
+    # One log line per WebSocket connection, when it closes: app, socket id, address,
+    # close code and how long it lasted.
     log_connections: bool = True
     # One log line per HTTP API request (method, path without the query, status, time).
     log_requests: bool = False

@@ -298,11 +298,10 @@ secret = "app-secret"
 
     asyncio.run(main())
     records = [json.loads(line) for line in server.output if line.startswith("{")]
-    opened = [r for r in records if r["message"] == "connection opened"]
     closed = [r for r in records if r["message"] == "connection closed"]
     requests = [r for r in records if r["message"] == "request"]
-    assert opened and opened[0]["app"] == "1" and opened[0]["socket_id"]
-    assert closed and closed[0]["code"] == "1000" and "seconds" in closed[0]
+    assert closed and closed[0]["app"] == "1" and closed[0]["socket_id"]
+    assert closed[0]["code"] == "1000" and "seconds" in closed[0] and closed[0]["ip"]
     publish = [r for r in requests if r["path"] == "/apps/1/events"]
     assert publish and publish[0]["status"] == 200 and publish[0]["method"] == "POST"
     text = "".join(server.output)

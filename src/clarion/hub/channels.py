@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from clarion import metrics
 from clarion.broker.base import Broker, BrokerUnavailable, ChannelState, Member, PresenceFull
 from clarion.config import AppConfig
-from clarion.hub.fanout import Subscriber, write_to_all
+from clarion.hub.fanout import Subscriber, Writer, write_to_all
 from clarion.hub.users import Users
 from clarion.protocol import messages, names
 from clarion.protocol import webhooks as hooks
@@ -66,15 +66,26 @@ class Subscribed:
 class AppChannels:
     """One app's local subscribers on this node."""
 
-    __slots__ = ("app_id", "bytes_sent", "channels", "count_due", "count_sent", "sent", "users")
+    __slots__ = (
+        "app_id",
+        "bytes_sent",
+        "channels",
+        "count_due",
+        "count_sent",
+        "members",
+        "sent",
+        "users",
+    )
 
     def __init__(self, app_id: str) -> None:
         self.app_id = app_id
         # Metric children resolved once: fan-out pays an increment per frame, not a lookup.
         self.sent = metrics.messages_sent.labels(app_id)
         self.bytes_sent = metrics.bytes_sent.labels(app_id)
-        # channel -> local subscriber -> its presence user_id (None outside presence)
-        self.channels: dict[str, dict[Subscriber, str | None]] = {}
+        # channel -> local subscriber -> its transport's write (what fan-out calls)
+        self.channels: dict[str, dict[Subscriber, Writer]] = {}
+        # presence channel -> local subscriber -> its user_id
+        self.members: dict[str, dict[Subscriber, str]] = {}
         self.users = Users()
         # channel -> when its next subscription_count event may go out
         self.count_due: dict[str, float] = {}
@@ -140,8 +151,8 @@ class Hub:
 
     def _deliver_internal(self, app: AppChannels, channel: str, frame: bytes) -> None:
         if channel.startswith(WATCH_PREFIX):
-            watchers = app.users.watchers(channel[len(WATCH_PREFIX) :])
-            write_to_all(watchers, frame, None)
+            for watcher in app.users.watchers(channel[len(WATCH_PREFIX) :]):
+                watcher.transport.write(frame)
         elif channel.startswith(TERMINATE_PREFIX) and frame == TERMINATE:
             for sub in app.users.sockets(channel[len(TERMINATE_PREFIX) :]):
                 sub.disconnect(4009, "You got disconnected by the app.")
@@ -170,7 +181,9 @@ class Hub:
         if local is None:
             local = app.channels[name] = {}
             await self.broker.watch(app_id, name)
-        local[sub] = member.user_id if presence and member is not None else None
+        local[sub] = sub.transport.write
+        if presence and member is not None:
+            app.members.setdefault(name, {})[sub] = member.user_id
 
         events = self.events
         if joined.occupied and not name.startswith(names.SERVER_TO_USER_PREFIX):
@@ -202,9 +215,15 @@ class Hub:
         if app is None or local is None or sub not in local:
             return False
         # Stop local deliveries at once; the cluster-wide bookkeeping follows.
-        user_id = local.pop(sub)
+        del local[sub]
         if not local:
             del app.channels[name]
+        user_id = None
+        members = app.members.get(name)
+        if members is not None:
+            user_id = members.pop(sub, None)
+            if not members:
+                del app.members[name]
             self.broker.unwatch(app_id, name)
         left = await self.state.leave(app_id, name, sub.socket_id, user_id)
         if left.member_removed and user_id is not None:
@@ -245,8 +264,8 @@ class Hub:
 
     def presence_user_of(self, app_id: str, sub: Subscriber, channel: str) -> str | None:
         app = self._apps.get(app_id)
-        local = app.channels.get(channel) if app is not None else None
-        return local.get(sub) if local is not None else None
+        members = app.members.get(channel) if app is not None else None
+        return members.get(sub) if members is not None else None
 
     def client_event(
         self,

@@ -9,7 +9,7 @@ never stalls or bloats the others.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 
@@ -29,15 +29,24 @@ class Subscriber(Protocol):
         """Send ``pusher:error`` with ``code`` and close with the same code."""
 
 
-def write_to_all(subscribers: Collection[Subscriber], frame: bytes, exclude: str | None) -> int:
-    """Write ``frame`` to every subscriber except socket ``exclude``; return how many got it."""
+Writer = Callable[[bytes], None]
+
+
+def write_to_all(
+    subscribers: Mapping[Subscriber, Writer], frame: bytes, exclude: str | None
+) -> int:
+    """Write ``frame`` to every subscriber except socket ``exclude``; return how many got it.
+
+    ``subscribers`` maps each subscriber to its transport's bound ``write``, so the loop
+    is one call per subscriber and nothing else.
+    """
     if exclude is None:
-        for sub in subscribers:
-            sub.transport.write(frame)
+        for write in subscribers.values():
+            write(frame)
         return len(subscribers)
     count = 0
-    for sub in subscribers:
+    for sub, write in subscribers.items():
         if sub.socket_id != exclude:
-            sub.transport.write(frame)
+            write(frame)
             count += 1
     return count

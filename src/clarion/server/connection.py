@@ -129,6 +129,7 @@ class Connection(asyncio.Protocol):
         "connected_at",
         "ctx",
         "last_seen",
+        "peer",
         "ping_sent_at",
         "socket_id",
         "transport",
@@ -157,6 +158,7 @@ class Connection(asyncio.Protocol):
         self.ws: WsProtocol | None = None
         self.app: App | None = None
         self.socket_id = ""
+        self.peer = ""  # the client's address, read once at the handshake
         self.channels: set[str] = set()
         self.last_seen = 0.0
         self.ping_sent_at = 0.0
@@ -207,16 +209,19 @@ class Connection(asyncio.Protocol):
             reason = self._close_reason()
             metrics.connections_closed.labels(self.app.id, reason).inc()
             if ctx.settings.log_connections:
+                # One line per connection, written when it ends: it says when it opened
+                # (its age), from where, and how it closed.
                 connections_log.info(
                     "connection closed",
                     extra={
                         "app": self.app.id,
                         "socket_id": self.socket_id,
+                        "ip": self.peer,
                         "code": reason,
                         "seconds": round(time.monotonic() - self.connected_at, 3),
                     },
                 )
-            ip = self._peer_ip()
+            ip = self.peer
             left = ctx.connections_per_ip.get(ip, 1) - 1
             if left > 0:
                 ctx.connections_per_ip[ip] = left
@@ -370,14 +375,9 @@ class Connection(asyncio.Protocol):
         self.last_seen = self.connected_at = time.monotonic()
         ctx.connections.add(self)
         ctx.connections_per_app[app.id] = ctx.connections_per_app.get(app.id, 0) + 1
-        ip = self._peer_ip()
+        ip = self.peer
         ctx.connections_per_ip[ip] = ctx.connections_per_ip.get(ip, 0) + 1
         app.opened.inc()
-        if ctx.settings.log_connections:
-            connections_log.info(
-                "connection opened",
-                extra={"app": app.id, "socket_id": self.socket_id, "ip": ip},
-            )
         # A subscriber that stops reading makes its transport call pause_writing here.
         self.transport.set_write_buffer_limits(high=ctx.settings.write_buffer_limit)
         self.transport.write(
@@ -417,7 +417,8 @@ class Connection(asyncio.Protocol):
         if not ctx.accepting:
             raise ConnectRefused(CloseCode.RECONNECT, "Server is shutting down; reconnect")
         per_ip = ctx.settings.max_connections_per_ip
-        if per_ip and ctx.connections_per_ip.get(self._peer_ip(), 0) >= per_ip:
+        self.peer = self._peer_ip()
+        if per_ip and ctx.connections_per_ip.get(self.peer, 0) >= per_ip:
             # 41xx: pusher-js waits a second before trying again, so a reconnect loop
             # cannot spin; the cap itself keeps descriptors for everyone else.
             raise ConnectRefused(
