@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+import urllib.request
 
 from clarion import __version__, logs
 from clarion.config import ConfigError, describe, load
@@ -41,7 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--pid", type=int, help="process id of the server")
     target.add_argument("--pid-file", help="the server's [server] pid_file")
     drain.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
+    health = commands.add_parser(
+        "health", help="exit 0 if the server answers /up (for container health checks)"
+    )
+    health.add_argument("--url", default="http://127.0.0.1:6001/up")
+    health.add_argument("--timeout", type=float, default=3.0)
     return parser
+
+
+def _health(url: str, timeout: float) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return 0 if reply.status == 200 else 1
+    except (OSError, ValueError) as exc:
+        print(f"clarion: {url}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _running(pid: int) -> bool:
@@ -90,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "drain":
         return _drain(args.pid, args.pid_file, args.timeout)
+    if args.command == "health":
+        return _health(args.url, args.timeout)
     flags = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
     try:
         settings = load(args.config, flags=flags)

@@ -199,6 +199,8 @@ def load(
             raw["cluster"][field] = env[var]
     if "CLARION_METRICS_PORT" in env:
         raw["metrics"]["port"] = env["CLARION_METRICS_PORT"]
+    if "CLARION_METRICS_HOST" in env:
+        raw["metrics"]["host"] = env["CLARION_METRICS_HOST"]
     app_env = {field: env[var] for var, field in _ENV_APP.items() if var in env}
     if app_env:
         if len(raw["apps"]) > 1:

@@ -1,0 +1,23 @@
+# Clarion in a container: slim, non-root, health-checked on /up.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    CLARION_HOST=0.0.0.0 \
+    CLARION_PORT=6001
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin clarion
+
+USER clarion
+EXPOSE 6001 9601
+# Metrics listen on all interfaces too inside the container (publish 9601 only internally).
+ENV CLARION_METRICS_HOST=0.0.0.0
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["clarion", "health", "--url", "http://127.0.0.1:6001/up"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["clarion"]
+CMD ["serve"]
