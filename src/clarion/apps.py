@@ -35,10 +35,19 @@ class AppRegistry:
     def __init__(self, configs: Iterable[AppConfig]) -> None:
         self._by_id: dict[str, App] = {}
         self._by_key: dict[str, App] = {}
+        self.replace(configs)
+
+    def replace(self, configs: Iterable[AppConfig]) -> None:
+        """Swap in a new set of apps at once (an app store was read again). An unchanged
+        app keeps its App object."""
+        by_id: dict[str, App] = {}
+        by_key: dict[str, App] = {}
         for config in configs:
-            app = App(config)
-            self._by_id[app.id] = app
-            self._by_key[app.key] = app
+            current = self._by_id.get(config.id)
+            app = current if current is not None and current.config == config else App(config)
+            by_id[app.id] = app
+            by_key[app.key] = app
+        self._by_id, self._by_key = by_id, by_key
 
     def by_id(self, app_id: str) -> App | None:
         return self._by_id.get(app_id)

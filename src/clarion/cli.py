@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 
-from clarion import __version__, logs
+from clarion import __version__, cli_apps, logs
 from clarion.config import ConfigError, describe, load
 
 
@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.add_argument("--url", default="http://127.0.0.1:6001/up")
     health.add_argument("--timeout", type=float, default=3.0)
+    cli_apps.add_commands(commands)
     return parser
 
 
@@ -107,6 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         return _drain(args.pid, args.pid_file, args.timeout)
     if args.command == "health":
         return _health(args.url, args.timeout)
+    if args.command == "apps":
+        store_url = args.store
+        if store_url is None:
+            try:
+                store_url = load(args.config).apps_store.url
+            except ConfigError as exc:
+                print(f"clarion: configuration error: {exc}", file=sys.stderr)
+                return 2
+        return cli_apps.main(args, store_url)
     flags = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
     try:
         settings = load(args.config, flags=flags)

@@ -81,6 +81,15 @@ class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 9601
 
 
+class AppsStoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Apps from a database besides ``[[apps]]`` (``[apps_store]``)."""
+
+    # sqlite:////absolute/path.db (sqlite:///relative.db), postgresql://..., mysql://...
+    url: str | None = None
+    # Seconds between reloads of the apps from the store.
+    refresh_seconds: float = 2.0
+
+
 class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How nodes share state (``[cluster]``)."""
 
@@ -145,6 +154,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    apps_store: AppsStoreSettings = msgspec.field(default_factory=AppsStoreSettings)
     apps: list[AppConfig] = msgspec.field(default_factory=list)
 
 
@@ -167,7 +177,13 @@ def load(
 ) -> Settings:
     """Build the effective settings; raise ConfigError with a clear message on any problem."""
     env = os.environ if env is None else env
-    raw: dict[str, Any] = {"server": {}, "apps": [], "cluster": {}, "metrics": {}}
+    raw: dict[str, Any] = {
+        "server": {},
+        "apps": [],
+        "cluster": {},
+        "metrics": {},
+        "apps_store": {},
+    }
     path = config_path or env.get("CLARION_CONFIG")
     if path:
         try:
@@ -185,7 +201,7 @@ def load(
         if not isinstance(raw.get("apps", []), list):
             raise ConfigError("apps must be an array of tables: write [[apps]]")
         raw.setdefault("apps", [])
-        for table in ("cluster", "metrics", "webhooks"):
+        for table in ("cluster", "metrics", "webhooks", "apps_store"):
             if not isinstance(raw.get(table, {}), dict):
                 raise ConfigError(f"[{table}] must be a table")
             raw.setdefault(table, {})
@@ -199,6 +215,8 @@ def load(
             raw["cluster"][field] = env[var]
     if "CLARION_METRICS_PORT" in env:
         raw["metrics"]["port"] = env["CLARION_METRICS_PORT"]
+    if "CLARION_APPS_STORE" in env:
+        raw["apps_store"]["url"] = env["CLARION_APPS_STORE"]
     if "CLARION_METRICS_HOST" in env:
         raw["metrics"]["host"] = env["CLARION_METRICS_HOST"]
     app_env = {field: env[var] for var, field in _ENV_APP.items() if var in env}
@@ -214,7 +232,7 @@ def load(
     for name, value in (flags or {}).items():
         if value is not None:
             server[name] = value
-    if not raw["apps"]:
+    if not raw["apps"] and not raw["apps_store"].get("url"):
         raw["apps"] = [dict(DEMO_APP)]
 
     try:
@@ -228,6 +246,11 @@ def load(
 def _where(message: str) -> str:
     # msgspec says "at `$.apps[0].key`"; users think in TOML terms.
     return message.replace("`$.", "`").replace("$.", "")
+
+
+def validate_apps(apps: list[AppConfig]) -> None:
+    """The per-app rules of _validate, for apps that come from a store."""
+    _validate(Settings(apps=apps))
 
 
 def _validate(settings: Settings) -> None:
@@ -299,6 +322,8 @@ def _validate(settings: Settings) -> None:
                     f"{spot}.event_types must list some of {sorted(WEBHOOK_EVENT_TYPES)}"
                     + (f"; unknown: {sorted(unknown)}" if unknown else "")
                 )
+    if settings.apps_store.refresh_seconds <= 0:
+        raise ConfigError("apps_store.refresh_seconds must be positive")
     if not 0 <= settings.metrics.port <= 65535:
         raise ConfigError(f"metrics.port must be between 0 and 65535, got {settings.metrics.port}")
     cluster = settings.cluster
@@ -330,6 +355,7 @@ def describe(settings: Settings) -> str:
     lines = ["[server]", *_fields(settings.server), "", "[webhooks]", *_fields(settings.webhooks)]
     lines += ["", "[cluster]", *_fields(settings.cluster)]
     lines += ["", "[metrics]", *_fields(settings.metrics)]
+    lines += ["", "[apps_store]", *_fields(settings.apps_store)]
     for app in settings.apps:
         lines += ["", "[[apps]]", *_fields(app, skip={"webhooks"})]
         for target in app.webhooks:
@@ -345,7 +371,7 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
             continue
         if field == "secret":
             value = redact(value)
-        elif field == "redis_url":
+        elif field in ("redis_url", "url"):
             value = _redact_url(value)
         elif field == "headers":
             # Header values often carry credentials (Authorization): never print them.

@@ -32,11 +32,12 @@ from clarion.broker.redis import (
     RedisRateLimiter,
     RedisState,
 )
-from clarion.config import AppConfig, Settings
+from clarion.config import AppConfig, ConfigError, Settings, validate_apps
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
 from clarion.server.connection import Connection, Context
 from clarion.server.http_api import HttpApi
+from clarion.stores import AppStore, open_store
 from clarion.webhooks import Outbox
 
 log = logging.getLogger("clarion.server")
@@ -134,6 +135,8 @@ class Server:
         self._sweeper: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
         self._tls: ssl.SSLContext | None = None
+        self.store: AppStore | None = None
+        self._store_task: asyncio.Task[None] | None = None
 
     def _ready(self) -> bool:
         """Ready for new connections: not draining, the cluster link up, and the process
@@ -183,8 +186,43 @@ class Server:
         else:
             log.info("TLS certificate reloaded")
 
+    async def _load_apps(self) -> None:
+        """Static apps plus the store's (a store app overrides a static one by id)."""
+        assert self.store is not None
+        merged = {app.id: app for app in self.settings.apps}
+        keys = {app.key: app.id for app in self.settings.apps}
+        for app in await self.store.load():
+            owner = keys.get(app.key)
+            if owner is not None and owner != app.id:
+                log.error("apps store: app %s uses the key of app %s; ignored", app.id, owner)
+                continue
+            try:
+                validate_apps([app])
+            except ConfigError as exc:
+                log.error("apps store: app %s is invalid (%s); ignored", app.id, exc)
+                continue
+            merged[app.id] = app
+            keys[app.key] = app.id
+        self.ctx.registry.replace(merged.values())
+
+    async def _refresh_apps(self) -> None:
+        interval = self.settings.apps_store.refresh_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._load_apps()
+            except Exception as exc:
+                log.warning("apps store unavailable (%s): keeping the apps as they were", exc)
+
     async def start(self) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
+        if self.settings.apps_store.url:
+            self.store = open_store(self.settings.apps_store.url)
+            try:
+                await self._load_apps()
+            except Exception as exc:
+                raise StartupError(f"cannot read the apps store: {exc}") from None
+            self._store_task = asyncio.create_task(self._refresh_apps())
         try:
             self._tls = self._tls_context()
         except (OSError, ssl.SSLError) as exc:
@@ -267,9 +305,12 @@ class Server:
                     conn.close_with_error(CloseCode.RECONNECT, "Server is restarting; reconnect")
                 if window > 0 and start + per_step < len(connections):
                     await asyncio.sleep(window / steps)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.wait([self._sweeper], timeout=2.0)
+        for task in (self._sweeper, self._store_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task], timeout=2.0)
+        if self.store is not None:
+            await self.store.close()
         if self.ctx.connections:
             deadline = time.monotonic() + 2.0
             while self.ctx.connections and time.monotonic() < deadline:
