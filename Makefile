@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 $(JSSTAMP): $(JS)/package.json $(JS)/package-lock.json
-	@command -v npm >/dev/null || { echo "npm (Node.js 18+) is needed for the pusher-js tests"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm (Node.js 20.19+) is needed for the pusher-js tests"; exit 1; }
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 

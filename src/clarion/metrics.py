@@ -59,12 +59,23 @@ webhook_deliveries = Counter(
     "Webhook requests by outcome (sent, failed attempt, events dropped)",
     ["app", "outcome"],
 )
-redis_up = Gauge("clarion_redis_up", "1 when the Redis cluster link is up")
-redis_seconds = Histogram(
-    "clarion_redis_roundtrip_seconds",
-    "Round trip of the Redis health check",
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0),
-)
+_redis: tuple[Gauge, Histogram] | None = None
+
+
+def redis_metrics() -> tuple[Gauge, Histogram]:
+    """The Redis link's health gauge and round-trip histogram, registered only when the
+    Redis adapter is in use (a single node would otherwise report Redis as down)."""
+    global _redis
+    if _redis is None:
+        _redis = (
+            Gauge("clarion_redis_up", "1 when the Redis cluster link is up"),
+            Histogram(
+                "clarion_redis_roundtrip_seconds",
+                "Round trip of the Redis health check",
+                buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0),
+            ),
+        )
+    return _redis
 loop_lag = Gauge("clarion_event_loop_lag_seconds", "How late the event loop ran a timer")
 
 

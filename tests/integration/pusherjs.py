@@ -1,4 +1,4 @@
-"""Drive real pusher-js clients (and the Node ``pusher`` SDK) from pytest.
+"""Drive real pusher-js clients (and Laravel Echo, and the Node ``pusher`` SDK) from pytest.
 
 :class:`Driver` spawns ``node tests/js/driver.js`` and talks to it in JSON lines: commands
 on its stdin, reports on its stdout. A reader thread collects every report in order; tests
@@ -211,12 +211,16 @@ class Driver:
         raw: bool = False,
         wait: bool = True,
         master_key: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
     ) -> JsClient:
         """A new pusher-js client; by default wait until it is connected.
 
         ``secret`` is what its channel authoriser signs with (the Node SDK's
         ``authorizeChannel``); ``raw`` also reports every text frame as received;
         ``master_key`` (base64) lets the authoriser answer ``private-encrypted-`` channels.
+        ``host`` and ``port`` connect it to another server than the driver's (another
+        node of a cluster, say).
         """
         since = self.mark()
         self.request(
@@ -225,18 +229,51 @@ class Driver:
             key=key,
             secret=secret,
             app_id=app_id,
-            host=self.host,
-            port=self.port,
+            host=host or self.host,
+            port=port or self.port,
             raw=raw,
             master_key=master_key,
         )
         client = JsClient(self, name, since)
         if wait:
-            connected = self.wait_for(
-                {"type": "connected", "client": name}, since=since, what=f"{name} connected"
-            )
-            client.socket_id = connected["socket_id"]
+            client.socket_id = self._connected(name, since)
         return client
+
+    def echo(
+        self,
+        name: str,
+        key: str = "app-key",
+        secret: str = "app-secret",
+        app_id: str = "1",
+        *,
+        host: str | None = None,
+        port: int | None = None,
+    ) -> EchoClient:
+        """A new Laravel Echo instance (broadcaster ``pusher``); wait until it is connected.
+
+        Echo builds its own pusher-js client from the options; its channel authoriser
+        signs with ``secret`` as for :meth:`client`.
+        """
+        since = self.mark()
+        self.request(
+            "echo_connect",
+            client=name,
+            key=key,
+            secret=secret,
+            app_id=app_id,
+            host=host or self.host,
+            port=port or self.port,
+        )
+        client = EchoClient(self, name, since)
+        client.socket_id = self._connected(name, since)
+        return client
+
+    def _connected(self, name: str, since: int) -> str:
+        connected = self.wait_for(
+            {"type": "connected", "client": name}, since=since, what=f"{name} connected"
+        )
+        socket_id: str = connected["socket_id"]
+        return socket_id
 
     # --- the Node server SDK ---------------------------------------------------------------
 
@@ -486,3 +523,90 @@ class JsClient:
         since = self.driver.mark()
         self.driver.request("disconnect", client=self.name)
         self.wait(type="state", current="disconnected", since=since)
+
+
+EchoCall = str | tuple[str, str] | tuple[str, str, Any]
+
+
+class EchoClient(JsClient):
+    """One Laravel Echo instance inside the driver (its pusher-js client is reachable with
+    the :class:`JsClient` methods too, e.g. :meth:`inspect`)."""
+
+    def channel(self, name: str) -> EchoChannel:
+        """``Echo.channel(name)``: the public channel ``name``."""
+        return EchoChannel(self, "channel", name)
+
+    def private(self, name: str) -> EchoChannel:
+        """``Echo.private(name)``: the channel ``private-{name}``."""
+        return EchoChannel(self, "private", name)
+
+    def join(self, name: str, presence: dict[str, Any]) -> EchoChannel:
+        """``Echo.join(name)``: ``presence-{name}``, authorised with ``presence`` data."""
+        return EchoChannel(self, "join", name, presence)
+
+    def leave(self, name: str) -> None:
+        """``Echo.leave(name)``: ``name`` and its private- and presence- variants."""
+        self.driver.request("echo_leave", client=self.name, channel=name)
+
+    def echo_socket_id(self) -> str | None:
+        """``Echo.socketId()``: what Echo sends as X-Socket-Id, for ``toOthers()``."""
+        result: str | None = self.driver.request("echo_socket_id", client=self.name)
+        return result
+
+
+class EchoChannel:
+    """An Echo channel object; each method calls Echo's method of the same name.
+
+    The Echo channel (and so the pusher-js subscription) is created by the first call.
+    Callbacks report ``{type: "echo", channel, method, event, ...}``; ``subscribed`` and
+    ``error`` are always registered. Calls that must be in place before the subscription
+    answers (``here``) go in the same :meth:`call` as the first one.
+    """
+
+    def __init__(
+        self, client: EchoClient, kind: str, name: str, presence: dict[str, Any] | None = None
+    ) -> None:
+        self.client = client
+        self.kind = kind
+        self.name = name
+        self.presence = presence
+        self.pusher_name = {"channel": "", "private": "private-", "join": "presence-"}[kind] + name
+
+    def call(self, *calls: EchoCall) -> EchoChannel:
+        """Each call is a method name, or (method, event), or (method, event, data)."""
+        encoded = []
+        for call in calls:
+            parts = (call,) if isinstance(call, str) else call
+            encoded.append(dict(zip(("method", "event", "data"), parts, strict=False)))
+        self.client.driver.request(
+            "echo",
+            client=self.client.name,
+            kind=self.kind,
+            channel=self.name,
+            presence=self.presence,
+            calls=encoded,
+        )
+        return self
+
+    def listen(self, event: str) -> EchoChannel:
+        return self.call(("listen", event))
+
+    def listen_for_whisper(self, event: str) -> EchoChannel:
+        return self.call(("listenForWhisper", event))
+
+    def whisper(self, event: str, data: Any) -> EchoChannel:
+        return self.call(("whisper", event, data))
+
+    def wait(self, method: str, since: int | None = None, **fields: Any) -> Report:
+        """Wait for a report of this channel's ``method`` callback."""
+        return self.client.wait(
+            type="echo", channel=self.pusher_name, method=method, since=since, **fields
+        )
+
+    def reports(self, method: str, since: int | None = None, **fields: Any) -> list[Report]:
+        return self.client.find(
+            type="echo", channel=self.pusher_name, method=method, since=since, **fields
+        )
+
+    def wait_subscribed(self) -> Report:
+        return self.wait("subscribed")

@@ -15,6 +15,11 @@
 // (`pusher.signin()`) goes through a `userAuthentication.customHandler` that signs with
 // the Node SDK's `authenticateUser` in the same way. The Node `pusher` SDK is also
 // exposed for HTTP API calls (`sdk` command).
+//
+// Laravel Echo 2.5.0 (`echo_connect`, `echo`, `echo_leave`, `echo_socket_id`) drives
+// its own pusher-js instance: Echo constructs it from the options it is given (the way
+// an application passes `Pusher` to Echo), channel authorisation included, so what Echo
+// forwards to pusher-js is exercised too.
 "use strict";
 
 const readline = require("readline");
@@ -64,6 +69,78 @@ function membersOf(channel) {
 }
 
 const clients = new Map(); // name -> {pusher, auth: Map(channel -> {...}), key, secret, appId}
+
+// laravel-echo is an ES module: loaded on first use, so the pusher-js tests do not need it.
+let echoModule = null;
+async function loadEcho() {
+  if (!echoModule) echoModule = await import("laravel-echo");
+  return echoModule.default;
+}
+
+function newClient(cmd) {
+  return {
+    key: cmd.key,
+    secret: cmd.secret || "unused-secret",
+    appId: cmd.app_id || "0",
+    masterKey: cmd.master_key || null,
+    auth: new Map(),
+    watched: new Set(),
+    signin: null,
+    pusher: null,
+    echo: null,
+    echoChannels: new Set(),
+  };
+}
+
+// Construct a pusher-js instance (directly, or through Echo) without connecting: as
+// pusher-js does before its runtime is ready. So the state changes from "initialized"
+// on are all observed once the caller connects. (The export is PusherWithEncryption;
+// the flag lives on its base class, Pusher.)
+function unconnected(make) {
+  const base = Object.getPrototypeOf(Pusher);
+  const wasReady = base.isReady;
+  base.isReady = false;
+  try {
+    return make();
+  } finally {
+    base.isReady = wasReady;
+  }
+}
+
+// Report what the connection of client `name` goes through.
+function watchConnection(name, pusher, raw) {
+  const connection = pusher.connection;
+  connection.bind("state_change", (states) => {
+    emit({ type: "state", client: name, previous: states.previous, current: states.current });
+  });
+  connection.bind("connected", () => {
+    emit({ type: "connected", client: name, socket_id: connection.socket_id });
+    if (raw) {
+      // The text frames exactly as they arrived, before pusher-js decodes them.
+      // "connected" is emitted from inside the socket's onmessage handler for
+      // connection_established; faye-websocket calls onmessage first and then the
+      // addEventListener listeners, so this listener sees that first frame too.
+      const socket = rawSocketOf(pusher);
+      if (socket) {
+        socket.addEventListener("message", (e) => {
+          emit({ type: "raw", client: name, text: String(e.data) });
+        });
+      }
+    }
+  });
+  connection.bind("error", (error) => {
+    emit({ type: "error", client: name, error: plain(error) });
+  });
+  pusher.bind("pusher:error", (data) => {
+    emit({ type: "pusher_error", client: name, data: plain(data) });
+  });
+  connection.bind("connecting_in", (delay) => {
+    emit({ type: "connecting_in", client: name, delay });
+  });
+}
+
+// The pusher channel name behind an Echo channel: Echo.channel / .private / .join.
+const ECHO_PREFIX = { channel: "", private: "private-", join: "presence-" };
 
 function sdkFor(app) {
   const options = {
@@ -196,64 +273,24 @@ const commands = {
   connect(cmd) {
     const name = cmd.client;
     if (clients.has(name)) throw new Error(`client ${name} exists`);
-    const client = {
-      key: cmd.key,
-      secret: cmd.secret || "unused-secret",
-      appId: cmd.app_id || "0",
-      masterKey: cmd.master_key || null,
-      auth: new Map(),
-      watched: new Set(),
-      signin: null,
-      pusher: null,
-    };
+    const client = newClient(cmd);
     clients.set(name, client);
-    // Construct without connecting (as pusher-js does before its runtime is ready), so
-    // the state changes from "initialized" on are all observed; connect below.
-    // (The export is PusherWithEncryption; the flag lives on its base class, Pusher.)
-    const base = Object.getPrototypeOf(Pusher);
-    const wasReady = base.isReady;
-    base.isReady = false;
-    const pusher = new Pusher(cmd.key, {
-      cluster: "clarion-test",
-      wsHost: cmd.host,
-      wsPort: cmd.port,
-      forceTLS: false,
-      enabledTransports: ["ws"],
-      enableStats: false,
-      channelAuthorization: { customHandler: authorizer(name) },
-      userAuthentication: { customHandler: userAuthenticator(name) },
-    });
-    base.isReady = wasReady;
+    const pusher = unconnected(
+      () =>
+        new Pusher(cmd.key, {
+          cluster: "clarion-test",
+          wsHost: cmd.host,
+          wsPort: cmd.port,
+          forceTLS: false,
+          enabledTransports: ["ws"],
+          enableStats: false,
+          channelAuthorization: { customHandler: authorizer(name) },
+          userAuthentication: { customHandler: userAuthenticator(name) },
+        })
+    );
     client.pusher = pusher;
     const connection = pusher.connection;
-    connection.bind("state_change", (states) => {
-      emit({ type: "state", client: name, previous: states.previous, current: states.current });
-    });
-    connection.bind("connected", () => {
-      const report = { type: "connected", client: name, socket_id: connection.socket_id };
-      emit(report);
-      if (cmd.raw) {
-        // The text frames exactly as they arrived, before pusher-js decodes them.
-        // "connected" is emitted from inside the socket's onmessage handler for
-        // connection_established; faye-websocket calls onmessage first and then the
-        // addEventListener listeners, so this listener sees that first frame too.
-        const socket = rawSocketOf(pusher);
-        if (socket) {
-          socket.addEventListener("message", (e) => {
-            emit({ type: "raw", client: name, text: String(e.data) });
-          });
-        }
-      }
-    });
-    connection.bind("error", (error) => {
-      emit({ type: "error", client: name, error: plain(error) });
-    });
-    pusher.bind("pusher:error", (data) => {
-      emit({ type: "pusher_error", client: name, data: plain(data) });
-    });
-    connection.bind("connecting_in", (delay) => {
-      emit({ type: "connecting_in", client: name, delay });
-    });
+    watchConnection(name, pusher, cmd.raw);
     // Watchlist events as the application sees them (pusher.user.watchlist).
     for (const status of ["online", "offline"]) {
       pusher.user.watchlist.bind(status, (entry) => {
@@ -443,6 +480,102 @@ const commands = {
       body = { unparsed: text };
     }
     return { status: response.status, body };
+  },
+
+  // new Echo({broadcaster: "pusher", Pusher, ...}): Echo builds the pusher-js instance
+  // from these options (as `new Pusher(key, options)`), channelAuthorization included.
+  async echo_connect(cmd) {
+    const name = cmd.client;
+    if (clients.has(name)) throw new Error(`client ${name} exists`);
+    const Echo = await loadEcho();
+    const client = newClient(cmd);
+    const echo = unconnected(
+      () =>
+        new Echo({
+          broadcaster: "pusher",
+          Pusher,
+          key: cmd.key,
+          cluster: "mt1",
+          wsHost: cmd.host,
+          wsPort: cmd.port,
+          forceTLS: false,
+          enabledTransports: ["ws"],
+          enableStats: false,
+          channelAuthorization: { customHandler: authorizer(name) },
+        })
+    );
+    client.echo = echo;
+    client.pusher = echo.connector.pusher;
+    clients.set(name, client);
+    watchConnection(name, client.pusher, false);
+    client.pusher.connect();
+    return { state: client.pusher.connection.state };
+  },
+
+  // Echo[kind](channel) (kind: channel, private, join), then each of `calls` on it, in
+  // one go: {method, event, data}. Callbacks report {type: "echo", client, channel (the
+  // pusher channel name), method, event, ...}. The first time a channel is seen its
+  // subscribed() and error() callbacks are registered too, before any frame can arrive.
+  echo(cmd) {
+    const client = need(cmd.client);
+    if (!client.echo) throw new Error(`client ${cmd.client} is not an Echo client`);
+    const prefix = ECHO_PREFIX[cmd.kind];
+    if (prefix === undefined) throw new Error(`unknown Echo channel kind ${cmd.kind}`);
+    const channelName = prefix + cmd.channel;
+    if (cmd.presence !== undefined && cmd.presence !== null) {
+      client.auth.set(channelName, { presence: cmd.presence });
+    }
+    const channel = client.echo[cmd.kind](cmd.channel);
+    const reporter = (method, event) => (fields) =>
+      emit({
+        type: "echo",
+        client: cmd.client,
+        channel: channelName,
+        method,
+        event: event === undefined ? null : event,
+        ...fields,
+      });
+    if (!client.echoChannels.has(channelName)) {
+      client.echoChannels.add(channelName);
+      const subscribed = reporter("subscribed");
+      const failed = reporter("error");
+      channel.subscribed(() => subscribed({}));
+      channel.error((status) => failed({ data: plain(status) }));
+    }
+    for (const call of cmd.calls) {
+      const report = reporter(call.method, call.event);
+      switch (call.method) {
+        case "listen":
+        case "listenForWhisper":
+          channel[call.method](call.event, (data) => report({ data: plain(data) }));
+          break;
+        case "here":
+          channel.here((members) => report({ members: plain(members) }));
+          break;
+        case "joining":
+        case "leaving":
+          channel[call.method]((member) => report({ member: plain(member) }));
+          break;
+        case "whisper":
+          channel.whisper(call.event, call.data);
+          break;
+        default:
+          throw new Error(`unknown Echo channel method ${call.method}`);
+      }
+    }
+    return { channel: channelName };
+  },
+
+  // Echo.socketId(): what Echo's HTTP interceptors send as X-Socket-Id (toOthers()).
+  echo_socket_id(cmd) {
+    return need(cmd.client).echo.socketId() || null;
+  },
+
+  // Echo.leave(channel): leaves the channel and its private- and presence- variants.
+  echo_leave(cmd) {
+    const client = need(cmd.client);
+    client.echo.leave(cmd.channel);
+    return {};
   },
 
   close_all() {

@@ -78,6 +78,7 @@ class RedisLink:
         self._watcher: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._closed = False
+        self._up_gauge, self._rtt = metrics.redis_metrics()
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -101,7 +102,7 @@ class RedisLink:
                 continue
             break
         self.up = True
-        metrics.redis_up.set(1)
+        self._up_gauge.set(1)
         log.info("connected to Redis at %s as node %s", self.url, self.node_id)
         self._watcher = asyncio.create_task(self._watch())
 
@@ -112,7 +113,7 @@ class RedisLink:
         if self.up:
             log.error("Redis connection lost (%s): serving local subscribers only", exc)
         self.up = False
-        metrics.redis_up.set(0)
+        self._up_gauge.set(0)
         self._lost.set()
 
     async def _watch(self) -> None:
@@ -132,7 +133,7 @@ class RedisLink:
                 except (RedisError, OSError) as exc:
                     self.failed(exc)
                 else:
-                    metrics.redis_seconds.observe(time.perf_counter() - started)
+                    self._rtt.observe(time.perf_counter() - started)
                 continue
             self._lost.clear()
             delay = 0.2
@@ -148,7 +149,7 @@ class RedisLink:
                     continue
                 break
             self.up = True
-            metrics.redis_up.set(1)
+            self._up_gauge.set(1)
             log.info("Redis is back: this node's state is registered again")
 
     def closing(self) -> None:

@@ -218,13 +218,13 @@ class Hub:
         del local[sub]
         if not local:
             del app.channels[name]
+            self.broker.unwatch(app_id, name)
         user_id = None
         members = app.members.get(name)
         if members is not None:
             user_id = members.pop(sub, None)
             if not members:
                 del app.members[name]
-            self.broker.unwatch(app_id, name)
         left = await self.state.leave(app_id, name, sub.socket_id, user_id)
         if left.member_removed and user_id is not None:
             self._member_removed(app_id, name, user_id)

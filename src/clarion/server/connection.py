@@ -56,6 +56,9 @@ _STATUS = {
 _UPGRADE_HEADERS = frozenset(
     {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"}
 )
+# Frame parsers of connections gone idle, ready for the next connection with frames.
+_IDLE_PARSERS: list[WsProtocol] = []
+
 # The start of each response head, up to the Content-Length value, by (status, keep-alive).
 _HEADS: dict[tuple[int, bool], bytes] = {}
 
@@ -438,11 +441,15 @@ class Connection(asyncio.Protocol):
     # --- WebSocket frames -----------------------------------------------------------
 
     def _parser_for_frames(self) -> WsProtocol:
-        """websockets' sans-I/O parser, created when frames arrive (see _ws_data)."""
+        """websockets' sans-I/O parser, taken when frames arrive (see _ws_data)."""
         ws = self.ws
         if ws is None:
-            ws = self.ws = WsProtocol(
-                Side.SERVER, state=WsState.OPEN, max_size=self.ctx.settings.max_frame_bytes
+            ws = self.ws = (
+                _IDLE_PARSERS.pop()
+                if _IDLE_PARSERS
+                else WsProtocol(
+                    Side.SERVER, state=WsState.OPEN, max_size=self.ctx.settings.max_frame_bytes
+                )
             )
         return ws
 
@@ -486,6 +493,10 @@ class Connection(asyncio.Protocol):
             and self._fragments is None
         ):
             self.ws = None
+            # Clean (open, nothing buffered, nothing queued): another connection may reuse
+            # it, which spares building one (a few microseconds) per burst of frames.
+            if len(_IDLE_PARSERS) < 256:
+                _IDLE_PARSERS.append(ws)
 
     def _flush_ws(self) -> None:
         ws = self.ws
