@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -47,7 +48,9 @@ def _matches(report: Report, fields: dict[str, Any]) -> bool:
 class Driver:
     """One node process holding any number of named pusher-js clients."""
 
-    def __init__(self, host: str, port: int, log_path: Path) -> None:
+    def __init__(
+        self, host: str, port: int, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         node = shutil.which("node")
         if node is None or not (NODE_MODULES / "pusher-js").is_dir():
             pytest.skip("node and tests/js/node_modules are needed (cd tests/js && npm ci)")
@@ -63,6 +66,7 @@ class Driver:
             stderr=self._log,
             text=True,
             bufsize=1,
+            env={**os.environ, **(env or {})},
         )
         self.reports: list[Report] = []
         self._cond = threading.Condition()
@@ -213,6 +217,7 @@ class Driver:
         master_key: str | None = None,
         host: str | None = None,
         port: int | None = None,
+        tls: bool = False,
     ) -> JsClient:
         """A new pusher-js client; by default wait until it is connected.
 
@@ -233,6 +238,7 @@ class Driver:
             port=port or self.port,
             raw=raw,
             master_key=master_key,
+            tls=tls,
         )
         client = JsClient(self, name, since)
         if wait:

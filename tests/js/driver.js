@@ -281,8 +281,11 @@ const commands = {
           cluster: "clarion-test",
           wsHost: cmd.host,
           wsPort: cmd.port,
-          forceTLS: false,
-          enabledTransports: ["ws"],
+          wssPort: cmd.port,
+          // With tls, pusher-js speaks wss:// (certificates trusted through
+          // NODE_EXTRA_CA_CERTS, set by the test for this driver).
+          forceTLS: Boolean(cmd.tls),
+          enabledTransports: cmd.tls ? ["wss"] : ["ws"],
           enableStats: false,
           channelAuthorization: { customHandler: authorizer(name) },
           userAuthentication: { customHandler: userAuthenticator(name) },

@@ -104,3 +104,28 @@ def test_systemd_unit() -> None:
     assert service["KillSignal"] == "SIGTERM"
     assert "-HUP" in service["ExecReload"]
     assert int(service["LimitNOFILE"]) >= 100_000
+
+
+def test_grafana_dashboard_uses_only_exported_metrics() -> None:
+    import json
+    import re
+
+    from clarion import metrics
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "clarion-dashboard.json").read_text())
+    names = set(re.findall(r"\b(clarion_[a-z_]+|process_[a-z_]+)", json.dumps(dashboard)))
+    exported = {"process_resident_memory_bytes", "process_open_fds"}
+    for value in vars(metrics).values():
+        name = getattr(value, "_name", None)
+        if isinstance(name, str):
+            exported |= {name, f"{name}_total", f"{name}_bucket"}
+    exported |= {
+        "clarion_http_requests_total",
+        "clarion_connections",
+        "clarion_channels",
+        "clarion_subscriptions",
+        "clarion_webhook_queue",
+        "clarion_redis_up",
+        "clarion_redis_roundtrip_seconds_bucket",
+    }
+    assert names and names <= exported, names - exported

@@ -306,3 +306,46 @@ secret = "app-secret"
     assert publish and publish[0]["status"] == 200 and publish[0]["method"] == "POST"
     text = "".join(server.output)
     assert "app-secret" not in text and "auth_signature" not in text
+
+
+def test_pusher_js_over_tls(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    """pusher-js with forceTLS (wss://) and the Python SDK with ssl=True, end to end."""
+    from tests.integration.pusherjs import Driver
+
+    cert, key = _certificate(tmp_path, "pusherjs")
+    server = make_server(
+        f"""
+[server]
+tls_cert = "{cert}"
+tls_key = "{key}"
+
+[[apps]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+"""
+    )
+
+    class TrustTestCertificate(RequestsBackend):  # type: ignore[misc]
+        def __init__(self, client: object, **options: object) -> None:
+            super().__init__(client, **options)
+            self.options["verify"] = str(cert)
+
+    js = Driver(
+        server.host, server.port, tmp_path / "driver.log", env={"NODE_EXTRA_CA_CERTS": str(cert)}
+    )
+    try:
+        client = js.client("secure", tls=True)
+        client.subscribe("tls-channel")
+        pusher.Pusher(
+            app_id="1",
+            key="app-key",
+            secret="app-secret",
+            host=server.host,
+            port=server.port,
+            ssl=True,
+            backend=TrustTestCertificate,
+        ).trigger("tls-channel", "over-wss", {"tls": True})
+        assert client.wait_event("tls-channel", "over-wss")["data"] == {"tls": True}
+    finally:
+        js.close()
