@@ -15,16 +15,21 @@ class App:
     __slots__ = ("config", "credentials", "id", "key", "opened", "received")
 
     def __init__(self, config: AppConfig) -> None:
-        self.config = config
         self.id = config.id
-        self.key = config.key
-        self.credentials = Credentials(config.key, config.secret)
+        self.update(config)
         # Metric children, resolved once per app.
         self.opened = metrics.connections_opened.labels(config.id)
         self.received = (
             metrics.messages_received.labels(config.id),
             metrics.bytes_received.labels(config.id),
         )
+
+    def update(self, config: AppConfig) -> None:
+        """Take a changed configuration in place: open connections hold this object, so a
+        rotated secret or a changed setting applies to them at once."""
+        self.config = config
+        self.key = config.key
+        self.credentials = Credentials(config.key, config.secret)
 
     @property
     def enabled(self) -> bool:
@@ -37,17 +42,23 @@ class AppRegistry:
         self._by_key: dict[str, App] = {}
         self.replace(configs)
 
-    def replace(self, configs: Iterable[AppConfig]) -> None:
-        """Swap in a new set of apps at once (an app store was read again). An unchanged
-        app keeps its App object."""
+    def replace(self, configs: Iterable[AppConfig]) -> list[str]:
+        """Swap in a new set of apps at once (an app store was read again); an existing
+        app is updated in place. Returns the ids whose configuration changed."""
         by_id: dict[str, App] = {}
         by_key: dict[str, App] = {}
+        changed: list[str] = []
         for config in configs:
-            current = self._by_id.get(config.id)
-            app = current if current is not None and current.config == config else App(config)
+            app = self._by_id.get(config.id)
+            if app is None:
+                app = App(config)
+            elif app.config != config:
+                app.update(config)
+                changed.append(app.id)
             by_id[app.id] = app
             by_key[app.key] = app
         self._by_id, self._by_key = by_id, by_key
+        return changed
 
     def by_id(self, app_id: str) -> App | None:
         return self._by_id.get(app_id)

@@ -63,6 +63,8 @@ def _settings(pairs: list[str]) -> dict[str, Any]:
 
 def _write_secret(path: str, secret: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_CREAT's mode only applies to a new file: an existing one is made private too.
+    os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "w") as out:
         out.write(secret + "\n")
 
@@ -92,7 +94,7 @@ async def _run(store: AppStore, args: argparse.Namespace) -> int:
             }
             app = _changed(msgspec.convert(raw, AppConfig), _settings(args.set))
             await store.upsert(app, create=True)
-            _write_secret(args.secret_file, secret)
+            _write_secret(args.secret_file, secret)  # only once the store has it
             print(f"created app {app.id} with key {app.key}; secret written to {args.secret_file}")
             return 0
         found = await store.get(args.id)
@@ -104,10 +106,10 @@ async def _run(store: AppStore, args: argparse.Namespace) -> int:
         elif args.verb in ("disable", "enable"):
             app = _changed(app, {"enabled": args.verb == "enable"})
         elif args.verb == "rotate-secret":
-            secret = secrets.token_hex(20)
-            app = _changed(app, {"secret": secret})
-            _write_secret(args.secret_file, secret)
+            app = _changed(app, {"secret": secrets.token_hex(20)})
         await store.upsert(app, create=False)
+        if args.verb == "rotate-secret":
+            _write_secret(args.secret_file, app.secret)  # only once the store has it
         print(f"app {app.id}: {args.verb} done")
         return 0
     except (StoreError, ConfigError, msgspec.ValidationError) as exc:

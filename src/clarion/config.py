@@ -372,7 +372,7 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
         if field == "secret":
             value = redact(value)
         elif field in ("redis_url", "url"):
-            value = _redact_url(value)
+            value = redact_url(value)
         elif field == "headers":
             # Header values often carry credentials (Authorization): never print them.
             value = {name: redact(v) for name, v in value.items()}
@@ -380,7 +380,7 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
     return lines
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide the password of redis://user:password@host."""
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")

@@ -76,6 +76,8 @@ def redis_metrics() -> tuple[Gauge, Histogram]:
             ),
         )
     return _redis
+
+
 loop_lag = Gauge("clarion_event_loop_lag_seconds", "How late the event loop ran a timer")
 
 

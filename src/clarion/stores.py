@@ -10,6 +10,7 @@ aiomysql) are supported.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -17,6 +18,8 @@ from urllib.parse import unquote, urlparse
 import msgspec
 
 from clarion.config import AppConfig
+
+log = logging.getLogger("clarion.stores")
 
 TABLE = "clarion_apps"
 # Columns of their own; every other AppConfig field goes into ``options`` (JSON).
@@ -86,7 +89,15 @@ class _Sql(AppStore):
         rows = await self._fetch(
             f"SELECT id, app_key, secret, enabled, options FROM {TABLE} ORDER BY id"
         )
-        return [_app(tuple(row)) for row in rows]
+        apps = []
+        for row in rows:
+            try:
+                apps.append(_app(tuple(row)))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # One row this version cannot read (written by a newer CLI?) must not
+                # stop every other app from loading.
+                log.error("apps store: app %s cannot be read (%s); ignored", row[0], exc)
+        return apps
 
     async def upsert(self, app: AppConfig, create: bool) -> None:
         app_id, key, secret, enabled, options = _row(app)

@@ -33,7 +33,7 @@ import msgspec
 
 from clarion import __version__, metrics
 from clarion.broker.base import JobStore
-from clarion.config import AppConfig, WebhookSettings, WebhookTarget
+from clarion.config import AppConfig, WebhookSettings, WebhookTarget, redact_url
 from clarion.protocol import webhooks as shapes
 from clarion.protocol.webhooks import WebhookEvent
 
@@ -127,33 +127,39 @@ class Outbox:
             self._targets[app_id] = targets
         return targets
 
+    def reconfigure(self, app_id: str) -> None:
+        """The app's configuration changed: its targets are rebuilt on next use. Requests
+        already queued for the old targets still go out; their pollers stop."""
+        for target in self._targets.pop(app_id, []):
+            if target.poller is not None:
+                target.poller.cancel()
+
     def wants(self, app_id: str, name: str) -> bool:
         """Cheap check for callers that would otherwise build an event for nothing."""
         return any(name in target.wanted for target in self._targets_of(app_id))
 
     def emit(self, app_id: str, event: WebhookEvent) -> None:
         name = event["name"]
+        held = shapes.CANCELS.get(name)
+        if held is not None and self._held:
+            # Before the wants() check: a target that only wants channel_vacated must
+            # still have it cancelled when the channel is re-occupied within the delay.
+            entry = self._held.pop(self._held_key(app_id, held, event), None)
+            if entry is not None:
+                entry[0].cancel()  # the pair cancels out: neither is sent
+                return
         if not self.wants(app_id, name):
             return
         config = self._app_config(app_id)
         delay = config.webhook_delay if config is not None else 0.0
-        if delay > 0:
-            held = shapes.CANCELS.get(name)
-            if held is not None:
-                entry = self._held.pop(self._held_key(app_id, held, event), None)
-                if entry is not None:
-                    entry[0].cancel()  # the pair cancels out: neither is sent
-                    return
-            if name in shapes.HELD_UNTIL_CANCELLED:
-                key = self._held_key(app_id, name, event)
-                previous = self._held.pop(key, None)
-                if previous is not None:
-                    previous[0].cancel()
-                handle = asyncio.get_running_loop().call_later(
-                    delay, self._release, key, app_id, event
-                )
-                self._held[key] = (handle, event)
-                return
+        if delay > 0 and name in shapes.HELD_UNTIL_CANCELLED:
+            key = self._held_key(app_id, name, event)
+            previous = self._held.pop(key, None)
+            if previous is not None:
+                previous[0].cancel()
+            handle = asyncio.get_running_loop().call_later(delay, self._release, key, app_id, event)
+            self._held[key] = (handle, event)
+            return
         self._queue_event(app_id, event, config)
 
     @staticmethod
@@ -201,7 +207,7 @@ class Outbox:
             log.warning(
                 "webhook queue of app %s full for %s: dropped %d event(s)",
                 target.app_id,
-                target.config.url,
+                redact_url(target.config.url),
                 len(dropped.events),
             )
         target.queue.append(job)
@@ -265,19 +271,20 @@ class Outbox:
         while not self._closing:
             free = self._settings.concurrency - target.in_flight
             claimed: list[tuple[str, bytes]] = []
-            if free > 0:
-                try:
+            try:
+                if free > 0:
                     claimed = await self._store.claim(target.queue_id, free, lease)
-                except Exception as exc:
-                    log.warning("webhook store unavailable: %s", exc)
-            for job_id, payload in claimed:
-                job = _decode_job(payload, job_id)
-                if job is None or payload_url(payload) != target.config.url:
-                    # Configured differently since it was queued: nowhere to send it.
-                    await self._store.done(target.queue_id, job_id)
-                    continue
-                target.in_flight += 1
-                self._spawn(self._deliver(target, job), job)
+                for job_id, payload in claimed:
+                    job = _decode_job(payload, job_id, target.config.url)
+                    if job is None:
+                        # Configured differently since it was queued: nowhere to send it.
+                        target.stats.dropped += 1
+                        await self._store.done(target.queue_id, job_id)
+                        continue
+                    target.in_flight += 1
+                    self._spawn(self._deliver(target, job), job)
+            except Exception as exc:
+                log.warning("webhook store unavailable: %s", exc)
             if claimed and len(claimed) == free:
                 continue  # maybe more are due
             target.wake.clear()
@@ -322,7 +329,12 @@ class Outbox:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._settings.timeout)
         try:
-            reply = await self._client.post(url, content=body, headers=headers)
+            # One deadline for the whole attempt (httpx's timeout is per phase), kept
+            # below the lease of a durable job so that no other node claims it meanwhile.
+            async with asyncio.timeout(self._settings.timeout):
+                reply = await self._client.post(url, content=body, headers=headers)
+        except TimeoutError:
+            return f"no answer within {self._settings.timeout} s"
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"
         if 200 <= reply.status_code < 300:
@@ -341,7 +353,7 @@ class Outbox:
         metrics.webhook_deliveries.labels(target.app_id, "dropped").inc(len(job.events))
         log.error(
             "webhook to %s for app %s given up after %d attempts (%s): %d event(s) lost",
-            target.config.url,
+            redact_url(target.config.url),
             target.app_id,
             job.attempts,
             error,
@@ -357,7 +369,7 @@ class Outbox:
             return
         log.warning(
             "webhook to %s for app %s failed (%s); retry %d in %.1f s",
-            target.config.url,
+            redact_url(target.config.url),
             target.app_id,
             error,
             job.attempts,
@@ -372,7 +384,7 @@ class Outbox:
             return
         log.warning(
             "webhook to %s for app %s failed (%s); retry %d in %.1f s",
-            target.config.url,
+            redact_url(target.config.url),
             target.app_id,
             error,
             job.attempts,
@@ -427,7 +439,8 @@ class Outbox:
             if self._store is not None:
                 with contextlib.suppress(Exception):
                     queued = await self._store.size(target.queue_id)
-            report.append({"url": target.config.url, **stats.as_dict(), "queued": queued})
+            url = redact_url(target.config.url)
+            report.append({"url": url, **stats.as_dict(), "queued": queued})
         return {**total.as_dict(), "targets": report}
 
     async def close(self) -> int:
@@ -508,16 +521,12 @@ def _encode_job(target: _Target, job: _Job) -> bytes:
     )
 
 
-def _decode_job(payload: bytes, job_id: str) -> _Job | None:
+def _decode_job(payload: bytes, job_id: str, url: str) -> _Job | None:
+    """The stored job, or None if it is unreadable or was queued for another URL."""
     try:
         raw = msgspec.json.decode(payload)
+        if raw["u"] != url:
+            return None
         return _Job(raw["e"], float(raw["f"]), int(raw["n"]), job_id)
     except (msgspec.DecodeError, KeyError, TypeError, ValueError):
         return None
-
-
-def payload_url(payload: bytes) -> str:
-    try:
-        return str(msgspec.json.decode(payload).get("u", ""))
-    except (msgspec.DecodeError, AttributeError):
-        return ""

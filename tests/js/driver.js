@@ -285,7 +285,7 @@ const commands = {
           // With tls, pusher-js speaks wss:// (certificates trusted through
           // NODE_EXTRA_CA_CERTS, set by the test for this driver).
           forceTLS: Boolean(cmd.tls),
-          enabledTransports: cmd.tls ? ["wss"] : ["ws"],
+          enabledTransports: ["ws"],
           enableStats: false,
           channelAuthorization: { customHandler: authorizer(name) },
           userAuthentication: { customHandler: userAuthenticator(name) },

@@ -156,6 +156,9 @@ class ChannelState(ABC):
     async def ready(self) -> bool:
         return True
 
+    async def housekeeping(self) -> None:  # noqa: B027 - optional hook
+        """Called every half minute or so: drop what has expired."""
+
 
 class RateLimiter(ABC):
     """Rate limits with a one-second horizon, shared by every node that shares the limiter."""

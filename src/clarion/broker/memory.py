@@ -20,8 +20,7 @@ from clarion.broker.base import (
     PresenceFull,
     RateLimiter,
 )
-
-SERVER_TO_USER_PREFIX = "#server-to-user-"
+from clarion.protocol.names import SERVER_TO_USER_PREFIX
 
 
 class MemoryBroker(Broker):
@@ -123,6 +122,12 @@ class MemoryState(ChannelState):
 
     async def cache_put(self, app_id: str, channel: str, event: str, data: str, ttl: int) -> None:
         self._cache[(app_id, channel)] = (event, data, time.monotonic() + ttl)
+
+    async def housekeeping(self) -> None:
+        """Cached events expire even if nobody reads them (channels published once)."""
+        now = time.monotonic()
+        for key in [key for key, entry in self._cache.items() if entry[2] <= now]:
+            del self._cache[key]
 
     async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None:
         entry = self._cache.get((app_id, channel))

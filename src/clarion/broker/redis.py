@@ -54,7 +54,9 @@ from clarion.broker.base import (
     PresenceFull,
     RateLimiter,
 )
-from clarion.broker.memory import SERVER_TO_USER_PREFIX, MemoryRateLimiter, MemoryState
+from clarion.broker.memory import MemoryRateLimiter, MemoryState
+from clarion.config import redact_url
+from clarion.protocol.names import SERVER_TO_USER_PREFIX
 
 log = logging.getLogger("clarion.redis")
 
@@ -95,7 +97,10 @@ class RedisLink:
                 await self.client.ping()
             except (RedisError, OSError) as exc:
                 log.warning(
-                    "Redis at %s not reachable (%s); retrying in %.1f s", self.url, exc, delay
+                    "Redis at %s not reachable (%s); retrying in %.1f s",
+                    redact_url(self.url),
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2) * random.uniform(0.8, 1.2)
@@ -103,7 +108,7 @@ class RedisLink:
             break
         self.up = True
         self._up_gauge.set(1)
-        log.info("connected to Redis at %s as node %s", self.url, self.node_id)
+        log.info("connected to Redis at %s as node %s", redact_url(self.url), self.node_id)
         self._watcher = asyncio.create_task(self._watch())
 
     def failed(self, exc: BaseException) -> None:
@@ -172,6 +177,7 @@ class RedisBroker(Broker):
         self.link = link
         self._node = link.node_id.encode()
         self._outgoing: list[tuple[str, bytes]] = []
+        self._sending = False
         self._wake = asyncio.Event()
         self._interest: dict[str, int] = {}
         self._confirm: dict[str, asyncio.Future[None]] = {}
@@ -205,6 +211,7 @@ class RedisBroker(Broker):
             batch, self._outgoing = self._outgoing, []
             if not batch:
                 continue
+            self._sending = True
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     for name, payload in batch:
@@ -213,6 +220,10 @@ class RedisBroker(Broker):
             except (RedisError, OSError) as exc:
                 log.error("lost %d frame(s) for other nodes: %s", len(batch), exc)
                 self.link.failed(exc)
+            except Exception:
+                log.exception("lost %d frame(s) for other nodes", len(batch))
+            finally:
+                self._sending = False
 
     async def watch(self, app_id: str, channel: str) -> None:
         name = self._redis_channel(app_id, channel)
@@ -230,7 +241,7 @@ class RedisBroker(Broker):
                 self.link.failed(exc)
                 return
         # Until Redis confirms, a publish on another node could miss this node.
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(future), 2.0)
 
     def unwatch(self, app_id: str, channel: str) -> None:
@@ -264,7 +275,12 @@ class RedisBroker(Broker):
                 await self._drop_pubsub()
                 continue
             if message is not None:
-                self._receive(message)
+                try:
+                    self._receive(message)
+                except Exception:
+                    # A malformed message (another program on our prefix?) is skipped;
+                    # the reader must go on, or this node stops hearing the others.
+                    log.exception("skipped a malformed cluster message")
 
     def _receive(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -311,10 +327,12 @@ class RedisBroker(Broker):
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._reader())]
 
     async def stop(self) -> None:
-        # Whatever is still queued goes out before the link closes.
-        if self._outgoing and self.link.up:
+        # Whatever is still queued goes out before the link closes (bounded wait).
+        for _ in range(50):
+            if not (self._outgoing or self._sending) or not self.link.up:
+                break
             self._wake.set()
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
         await stop_tasks(self._tasks)
         await self._drop_pubsub()
 
@@ -463,6 +481,9 @@ class RedisState(ChannelState):
 
     async def ready(self) -> bool:
         return self.link.up
+
+    async def housekeeping(self) -> None:
+        await self.local.housekeeping()
 
     def _keys(self, app_id: str, channel: str) -> list[str]:
         link = self.link
@@ -636,9 +657,23 @@ class RedisState(ChannelState):
         """Renew this node's lease, and reap nodes whose lease ran out."""
         while True:
             await asyncio.sleep(self.lease / 4)
-            for dead in await self._beat():
-                if dead != self.link.node_id:
-                    await self._reap_node(dead)
+            try:
+                if not await self._still_member():
+                    # Our lease ran out (a stalled loop?) and others removed our share:
+                    # put it back as after an outage.
+                    log.warning("this node's lease had expired: registering its state again")
+                    await self._register_again()
+                for dead in await self._beat():
+                    if dead != self.link.node_id:
+                        await self._reap_node(dead)
+            except Exception:
+                log.exception("lease renewal failed; retrying")
+
+    async def _still_member(self) -> bool:
+        if not self.link.up:
+            return True  # nothing to tell while the link is down
+        score = await self.link.client.zscore(self.link.key("nodes"), self.link.node_id)
+        return score is not None
 
     async def _reap_node(self, node_id: str) -> None:
         result = await self._call(
@@ -649,11 +684,8 @@ class RedisState(ChannelState):
         if not result:
             return  # another node got there first
         log.warning("node %s stopped renewing its lease: its sockets were removed", node_id)
-        items = [tuple(_text(entry).split(SEP, 3)) for entry in result]
-        # member_removed before channel_vacated, as for a normal leave.
-        items.sort(key=lambda item: "rvo".index(item[0]))
         if self._on_reaped is not None:
-            await self._on_reaped(items)
+            await self._on_reaped(_reaped_items(result))
 
     async def _register_again(self) -> None:
         """After an outage: replace this node's share in Redis by what it holds now."""
@@ -686,14 +718,17 @@ class RedisState(ChannelState):
         )
 
     async def stop(self) -> None:
-        """Leave the cluster: this node's share is gone with it (no lease to expire)."""
+        """Leave the cluster: this node's share is removed at once (not after its lease),
+        and what that implies (members removed, channels vacated) is reported."""
         if self._task is not None:
             await stop_tasks([self._task])
-        await self._call(
+        result = await self._call(
             self._reap,
             [self.link.key("nodes"), self._node_key],
             [self.link.node_id, self.link.prefix, "0", SEP],
         )
+        if result and self._on_reaped is not None:
+            await self._on_reaped(_reaped_items(result))
 
 
 class RedisRateLimiter(RateLimiter):
@@ -804,6 +839,13 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 2.0) -> N
     for task in tasks:
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: no "exception never retrieved" noise
+
+
+def _reaped_items(result: list[Any]) -> list[tuple[str, ...]]:
+    items = [tuple(_text(entry).split(SEP, 3)) for entry in result]
+    # member_removed before channel_vacated, as for a normal leave.
+    items.sort(key=lambda item: "rvo".index(item[0]))
+    return items
 
 
 def _text(value: bytes | str) -> str:

@@ -128,12 +128,22 @@ class Hub:
     # --- the data plane ----------------------------------------------------------
 
     async def publish(self, app_id: str, request: PublishRequest) -> None:
-        """Encode the event once per channel and hand each frame to the broker."""
+        """Encode the event once per channel and hand each frame to the broker.
+
+        With the cluster link down every channel is still delivered locally (and cached);
+        BrokerUnavailable is raised once, at the end, for the caller to report.
+        """
+        unavailable: BrokerUnavailable | None = None
         for channel in request.channels:
             frame = messages.event(request.name, channel, request.data)
-            self.broker.publish(app_id, channel, frame, request.socket_id)
+            try:
+                self.broker.publish(app_id, channel, frame, request.socket_id)
+            except BrokerUnavailable as exc:
+                unavailable = exc
             if names.is_cache_channel(channel):
                 await self.state.cache_put(app_id, channel, request.name, request.data, CACHE_TTL)
+        if unavailable is not None:
+            raise unavailable
 
     def deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
         """Write a frame from the broker to this node's subscribers of ``channel``."""
@@ -179,9 +189,12 @@ class Hub:
         )
         local = app.channels.get(name)  # may have changed while waiting on the state
         if local is None:
-            local = app.channels[name] = {}
+            # The subscriber is in the table before the broker is asked to listen, so a
+            # socket that joins or leaves meanwhile sees a table that is not empty.
+            local = app.channels[name] = {sub: sub.transport.write}
             await self.broker.watch(app_id, name)
-        local[sub] = sub.transport.write
+        else:
+            local[sub] = sub.transport.write
         if presence and member is not None:
             app.members.setdefault(name, {})[sub] = member.user_id
 

@@ -147,7 +147,7 @@ def check_auth_token(token: object, credentials: Credentials, signed: str) -> st
     key, sep, signature = token.partition(":")
     if not sep or not _equal(key, credentials.key):
         return f"Invalid key in auth token: expected {credentials.key}:<signature>"
-    if not _equal(signature, sign(credentials.secret, signed)):
+    if not _equal(signature, credentials.sign(signed)):
         return f"Invalid signature: Expected HMAC SHA256 hex digest of {signed}"
     return None
 

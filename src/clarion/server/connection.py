@@ -9,6 +9,7 @@ to the hub. No task, coroutine or buffer is kept per idle connection.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections import deque
@@ -49,6 +50,7 @@ _STATUS = {
     405: "Method Not Allowed",
     413: "Payload Too Large",
     426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -56,6 +58,18 @@ _STATUS = {
 _UPGRADE_HEADERS = frozenset(
     {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"}
 )
+_KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009, 1011}) | frozenset(
+    int(code) for code in CloseCode
+)
+# Messages of one connection waiting behind one that awaits the cluster state; past it
+# the connection is not read until they are handled.
+MAX_PENDING_MESSAGES = 100
+# A request line and headers larger than this get 431; a socket that does not finish its
+# head in HEAD_TIMEOUT seconds, or stays idle between requests IDLE_HTTP_TIMEOUT, is closed.
+MAX_HEAD_BYTES = 16 * 1024
+HEAD_TIMEOUT = 10.0
+IDLE_HTTP_TIMEOUT = 60.0
+
 # Frame parsers of connections gone idle, ready for the next connection with frames.
 _IDLE_PARSERS: list[WsProtocol] = []
 
@@ -97,6 +111,10 @@ class Context:
     connections: set[Connection] = field(default_factory=set)
     connections_per_app: dict[str, int] = field(default_factory=dict)
     connections_per_ip: dict[str, int] = field(default_factory=dict)
+    # Sockets still speaking HTTP (not upgraded): watched for head and idle timeouts.
+    http_connections: set[Connection] = field(default_factory=set)
+    # Leave-all tasks of closed connections still waiting on the cluster state.
+    leaving: set[asyncio.Task[None]] = field(default_factory=set)
     accepting: bool = True
     # Run handlers without a task when the state answers at once (the memory adapter).
     eager: bool = True
@@ -114,7 +132,9 @@ class Connection(asyncio.Protocol):
         "_busy",
         "_closing",
         "_fragments",
+        "_head_bytes",
         "_headers",
+        "_in_head",
         "_keep_alive",
         "_lost",
         "_parser",
@@ -151,12 +171,14 @@ class Connection(asyncio.Protocol):
         self._upgrade = False
         self._busy = False
         self._keep_alive = True
+        self._in_head = True
+        self._head_bytes = 0
         self._request_started: tuple[str, str, float] | None = None
         self._queue: deque[tuple[str, str, str, bytes, bool]] | None = None
         self._closing = False
         self._upgraded = False
         self._lost = False
-        self._pending: deque[str] | None = None
+        self._pending: deque[ClientMessage] | None = None
         self._fragments: list[bytes] | None = None
         self.ws: WsProtocol | None = None
         self.app: App | None = None
@@ -177,6 +199,13 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._parser = httptools.HttpRequestParser(self)
+        ctx = self.ctx
+        # Every socket counts against its address from the start, upgraded or not, so
+        # that idle or half-sent requests cannot take all the descriptors either.
+        self.peer = self._peer_ip()
+        ctx.connections_per_ip[self.peer] = ctx.connections_per_ip.get(self.peer, 0) + 1
+        self.last_seen = time.monotonic()
+        ctx.http_connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self._upgraded:
@@ -184,13 +213,40 @@ class Connection(asyncio.Protocol):
             return
         if self._parser is None:
             return  # after a refused request: discard
+        self.last_seen = time.monotonic()
         try:
             self._parser.feed_data(data)
+            if self._in_head and self._parser is not None:
+                # Still inside a request head after this chunk: count it (a body that
+                # came with a finished head is not counted).
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._http_reply(
+                        431,
+                        error_body(431, f"Request head larger than {MAX_HEAD_BYTES} bytes"),
+                        False,
+                    )
         except httptools.HttpParserUpgrade as exc:
-            self._accept_websocket(data[exc.args[0] :])
+            self.ctx.http_connections.discard(self)
+            try:
+                self._accept_websocket(data[exc.args[0] :])
+            except (ValueError, UnicodeDecodeError, httptools.HttpParserError) as error:
+                # Bytes an unauthenticated client chose: a 400, never a traceback.
+                if not self._upgraded:
+                    self._http_reply(400, error_body(400, f"Bad upgrade request: {error}"), False)
+                else:
+                    self.close(1002, "Bad upgrade request")
         except httptools.HttpParserError as exc:
             self._http_reply(400, error_body(400, f"Malformed HTTP request: {exc}"), False)
             self._parser = None
+
+    def check_http(self, now: float) -> None:
+        """Called by the sweep: close a socket that never finishes its request head, or
+        an idle keep-alive connection."""
+        limit = HEAD_TIMEOUT if self._in_head else IDLE_HTTP_TIMEOUT
+        if not self._busy and now - self.last_seen > limit:
+            self._closing = True
+            self.transport.close()
 
     def _close_reason(self) -> str:
         """The close code for metrics: ours if we closed, else the client's, else abnormal."""
@@ -198,15 +254,23 @@ class Connection(asyncio.Protocol):
         if ws is not None:
             close = ws.close_sent if ws.close_sent is not None else ws.close_rcvd
             if close is not None:
-                return str(int(close.code))
+                # Bounded label values: a client may echo any code it likes.
+                code = int(close.code)
+                return str(code) if code in _KNOWN_CLOSE_CODES else "other"
         return "abnormal"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._lost = True
+        ctx = self.ctx
+        ctx.http_connections.discard(self)
+        left = ctx.connections_per_ip.get(self.peer, 1) - 1
+        if left > 0:
+            ctx.connections_per_ip[self.peer] = left
+        else:
+            ctx.connections_per_ip.pop(self.peer, None)
         if self.app is not None:
             self._leave_all()
-            ctx = self.ctx
             ctx.connections.discard(self)
             ctx.connections_per_app[self.app.id] -= 1
             reason = self._close_reason()
@@ -224,12 +288,6 @@ class Connection(asyncio.Protocol):
                         "seconds": round(time.monotonic() - self.connected_at, 3),
                     },
                 )
-            ip = self.peer
-            left = ctx.connections_per_ip.get(ip, 1) - 1
-            if left > 0:
-                ctx.connections_per_ip[ip] = left
-            else:
-                ctx.connections_per_ip.pop(ip, None)
             self.app = None
         self.ws = None
         self._parser = None
@@ -237,6 +295,8 @@ class Connection(asyncio.Protocol):
     # --- HTTP (httptools callbacks) -------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
         self._url = b""
         self._headers = {}
         self._body = []
@@ -252,6 +312,7 @@ class Connection(asyncio.Protocol):
             self._headers[name] = value
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._upgrade = bool(self._parser.should_upgrade())
 
     def on_body(self, body: bytes) -> None:
@@ -274,6 +335,8 @@ class Connection(asyncio.Protocol):
             if self._queue is None:
                 self._queue = deque()
             self._queue.append(request)
+            if len(self._queue) == MAX_PENDING_MESSAGES:
+                self.transport.pause_reading()  # resumed as the queue drains
             return
         self._serve(request)
 
@@ -300,6 +363,8 @@ class Connection(asyncio.Protocol):
         self._busy = False
         self._http_reply(response[0], response[1], self._keep_alive)
         if self._queue and not self._closing:
+            if len(self._queue) == MAX_PENDING_MESSAGES:
+                self.transport.resume_reading()
             self._serve(self._queue.popleft())
 
     def _http_reply(self, status: int, body: bytes, keep_alive: bool) -> None:
@@ -348,6 +413,8 @@ class Connection(asyncio.Protocol):
         self._parser = None
         path, query = _split_target(self._url)
         key = headers.get(b"sec-websocket-key")
+        if key is not None and len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError("Sec-WebSocket-Key must be 16 bytes in base64")
         if (
             parser.get_method() != b"GET"
             or headers.get(b"upgrade", b"").lower() != b"websocket"
@@ -378,8 +445,6 @@ class Connection(asyncio.Protocol):
         self.last_seen = self.connected_at = time.monotonic()
         ctx.connections.add(self)
         ctx.connections_per_app[app.id] = ctx.connections_per_app.get(app.id, 0) + 1
-        ip = self.peer
-        ctx.connections_per_ip[ip] = ctx.connections_per_ip.get(ip, 0) + 1
         app.opened.inc()
         # A subscriber that stops reading makes its transport call pause_writing here.
         self.transport.set_write_buffer_limits(high=ctx.settings.write_buffer_limit)
@@ -420,8 +485,8 @@ class Connection(asyncio.Protocol):
         if not ctx.accepting:
             raise ConnectRefused(CloseCode.RECONNECT, "Server is shutting down; reconnect")
         per_ip = ctx.settings.max_connections_per_ip
-        self.peer = self._peer_ip()
-        if per_ip and ctx.connections_per_ip.get(self.peer, 0) >= per_ip:
+        # This socket is already counted (since connection_made).
+        if per_ip and ctx.connections_per_ip.get(self.peer, 0) > per_ip:
             # 41xx: pusher-js waits a second before trying again, so a reconnect loop
             # cannot spin; the cap itself keeps descriptors for everyone else.
             raise ConnectRefused(
@@ -524,18 +589,26 @@ class Connection(asyncio.Protocol):
         except UnicodeDecodeError:
             self.close(1007, "Invalid UTF-8 in text frame")
             return
-        if self._pending is not None:
-            # An earlier message still waits on the cluster state: keep the order.
-            self._pending.append(text)
-            return
-        self._handle(text)
-
-    def _handle(self, text: str) -> None:
         try:
             message = messages.parse_client_frame(text)
-            if message.event == "pusher:ping":
-                self.transport.write(messages.PONG)
-                return
+        except BadMessage as exc:
+            self.transport.write(messages.error(None, str(exc)))
+            return
+        if message.event == "pusher:ping":
+            # Answered at once, even behind messages waiting on the cluster state (spec §5).
+            self.transport.write(messages.PONG)
+            return
+        if self._pending is not None:
+            # An earlier message still waits on the cluster state: keep the order, and
+            # stop reading from a client that sends faster than the state answers.
+            self._pending.append(message)
+            if len(self._pending) == MAX_PENDING_MESSAGES:
+                self.transport.pause_reading()
+            return
+        self._handle(message)
+
+    def _handle(self, message: ClientMessage) -> None:
+        try:
             task = run_eagerly(self._dispatch(message), eager=self.ctx.eager)
         except BadMessage as exc:
             self.transport.write(messages.error(None, str(exc)))
@@ -552,10 +625,17 @@ class Connection(asyncio.Protocol):
             else:
                 log.error("message handling failed for %s", self.socket_id, exc_info=exc)
         queued, self._pending = self._pending, None
+        was_full = queued is not None and len(queued) >= MAX_PENDING_MESSAGES
         while queued and self._pending is None and not self._closing:
             self._handle(queued.popleft())
         if queued and self._pending is not None:
             self._pending.extendleft(reversed(queued))
+        if (
+            was_full
+            and not self._closing
+            and (self._pending is None or len(self._pending) < MAX_PENDING_MESSAGES)
+        ):
+            self.transport.resume_reading()
 
     async def _dispatch(self, message: ClientMessage) -> None:
         name = message.event
@@ -653,7 +733,7 @@ class Connection(asyncio.Protocol):
             if problem:
                 self._subscription_error(channel, "AuthError", problem, 401)
                 return None
-            return Member(self.user.id, self.user.user_info)
+            return self._checked_member(channel, self.user.id, self.user.user_info)
         if not isinstance(channel_data, str):
             self._subscription_error(
                 channel,
@@ -676,6 +756,11 @@ class Connection(asyncio.Protocol):
             self._subscription_error(channel, "AuthError", str(exc), 400)
             return None
         user_id, user_info = parsed
+        return self._checked_member(channel, user_id, user_info)
+
+    def _checked_member(self, channel: str, user_id: str, user_info: Any) -> Member | None:
+        """The presence limits (spec §8), whether the member came from channel_data or
+        from the sign-in."""
         if len(user_id) > names.MAX_PRESENCE_USER_ID:
             self._subscription_error(
                 channel,
@@ -716,12 +801,15 @@ class Connection(asyncio.Protocol):
         if self.user is not None:
             previous, self.user = self.user, None
             await hub.sign_out(app.id, self, previous.id)
-        self.user = user
-        self.authorized = True
         watchlist = user.watchlist if app.config.watchlist_events else []
         watchlist_frame = await hub.sign_in(app.id, self, user.id, watchlist)
         if self._closing:
-            return  # connection_lost signs the user out again
+            # The socket went while the cluster state answered: connection_lost did not
+            # see this user yet, so the sign-in is undone here.
+            await hub.sign_out(app.id, self, user.id)
+            return
+        self.user = user
+        self.authorized = True
         self.transport.write(messages.signin_success(user_data))
         if watchlist_frame is not None:
             self.transport.write(watchlist_frame)
@@ -788,6 +876,10 @@ class Connection(asyncio.Protocol):
         if channels or user is not None:
             task = run_eagerly(self._leave(app.id, channels, user), eager=self.ctx.eager)
             if task is not None:
+                # Tracked so that a shutdown waits for it before the webhooks are flushed.
+                leaving = self.ctx.leaving
+                leaving.add(task)
+                task.add_done_callback(leaving.discard)
                 task.add_done_callback(_log_failure)
 
     async def _leave(

@@ -2,7 +2,7 @@
 
 Called by :mod:`clarion.server.connection` with the raw method, path, query and body;
 returns a status and a JSON body. Signing, validation and limits are the protocol
-core's; state questions go to the StateStore, publishes to the hub.
+core's; state questions go to the ChannelState, publishes to the hub.
 """
 
 from __future__ import annotations
@@ -186,8 +186,14 @@ class HttpApi:
     ) -> Response:
         requests = api.parse_batch(body)
         await self._check_event_rate(app, sum(len(request.channels) for request in requests))
+        unavailable: BrokerUnavailable | None = None
         for request in requests:
-            await self.hub.publish(app.id, request)
+            try:
+                await self.hub.publish(app.id, request)
+            except BrokerUnavailable as exc:
+                unavailable = exc  # the rest of the batch is still delivered locally
+        if unavailable is not None:
+            raise unavailable
         if not any(request.info for request in requests):
             return 200, EMPTY_OBJECT
         batch = [await self._batch_info(app, request) for request in requests]

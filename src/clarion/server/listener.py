@@ -203,7 +203,8 @@ class Server:
                 continue
             merged[app.id] = app
             keys[app.key] = app.id
-        self.ctx.registry.replace(merged.values())
+        for app_id in self.ctx.registry.replace(merged.values()):
+            self.outbox.reconfigure(app_id)
 
     async def _refresh_apps(self) -> None:
         interval = self.settings.apps_store.refresh_seconds
@@ -277,15 +278,25 @@ class Server:
 
     async def _sweep(self) -> None:
         pong_timeout = self.settings.server.pong_timeout
+        rounds = 0
         while True:
             before = time.monotonic()
             await asyncio.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
             # A busy or blocked loop runs the timer late: that delay is the loop's lag.
             metrics.loop_lag.set(max(0.0, now - before - SWEEP_INTERVAL))
-            for conn in list(self.ctx.connections):
-                conn.check_activity(now, pong_timeout)
-            await self.ctx.hub.flush_subscription_counts(now)
+            rounds += 1
+            try:
+                for conn in list(self.ctx.connections):
+                    conn.check_activity(now, pong_timeout)
+                for http in list(self.ctx.http_connections):
+                    http.check_http(now)
+                await self.ctx.hub.flush_subscription_counts(now)
+                if rounds % 60 == 0:
+                    await self.ctx.hub.state.housekeeping()
+            except Exception:
+                # The sweep pings and times out every socket: it must never stop.
+                log.exception("sweep failed; it goes on")
 
     async def stop(self, window: float = 0.0) -> None:
         """Stop: refuse new connections and report not ready, close the open ones with
@@ -315,10 +326,15 @@ class Server:
             deadline = time.monotonic() + 2.0
             while self.ctx.connections and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-        # Connections are gone, so their vacated/removed webhooks are in the outbox now.
+        if self.ctx.leaving:
+            await asyncio.wait(list(self.ctx.leaving), timeout=5.0)
+        if self.link is not None:
+            # Whatever share of the cluster state is left goes now, with its events.
+            await self.redis_state.stop()
+        # Connections are gone, so their vacated/removed webhooks are in the outbox now
+        # (a durable outbox still needs the Redis link: it closes after).
         await self.outbox.close()
         if self.link is not None:
-            await self.redis_state.stop()
             self.link.closing()
             await self.broker.stop()
             await self.link.close()
