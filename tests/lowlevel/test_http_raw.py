@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -335,3 +336,40 @@ def test_oversized_body_is_413(server: RunningServer) -> None:
 def test_get_on_websocket_path_without_upgrade(server: RunningServer) -> None:
     status, body, _ = http_request(server.host, server.port, "GET", "/app/app-key")
     assert status == 426 and body["code"] == 426
+
+
+def test_oversized_request_head_is_431(server: RunningServer) -> None:
+    head = b"GET /up HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n"
+    replies = _raw_exchange(server, head, 1)
+    assert replies and replies[0].startswith(b"HTTP/1.1 431")
+
+
+def test_bad_websocket_key_is_400(server: RunningServer) -> None:
+    request = (
+        b"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: \xff\xfe-not-base64\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    replies = _raw_exchange(server, request, 1)
+    assert replies and replies[0].startswith(b"HTTP/1.1 400")
+    # The server is unharmed.
+    assert http_request(server.host, server.port, "GET", "/up")[0] == 200
+
+
+def test_idle_sockets_count_against_the_address_limit(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server(
+        '[server]\nmax_connections_per_ip = 3\n\n[[apps]]\nid = "1"\nkey = "app-key"\n'
+        'secret = "app-secret"\n'
+    )
+    idle = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(3)]
+    # Sockets that never sent a byte hold their slots: the fourth connection is refused.
+    status, body, _ = http_request(server.host, server.port, "GET", "/up")
+    assert status == 503 and body["code"] == 503
+    for sock in idle:
+        sock.close()
+    deadline = time.monotonic() + 5
+    while http_request(server.host, server.port, "GET", "/up")[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)

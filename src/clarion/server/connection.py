@@ -227,6 +227,8 @@ class Connection(asyncio.Protocol):
                         False,
                     )
         except httptools.HttpParserUpgrade as exc:
+            if self._closing:
+                return  # refused already (request head too large)
             self.ctx.http_connections.discard(self)
             try:
                 self._accept_websocket(data[exc.args[0] :])
@@ -305,8 +307,10 @@ class Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
         name = name.lower()
         if name in _UPGRADE_HEADERS:
             self._headers[name] = value
@@ -325,6 +329,10 @@ class Connection(asyncio.Protocol):
             raise httptools.HttpParserCallbackError("body too large")
 
     def on_message_complete(self) -> None:
+        if self._head_bytes > MAX_HEAD_BYTES:
+            limit = MAX_HEAD_BYTES
+            self._http_reply(431, error_body(431, f"Request head larger than {limit} bytes"), False)
+            return
         if self._upgrade:
             return  # handled when feed_data raises HttpParserUpgrade
         method = self._parser.get_method().decode()
@@ -342,6 +350,11 @@ class Connection(asyncio.Protocol):
 
     def _serve(self, request: tuple[str, str, str, bytes, bool]) -> None:
         method, path, query, body, keep_alive = request
+        per_ip = self.ctx.settings.max_connections_per_ip
+        if per_ip and self.ctx.connections_per_ip.get(self.peer, 0) > per_ip:
+            message = "Too many connections from your address"
+            self._http_reply(503, error_body(503, message), False)
+            return
         if self.ctx.settings.log_requests:
             self._request_started = (method, path, time.perf_counter())
         prefix = self.ctx.settings.path_prefix
