@@ -356,13 +356,6 @@ def _announce(host: str, port: int, settings: Settings) -> None:
 async def serve(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
     check_open_files_limit(settings)
     server = Server(settings, reuse_port=reuse_port)
-    host, port = await server.start()
-    pid_file = settings.server.pid_file
-    if pid_file:
-        with open(pid_file, "w") as out:
-            out.write(f"{os.getpid()}\n")
-    if announce:
-        _announce(host, port, settings)
     window: list[float] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -371,10 +364,19 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
         window.append(drain)
         stop.set()
 
-    # SIGTERM (a deploy, `clarion drain`) drains gently; SIGINT (Ctrl-C) exits at once.
+    # Installed before anything is announced, so that a signal right after start is a
+    # shutdown, not a kill. SIGTERM (a deploy, `clarion drain`) drains gently; SIGINT
+    # (Ctrl-C) exits at once; SIGHUP reloads the TLS certificate.
     loop.add_signal_handler(signal.SIGTERM, on_signal, settings.server.drain_window)
     loop.add_signal_handler(signal.SIGINT, on_signal, 0.0)
     loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
+    host, port = await server.start()
+    pid_file = settings.server.pid_file
+    if pid_file:
+        with open(pid_file, "w") as out:
+            out.write(f"{os.getpid()}\n")
+    if announce:
+        _announce(host, port, settings)
     await stop.wait()
     log.info("shutting down")
     await server.stop(window[0])
