@@ -367,14 +367,7 @@ class Outbox:
             self._give_up(target, job, error)
             await self._store.done(target.queue_id, job.id)
             return
-        log.warning(
-            "webhook to %s for app %s failed (%s); retry %d in %.1f s",
-            redact_url(target.config.url),
-            target.app_id,
-            error,
-            job.attempts,
-            gap,
-        )
+        _log_retry(target, job, error, gap)
         await self._store.retry(target.queue_id, job.id, _encode_job(target, job), gap)
 
     def _retry_later(self, target: _Target, job: _Job, error: str) -> None:
@@ -382,14 +375,7 @@ class Outbox:
         if gap is None:
             self._give_up(target, job, error)
             return
-        log.warning(
-            "webhook to %s for app %s failed (%s); retry %d in %.1f s",
-            redact_url(target.config.url),
-            target.app_id,
-            error,
-            job.attempts,
-            gap,
-        )
+        _log_retry(target, job, error, gap)
         target.stats.retrying += 1
         self._idle.clear()
         handle: asyncio.TimerHandle = asyncio.get_running_loop().call_later(
@@ -530,3 +516,14 @@ def _decode_job(payload: bytes, job_id: str, url: str) -> _Job | None:
         return _Job(raw["e"], float(raw["f"]), int(raw["n"]), job_id)
     except (msgspec.DecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+def _log_retry(target: _Target, job: _Job, error: str, gap: float) -> None:
+    log.warning(
+        "webhook to %s for app %s failed (%s); retry %d in %.1f s",
+        redact_url(target.config.url),
+        target.app_id,
+        error,
+        job.attempts,
+        gap,
+    )

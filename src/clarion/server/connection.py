@@ -690,13 +690,7 @@ class Connection(asyncio.Protocol):
         kind = names.channel_kind(channel)
         member: Member | None = None
         if kind is names.ChannelKind.PRIVATE or kind is names.ChannelKind.ENCRYPTED:
-            problem = signing.check_auth_token(
-                data.get("auth"),
-                app.credentials,
-                signing.channel_auth_string(self.socket_id, channel),
-            )
-            if problem:
-                self._subscription_error(channel, "AuthError", problem, 401)
+            if not self._channel_auth_ok(channel, data.get("auth")):
                 return
         elif kind is names.ChannelKind.PRESENCE:
             member = self._presence_member(channel, data)
@@ -738,13 +732,7 @@ class Connection(asyncio.Protocol):
         if channel_data is None and self.user is not None:
             # A signed-in pusher-js (>= 7.4) may omit channel_data: the member is the
             # signed-in user, and the signature covers socket_id:channel only (spec §8).
-            problem = signing.check_auth_token(
-                data.get("auth"),
-                app.credentials,
-                signing.channel_auth_string(self.socket_id, channel),
-            )
-            if problem:
-                self._subscription_error(channel, "AuthError", problem, 401)
+            if not self._channel_auth_ok(channel, data.get("auth")):
                 return None
             return self._checked_member(channel, self.user.id, self.user.user_info)
         if not isinstance(channel_data, str):
@@ -770,6 +758,16 @@ class Connection(asyncio.Protocol):
             return None
         user_id, user_info = parsed
         return self._checked_member(channel, user_id, user_info)
+
+    def _channel_auth_ok(self, channel: str, auth: object) -> bool:
+        """``auth`` signs ``socket_id:channel``; if not, the subscription_error is sent."""
+        assert self.app is not None
+        problem = signing.check_auth_token(
+            auth, self.app.credentials, signing.channel_auth_string(self.socket_id, channel)
+        )
+        if problem:
+            self._subscription_error(channel, "AuthError", problem, 401)
+        return problem is None
 
     def _checked_member(self, channel: str, user_id: str, user_info: Any) -> Member | None:
         """The presence limits (spec §8), whether the member came from channel_data or
