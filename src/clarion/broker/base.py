@@ -38,7 +38,7 @@ class Member:
     user_info: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Joined:
     """What a socket joining a channel changed, cluster-wide."""
 
@@ -47,7 +47,7 @@ class Joined:
     members: dict[str, Any] | None  # presence: every member's user_info, joiner included
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Left:
     vacated: bool  # the channel has no socket left
     member_removed: bool  # presence: that was the user's last socket in the channel
@@ -70,6 +70,9 @@ class BrokerUnavailable(Exception):
 
 class Broker(ABC):
     """Fan-out between nodes. ``publish`` reaches the local hub and every other node's."""
+
+    # True when watch() does something (the hub skips the call otherwise).
+    needs_watch = False
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None

@@ -172,6 +172,8 @@ class RedisLink:
 
 
 class RedisBroker(Broker):
+    needs_watch = True
+
     def __init__(self, link: RedisLink) -> None:
         super().__init__()
         self.link = link

@@ -192,7 +192,8 @@ class Hub:
             # The subscriber is in the table before the broker is asked to listen, so a
             # socket that joins or leaves meanwhile sees a table that is not empty.
             local = app.channels[name] = {sub: sub.transport.write}
-            await self.broker.watch(app_id, name)
+            if self.broker.needs_watch:
+                await self.broker.watch(app_id, name)
         else:
             local[sub] = sub.transport.write
         if presence and member is not None:
@@ -207,6 +208,8 @@ class Hub:
             added = messages.event("pusher_internal:member_added", name, messages.json_string(info))
             self._broadcast(app_id, name, added, sub.socket_id)
         self._count_changed(app, name)
+        if joined.members is None and not names.is_cache_channel(name):
+            return Subscribed([messages.subscription_succeeded(name)], new=True)
         return Subscribed(await self._welcome(app_id, name, joined.members), new=True)
 
     async def _welcome(self, app_id: str, name: str, members: dict[str, Any] | None) -> list[bytes]:
@@ -300,13 +303,13 @@ class Hub:
     # --- subscription_count events (opt-in per app) ---------------------------------
 
     def _count_changed(self, app: AppChannels, name: str) -> None:
-        if name in app.count_due or names.channel_kind(name) in (
+        config = self._app_config(app.app_id)
+        if config is None or not config.subscription_count_events or name in app.count_due:
+            return
+        if names.channel_kind(name) in (
             names.ChannelKind.PRESENCE,
             names.ChannelKind.SERVER_TO_USER,
         ):
-            return
-        config = self._app_config(app.app_id)
-        if config is None or not config.subscription_count_events:
             return
         last = app.count_sent.get(name)
         now = time.monotonic()
