@@ -22,6 +22,24 @@
  * Server pings (pusher:ping and WebSocket pings) are answered; close frames, pusher:error
  * and unexpected disconnects are counted by code and reported.
  *
+ * Other runs (bench/README.md, "More scenarios"), instead of or besides publishing:
+ *   --channel private-X / presence-X   subscribers authorise (HMAC of socket_id:channel
+ *                                      [:channel_data], as an app's auth endpoint would)
+ *   --distinct-channels                subscriber i subscribes to CHANNEL-i
+ *   --churn-rate R (0: as fast as it goes)   presence churn: an observer and
+ *        --churn-members - 1 members on --churn-channel; new members join (connect +
+ *        presence subscribe) at R/s and the oldest leaves (RST) as each new one is in;
+ *        the observer times every member_added and member_removed
+ *   --query list|channel|both          signed GET /apps/ID/channels[/NAME]?info=... one at
+ *        a time on one keep-alive connection, latency per request kind
+ *   --side-churn R / --side-client-events R   while publishing: subscribe+unsubscribe of
+ *        a new channel R/s (channel_occupied/vacated webhooks), client events R/s on
+ *        private-side (client_event webhooks)
+ *   --pub-port P                       publish / query through another node
+ *   --server-pid A,B,...  --aux-pid C,...   CPU (and RSS) summed over several processes
+ *   --receiver                         no load: a webhook receiver on --port answering 200
+ *        to every request until SIGTERM, then one JSON line of what it received
+ *
  * Build: gcc -O2 -o loadgen loadgen.c   (bench/run.py does this)
  */
 #define _GNU_SOURCE
@@ -265,22 +283,36 @@ static void hexify(const uint8_t *p, size_t n, char *out) {
 
 enum { PUB_NONE, PUB_FLOOD, PUB_RATE };
 
+enum { Q_NONE, Q_LIST, Q_CHANNEL, Q_BOTH };
+#define MAX_PIDS 16
+
 static struct {
     const char *host;
     int port;
     const char *app_id, *key, *secret, *channel, *event;
     int subs, concurrency, publishers, inflight, lag, pad, server_pid, pub_mode, nap_us;
     double rate, settle, warmup, duration, timeout;
+    /* the scenarios of bench/README.md "More scenarios" (zero: off) */
+    int pub_port, distinct, churn_members, churn_inflight, query, receiver;
+    double churn_rate, side_churn, side_ce;
+    const char *churn_channel, *query_info;
+    int server_pids[MAX_PIDS], n_server_pids, aux_pids[MAX_PIDS], n_aux_pids;
 } opt = {"127.0.0.1", 6001, "1", "app-key", "app-secret", "bench", "bench-event",
          0, 256, 4, 2, 32, 32, 0, PUB_NONE, 0, 20000, 1.0, 1.0, 5.0, 120.0};
 
-enum { KIND_SUB = 1, KIND_PUB = 2 };
+enum { KIND_SUB = 1, KIND_PUB = 2, KIND_QUERY = 3, KIND_LISTEN = 4, KIND_RECV = 5 };
+/* what a WebSocket connection (KIND_SUB) is for */
+enum { ROLE_MAIN, ROLE_OBSERVER, ROLE_JOINER, ROLE_SIDE_CHURN, ROLE_SIDE_CE };
 enum { ST_CONNECTING, ST_HANDSHAKE, ST_WAIT_ESTABLISHED, ST_WAIT_SUBSCRIBED, ST_SUBSCRIBED,
        ST_HTTP, ST_DEAD };
 
 typedef struct conn {
     int fd;
-    uint8_t kind, state, counted_dead;
+    uint8_t kind, state, counted_dead, role;
+    int idx;                /* subscriber / member number */
+    char sid[40];           /* socket id from pusher:connection_established */
+    uint8_t q_kind;         /* query: the request in flight */
+    int64_t q_sent_us;
     char *in;
     uint32_t in_len, in_cap;
     char *out;
@@ -312,6 +344,16 @@ static void count_code(code_counter *cc, int code) {
 #define HIST_BUCKET_US 10
 #define HIST_N (1 << 20)
 
+/* Latencies in 10 us buckets up to ~10 s (allocated at the first sample). */
+typedef struct {
+    uint32_t *b;
+    uint64_t n, over;
+    double max_us;
+    int64_t sum_us;
+} hist_t;
+
+#define MAX_SIDE 64
+
 static struct {
     int epfd;
     conn_t **subs;
@@ -329,11 +371,32 @@ static struct {
     code_counter closes, pusher_errors, sub_errors, http_status;
     char first_error[256];
     /* window */
-    uint32_t *hist;
-    uint64_t hist_over, hist_n;
-    double lat_max_us;
-    int64_t lat_sum_us;
+    hist_t lat;
+    /* side traffic while publishing (webhook scenario) */
+    conn_t *side[MAX_SIDE];
+    int n_side, side_ready, side_k, side_phase, side_rr;
+    double side_next_churn, side_next_ce;
+    uint64_t side_subscribes, side_unsubscribes, side_client_events;
+    /* queries */
+    int querying;
+    uint64_t q_count, q_responses;
+    size_t q_list_bytes;
+    hist_t q_list, q_channel;
 } g;
+
+/* presence churn */
+static struct {
+    conn_t *observer;
+    int observer_ready;
+    int started, inflight, completed, failed;
+    conn_t **fifo; /* subscribed members, oldest first (a ring) */
+    int fifo_head, fifo_len, fifo_cap;
+    int64_t *connect_us, *sub_sent_us, *leave_us; /* by member number */
+    int cap;
+    uint64_t leaves, added_seen, removed_seen, late;
+    uint64_t w_joins, w_added, w_removed; /* in the window */
+    hist_t added, removed, join;
+} ch;
 
 static char rbuf[1 << 18];
 
@@ -356,10 +419,9 @@ static double self_cpu_s(void) {
            ru.ru_stime.tv_usec * 1e-6;
 }
 
-static double server_cpu_s(void) {
-    if (!opt.server_pid) return 0;
+static double pid_cpu_s(int pid) {
     char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", opt.server_pid);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
@@ -374,10 +436,20 @@ static double server_cpu_s(void) {
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-static long server_rss_kib(void) {
-    if (!opt.server_pid) return 0;
+/* CPU seconds of the server: the sum over its processes (workers). */
+static double server_cpu_s(void) {
+    double total = 0;
+    for (int i = 0; i < opt.n_server_pids; i++) {
+        double t = pid_cpu_s(opt.server_pids[i]);
+        if (t < 0) return -1;
+        total += t;
+    }
+    return total;
+}
+
+static long pid_rss_kib(int pid) {
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", opt.server_pid);
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     long kib = -1;
@@ -388,6 +460,29 @@ static long server_rss_kib(void) {
         }
     fclose(f);
     return kib;
+}
+
+static long server_rss_kib(void) {
+    if (!opt.n_server_pids) return 0;
+    long total = 0;
+    for (int i = 0; i < opt.n_server_pids; i++) {
+        long kib = pid_rss_kib(opt.server_pids[i]);
+        if (kib < 0) return -1;
+        total += kib;
+    }
+    return total;
+}
+
+static int parse_pids(const char *text, int *out) {
+    int n = 0;
+    for (const char *p = text; *p && n < MAX_PIDS;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        if (v > 0) out[n++] = (int)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return n;
 }
 
 static void die(const char *fmt, ...) {
@@ -406,6 +501,42 @@ static void note_error(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(g.first_error, sizeof g.first_error, fmt, ap);
     va_end(ap);
+}
+
+static void hist_add(hist_t *h, int64_t lat_us) {
+    if (!h->b) {
+        h->b = calloc(HIST_N, sizeof *h->b);
+        if (!h->b) die("out of memory");
+    }
+    if (lat_us < 0) lat_us = 0;
+    h->n++;
+    h->sum_us += lat_us;
+    if ((double)lat_us > h->max_us) h->max_us = (double)lat_us;
+    uint64_t b = (uint64_t)lat_us / HIST_BUCKET_US;
+    if (b >= HIST_N)
+        h->over++;
+    else
+        h->b[b]++;
+}
+
+static double hist_pct(const hist_t *h, double q) {
+    if (!h->n) return -1;
+    uint64_t want = (uint64_t)(q * (double)h->n + 0.999999);
+    if (want < 1) want = 1;
+    uint64_t seen = 0;
+    for (uint64_t b = 0; b < HIST_N; b++) {
+        seen += h->b[b];
+        if (seen >= want) return ((double)b + 0.5) * HIST_BUCKET_US / 1000.0;
+    }
+    return h->max_us / 1000.0;
+}
+
+static void json_hist(const char *name, const hist_t *h) {
+    printf("\"%s\":{\"n\":%llu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,"
+           "\"max\":%.3f,\"mean\":%.3f}",
+           name, (unsigned long long)h->n, hist_pct(h, 0.50), hist_pct(h, 0.90),
+           hist_pct(h, 0.99), hist_pct(h, 0.999), h->max_us / 1000.0,
+           h->n ? (double)h->sum_us / (double)h->n / 1000.0 : -1.0);
 }
 
 /* ------------------------------------------------------------------------------------- */
@@ -431,7 +562,10 @@ static void set_events(conn_t *c, uint32_t events) {
 
 static void kill_conn(conn_t *c) {
     if (c->state == ST_DEAD) return;
-    if (c->kind == KIND_SUB) {
+    if (c->kind == KIND_SUB && c->role == ROLE_JOINER && c->state != ST_SUBSCRIBED) {
+        ch.inflight--;
+        ch.failed++;
+    } else if (c->kind == KIND_SUB && c->role == ROLE_MAIN) {
         if (c->state == ST_SUBSCRIBED) {
             g.subscribed--;
             /* what it will never receive is no longer owed */
@@ -502,9 +636,9 @@ static const uint8_t MASK[4] = {0x37, 0xfa, 0x21, 0x3d};
 
 /* A masked client frame (FIN set) with a payload shorter than 64 KiB. */
 static void send_ws(conn_t *c, int opcode, const char *payload, size_t n) {
-    char frame[256 + 8];
+    char frame[1024 + 8];
     size_t h = 0;
-    if (n > 256) n = 256;
+    if (n > 1024) n = 1024;
     frame[h++] = (char)(0x80 | opcode);
     if (n < 126) {
         frame[h++] = (char)(0x80 | n);
@@ -527,14 +661,16 @@ static int new_socket(void) {
     return fd;
 }
 
-static struct sockaddr_in server_addr;
+static struct sockaddr_in server_addr, pub_addr;
 
 static conn_t *open_conn(int kind) {
     conn_t *c = calloc(1, sizeof *c);
     if (!c) die("out of memory");
     c->kind = (uint8_t)kind;
     c->fd = new_socket();
-    int r = connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr);
+    /* HTTP requests may go to another node than the WebSockets (--pub-port) */
+    struct sockaddr_in *to = kind == KIND_SUB ? &server_addr : &pub_addr;
+    int r = connect(c->fd, (struct sockaddr *)to, sizeof *to);
     if (r < 0 && errno != EINPROGRESS) {
         g.connect_errors++;
         note_error("connect: %s", strerror(errno));
@@ -567,22 +703,232 @@ static void record_latency(const char *p, size_t n) {
     const char *t = memmem(p, n, "\\\"t\\\":", 6);
     if (!t) return;
     int64_t sent = strtoll(t + 6, NULL, 10);
-    int64_t lat = now_us() - sent;
-    if (lat < 0) lat = 0;
-    g.hist_n++;
-    g.lat_sum_us += lat;
-    if ((double)lat > g.lat_max_us) g.lat_max_us = (double)lat;
-    uint64_t b = (uint64_t)lat / HIST_BUCKET_US;
-    if (b >= HIST_N)
-        g.hist_over++;
-    else
-        g.hist[b]++;
+    hist_add(&g.lat, now_us() - sent);
 }
 
 static int json_int_after(const char *p, size_t n, const char *key) {
     const char *k = memmem(p, n, key, strlen(key));
     if (!k) return -1;
     return atoi(k + strlen(key));
+}
+
+static int starts_with(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* The channel a WebSocket connection subscribes to. */
+static void channel_of(const conn_t *c, char *out, size_t cap) {
+    if (c->role == ROLE_OBSERVER || c->role == ROLE_JOINER)
+        snprintf(out, cap, "%s", opt.churn_channel);
+    else if (c->role == ROLE_SIDE_CE)
+        snprintf(out, cap, "private-side");
+    else if (opt.distinct)
+        snprintf(out, cap, "%s-%d", opt.channel, c->idx);
+    else
+        snprintf(out, cap, "%s", opt.channel);
+}
+
+/* pusher:subscribe, with the auth an app's auth endpoint gives for private and presence
+ * channels: key:HMAC-SHA256(secret, socket_id:channel[:channel_data]). */
+static void send_subscribe(conn_t *c) {
+    if (c->role == ROLE_MAIN && !opt.distinct && subscribe_len) {
+        send_ws(c, 1, subscribe_msg, subscribe_len);
+        return;
+    }
+    char chan[160], msg[1024], text[512], hex[65], cdata[160], esc[320];
+    uint8_t d[32];
+    int n;
+    channel_of(c, chan, sizeof chan);
+    if (starts_with(chan, "presence-")) {
+        char uid[32];
+        if (c->role == ROLE_OBSERVER)
+            snprintf(uid, sizeof uid, "observer");
+        else
+            snprintf(uid, sizeof uid, "%c%d", c->role == ROLE_JOINER ? 'u' : 's', c->idx);
+        int cl = snprintf(cdata, sizeof cdata,
+                          "{\"user_id\":\"%s\",\"user_info\":{\"name\":\"%s\"}}", uid, uid);
+        int tl = snprintf(text, sizeof text, "%s:%s:%s", c->sid, chan, cdata);
+        hmac_sha256((const uint8_t *)text, (size_t)tl, d);
+        hexify(d, 32, hex);
+        size_t e = 0;
+        for (int i = 0; i < cl; i++) {
+            if (cdata[i] == '"') esc[e++] = '\\';
+            esc[e++] = cdata[i];
+        }
+        esc[e] = 0;
+        n = snprintf(msg, sizeof msg,
+                     "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"%s\","
+                     "\"auth\":\"%s:%s\",\"channel_data\":\"%s\"}}",
+                     chan, opt.key, hex, esc);
+    } else if (starts_with(chan, "private-")) {
+        int tl = snprintf(text, sizeof text, "%s:%s", c->sid, chan);
+        hmac_sha256((const uint8_t *)text, (size_t)tl, d);
+        hexify(d, 32, hex);
+        n = snprintf(msg, sizeof msg,
+                     "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"%s\","
+                     "\"auth\":\"%s:%s\"}}",
+                     chan, opt.key, hex);
+    } else {
+        n = snprintf(msg, sizeof msg,
+                     "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"%s\"}}", chan);
+    }
+    send_ws(c, 1, msg, (size_t)n);
+}
+
+/* --- presence churn ------------------------------------------------------------------ */
+
+static void churn_grow(int idx) {
+    if (idx < ch.cap) return;
+    int cap = ch.cap ? ch.cap : 4096;
+    while (cap <= idx) cap *= 2;
+    int64_t **arrays[] = {&ch.connect_us, &ch.sub_sent_us, &ch.leave_us};
+    for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) {
+        int64_t *a = realloc(*arrays[i], (size_t)cap * sizeof *a);
+        if (!a) die("out of memory");
+        memset(a + ch.cap, 0, (size_t)(cap - ch.cap) * sizeof *a);
+        *arrays[i] = a;
+    }
+    ch.cap = cap;
+}
+
+static void fifo_push(conn_t *c) {
+    if (ch.fifo_len == ch.fifo_cap) {
+        int cap = ch.fifo_cap ? ch.fifo_cap * 2 : 256;
+        conn_t **f = malloc((size_t)cap * sizeof *f);
+        if (!f) die("out of memory");
+        for (int i = 0; i < ch.fifo_len; i++) f[i] = ch.fifo[(ch.fifo_head + i) % ch.fifo_cap];
+        free(ch.fifo);
+        ch.fifo = f;
+        ch.fifo_cap = cap;
+        ch.fifo_head = 0;
+    }
+    ch.fifo[(ch.fifo_head + ch.fifo_len++) % ch.fifo_cap] = c;
+}
+
+static conn_t *fifo_pop(void) {
+    conn_t *c = ch.fifo[ch.fifo_head];
+    ch.fifo_head = (ch.fifo_head + 1) % ch.fifo_cap;
+    ch.fifo_len--;
+    return c;
+}
+
+/* A new member: connect, then (on connection_established) the presence subscribe. */
+static void start_joiner(void) {
+    int idx = ch.started++;
+    churn_grow(idx);
+    conn_t *c = open_conn(KIND_SUB);
+    c->role = ROLE_JOINER;
+    c->idx = idx;
+    ch.connect_us[idx] = now_us();
+    if (c->state == ST_DEAD) {
+        ch.failed++;
+        return;
+    }
+    ch.inflight++;
+}
+
+/* A member is in (its subscription_succeeded): the oldest leaves, abruptly (RST), as a
+ * closed tab or a lost network does, so the channel stays at --churn-members. */
+static void joiner_in(conn_t *c) {
+    int64_t now = now_us();
+    ch.inflight--;
+    ch.completed++;
+    if (g.measuring) {
+        ch.w_joins++;
+        hist_add(&ch.join, now - ch.connect_us[c->idx]);
+    }
+    fifo_push(c);
+    while (ch.fifo_len > opt.churn_members - 1) {
+        conn_t *old = fifo_pop();
+        if (old->state == ST_DEAD) continue;
+        ch.leave_us[old->idx] = now_us();
+        ch.leaves++;
+        kill_conn(old);
+    }
+}
+
+/* member_added / member_removed at the observer: time it from the member's subscribe
+ * (added) or from its reset (removed). */
+static void observer_saw(const char *p, size_t n, int added) {
+    const char *u = memmem(p, n, "user_id\\\":\\\"u", 13);
+    if (!u) return;
+    long idx = strtol(u + 13, NULL, 10);
+    if (idx < 0 || idx >= ch.started) return;
+    int64_t now = now_us();
+    if (added) {
+        ch.added_seen++;
+        if (g.measuring) {
+            ch.w_added++;
+            if (ch.sub_sent_us[idx]) hist_add(&ch.added, now - ch.sub_sent_us[idx]);
+        }
+    } else {
+        ch.removed_seen++;
+        if (g.measuring) {
+            ch.w_removed++;
+            if (ch.leave_us[idx]) hist_add(&ch.removed, now - ch.leave_us[idx]);
+        }
+    }
+}
+
+/* --- side traffic while publishing (webhooks) ---------------------------------------- */
+
+static void start_side(void) {
+    if (opt.side_churn > 0) {
+        conn_t *c = open_conn(KIND_SUB);
+        c->role = ROLE_SIDE_CHURN;
+        g.side[g.n_side++] = c;
+    }
+    if (opt.side_ce > 0) {
+        /* at most 5 client events/s per connection: the default limit is 10 */
+        int k = (int)((opt.side_ce + 4.999) / 5.0);
+        if (k < 2) k = 2;
+        for (int i = 0; i < k && g.n_side < MAX_SIDE; i++) {
+            conn_t *c = open_conn(KIND_SUB);
+            c->role = ROLE_SIDE_CE;
+            c->idx = i;
+            g.side[g.n_side++] = c;
+        }
+    }
+}
+
+static void side_pump(double now) {
+    char msg[256];
+    int n;
+    if (opt.side_churn > 0 && g.side[0]->state == ST_SUBSCRIBED) {
+        conn_t *c = g.side[0];
+        while (now >= g.side_next_churn && c->state == ST_SUBSCRIBED) {
+            if (!g.side_phase) {
+                n = snprintf(msg, sizeof msg,
+                             "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"side-%d\"}}",
+                             g.side_k);
+                g.side_subscribes++;
+            } else {
+                n = snprintf(msg, sizeof msg,
+                             "{\"event\":\"pusher:unsubscribe\",\"data\":{\"channel\":\"side-%d\"}}",
+                             g.side_k++);
+                g.side_unsubscribes++;
+            }
+            g.side_phase ^= 1;
+            send_ws(c, 1, msg, (size_t)n);
+            g.side_next_churn += 0.5 / opt.side_churn;
+        }
+    }
+    if (opt.side_ce > 0) {
+        while (now >= g.side_next_ce) {
+            g.side_next_ce += 1.0 / opt.side_ce;
+            for (int k = 0; k < g.n_side; k++) {
+                conn_t *c = g.side[g.side_rr++ % g.n_side];
+                if (c->role != ROLE_SIDE_CE || c->state != ST_SUBSCRIBED) continue;
+                n = snprintf(msg, sizeof msg,
+                             "{\"event\":\"client-bench\",\"channel\":\"private-side\","
+                             "\"data\":{\"n\":%llu}}",
+                             (unsigned long long)g.side_client_events);
+                send_ws(c, 1, msg, (size_t)n);
+                g.side_client_events++;
+                break;
+            }
+        }
+    }
 }
 
 static void sub_text(conn_t *c, const char *p, size_t n) {
@@ -595,16 +941,49 @@ static void sub_text(conn_t *c, const char *p, size_t n) {
         if (g.measuring) record_latency(p, n);
         return;
     }
-    if (EVENT_IS(p, n, "{\"event\":\"pusher:connection_established\"")) {
+    if (EVENT_IS(p, n, "{\"event\":\"pusher_internal:member_added\"")) {
+        if (c->role == ROLE_OBSERVER)
+            observer_saw(p, n, 1);
+        else
+            g.other_frames++;
+    } else if (EVENT_IS(p, n, "{\"event\":\"pusher_internal:member_removed\"")) {
+        if (c->role == ROLE_OBSERVER)
+            observer_saw(p, n, 0);
+        else
+            g.other_frames++;
+    } else if (EVENT_IS(p, n, "{\"event\":\"pusher:connection_established\"")) {
         if (c->state == ST_WAIT_ESTABLISHED) {
-            c->state = ST_WAIT_SUBSCRIBED;
-            send_ws(c, 1, subscribe_msg, subscribe_len);
+            /* data: "{\"socket_id\":\"123.456\",...}" */
+            const char *s = memmem(p, n, "socket_id\\\":\\\"", 14);
+            size_t k = 0;
+            if (s)
+                for (s += 14; s < p + n && k + 1 < sizeof c->sid &&
+                              ((*s >= '0' && *s <= '9') || *s == '.');
+                     s++)
+                    c->sid[k++] = *s;
+            c->sid[k] = 0;
+            if (c->role == ROLE_SIDE_CHURN) {
+                c->state = ST_SUBSCRIBED; /* it subscribes later, on the side schedule */
+                g.side_ready++;
+            } else {
+                c->state = ST_WAIT_SUBSCRIBED;
+                if (c->role == ROLE_JOINER) ch.sub_sent_us[c->idx] = now_us();
+                send_subscribe(c);
+            }
         }
     } else if (EVENT_IS(p, n, "{\"event\":\"pusher_internal:subscription_succeeded\"")) {
         if (c->state == ST_WAIT_SUBSCRIBED) {
             c->state = ST_SUBSCRIBED;
-            g.subscribed++;
-            g.handshaking--;
+            if (c->role == ROLE_MAIN) {
+                g.subscribed++;
+                g.handshaking--;
+            } else if (c->role == ROLE_OBSERVER) {
+                ch.observer_ready = 1;
+            } else if (c->role == ROLE_JOINER) {
+                joiner_in(c);
+            } else {
+                g.side_ready++;
+            }
         }
     } else if (EVENT_IS(p, n, "{\"event\":\"pusher:ping\"")) {
         static const char pong[] = "{\"event\":\"pusher:pong\",\"data\":{}}";
@@ -721,6 +1100,7 @@ static void sub_readable(conn_t *c) {
 
 static void start_sub(void) {
     conn_t *c = open_conn(KIND_SUB);
+    c->idx = g.subs_started;
     g.subs[g.subs_started++] = c;
     if (c->state == ST_DEAD) {
         g.subs_failed++;
@@ -762,6 +1142,44 @@ static void send_publish(conn_t *c) {
     send_bytes(c, req, (size_t)rlen);
 }
 
+/* --- HTTP state queries -------------------------------------------------------------- */
+
+/* One signed GET: /apps/ID/channels or /apps/ID/channels/NAME (a random one of the
+ * --distinct-channels), with ?info=--query-info, as the Pusher libraries sign it. */
+static void send_query(conn_t *c) {
+    int kind = opt.query == Q_BOTH ? (g.q_count % 2 ? Q_CHANNEL : Q_LIST) : opt.query;
+    g.q_count++;
+    char path[256], query[256], text[600], req[1200], hex[65];
+    uint8_t d[32];
+    if (kind == Q_LIST)
+        snprintf(path, sizeof path, "/apps/%s/channels", opt.app_id);
+    else if (opt.distinct)
+        snprintf(path, sizeof path, "/apps/%s/channels/%s-%d", opt.app_id, opt.channel,
+                 (int)(random() % (opt.subs > 0 ? opt.subs : 1)));
+    else
+        snprintf(path, sizeof path, "/apps/%s/channels/%s", opt.app_id, opt.channel);
+    int ql = snprintf(query, sizeof query, "auth_key=%s&auth_timestamp=%ld&auth_version=1.0%s%s",
+                      opt.key, (long)time(NULL), opt.query_info[0] ? "&info=" : "",
+                      opt.query_info);
+    int tl = snprintf(text, sizeof text, "GET\n%s\n%.*s", path, ql, query);
+    hmac_sha256((const uint8_t *)text, (size_t)tl, d);
+    hexify(d, 32, hex);
+    int rl = snprintf(req, sizeof req, "GET %s?%s&auth_signature=%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n",
+                      path, query, hex, opt.host, opt.pub_port);
+    c->q_kind = (uint8_t)kind;
+    c->q_sent_us = now_us();
+    c->inflight++;
+    send_bytes(c, req, (size_t)rl);
+}
+
+static void query_done(conn_t *c, size_t bytes) {
+    int64_t lat = now_us() - c->q_sent_us;
+    g.q_responses++;
+    if (c->q_kind == Q_LIST) g.q_list_bytes = bytes;
+    if (g.measuring) hist_add(c->q_kind == Q_LIST ? &g.q_list : &g.q_channel, lat);
+    if (g.querying && c->state == ST_HTTP) send_query(c);
+}
+
 static void pub_readable(conn_t *c) {
     ssize_t r = read(c->fd, rbuf, sizeof rbuf);
     if (r <= 0) {
@@ -791,6 +1209,7 @@ static void pub_readable(conn_t *c) {
         }
         if (c->inflight) c->inflight--;
         g.responses++;
+        if (c->kind == KIND_QUERY) query_done(c, head + blen);
         off += head + blen;
     }
     memmove(c->in, c->in + off, c->in_len - off);
@@ -831,8 +1250,100 @@ static void pump(double now) {
 /* the loop                                                                               */
 /* ------------------------------------------------------------------------------------- */
 
+/* --- the webhook receiver (--receiver) ----------------------------------------------- */
+
+static struct {
+    uint64_t connections, requests, bytes, events, occupied, vacated, client, added, removed;
+} rx;
+static volatile sig_atomic_t rx_stop;
+
+static void on_stop(int sig) {
+    (void)sig;
+    rx_stop = 1;
+}
+
+static uint64_t count_in(const char *p, size_t n, const char *needle) {
+    uint64_t k = 0;
+    size_t len = strlen(needle);
+    for (const char *at; n >= len && (at = memmem(p, n, needle, len)); k++) {
+        n -= (size_t)(at - p) + len;
+        p = at + len;
+    }
+    return k;
+}
+
+/* The value of a header (case-insensitive name) in a request head, or -1. */
+static long header_long(const char *p, size_t n, const char *name) {
+    size_t len = strlen(name);
+    for (const char *line = p; line < p + n;) {
+        const char *eol = memmem(line, (size_t)(p + n - line), "\r\n", 2);
+        if (!eol) break;
+        if ((size_t)(eol - line) > len && strncasecmp(line, name, len) == 0 && line[len] == ':')
+            return strtol(line + len + 1, NULL, 10);
+        line = eol + 2;
+    }
+    return -1;
+}
+
+static void recv_readable(conn_t *c) {
+    ssize_t r = read(c->fd, rbuf, sizeof rbuf);
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        kill_conn(c);
+        return;
+    }
+    buf_append(&c->in, &c->in_len, &c->in_cap, rbuf, (size_t)r);
+    size_t off = 0;
+    for (;;) {
+        const char *p = c->in + off;
+        size_t n = c->in_len - off;
+        const char *end = memmem(p, n, "\r\n\r\n", 4);
+        if (!end) break;
+        size_t head = (size_t)(end - p) + 4;
+        long cl = header_long(p, head, "content-length");
+        size_t blen = cl > 0 ? (size_t)cl : 0;
+        if (n < head + blen) break;
+        const char *body = p + head;
+        rx.requests++;
+        rx.bytes += blen;
+        rx.events += count_in(body, blen, "\"name\":");
+        rx.occupied += count_in(body, blen, "\"channel_occupied\"");
+        rx.vacated += count_in(body, blen, "\"channel_vacated\"");
+        rx.client += count_in(body, blen, "\"client_event\"");
+        rx.added += count_in(body, blen, "\"member_added\"");
+        rx.removed += count_in(body, blen, "\"member_removed\"");
+        static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        send_bytes(c, ok, sizeof ok - 1);
+        off += head + blen;
+        if (c->state == ST_DEAD) return;
+    }
+    memmove(c->in, c->in + off, c->in_len - off);
+    c->in_len -= (uint32_t)off;
+}
+
+static void accept_all(conn_t *l) {
+    for (;;) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn_t *c = calloc(1, sizeof *c);
+        if (!c) die("out of memory");
+        c->kind = KIND_RECV;
+        c->state = ST_HTTP;
+        c->fd = fd;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl: %s", strerror(errno));
+        rx.connections++;
+    }
+}
+
 static void on_event(conn_t *c, uint32_t ev) {
     if (c->state == ST_DEAD) return;
+    if (c->kind == KIND_LISTEN) {
+        accept_all(c);
+        return;
+    }
     if (c->state == ST_CONNECTING) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -860,6 +1371,8 @@ static void on_event(conn_t *c, uint32_t ev) {
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         if (c->kind == KIND_SUB)
             sub_readable(c);
+        else if (c->kind == KIND_RECV)
+            recv_readable(c);
         else
             pub_readable(c);
     }
@@ -867,11 +1380,21 @@ static void on_event(conn_t *c, uint32_t ev) {
 
 #define MAX_EVENTS 1024
 
+/* The presence observer is read before anything else and every 64 events, so that the
+ * ~100 members' own frames (read in epoll order) add little to the latency it times. */
+static void observer_first(void) {
+    conn_t *o = ch.observer;
+    if (o && o->state == ST_SUBSCRIBED) sub_readable(o);
+}
+
 static int poll_once(int timeout_ms) {
     static struct epoll_event evs[MAX_EVENTS];
     int n = epoll_wait(g.epfd, evs, MAX_EVENTS, timeout_ms);
     if (n < 0 && errno != EINTR) die("epoll_wait: %s", strerror(errno));
-    for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
+    for (int i = 0; i < n; i++) {
+        if (ch.observer && (i & 63) == 0) observer_first();
+        on_event(evs[i].data.ptr, evs[i].events);
+    }
     reap();
     return n;
 }
@@ -909,24 +1432,13 @@ static void json_codes(const char *name, const code_counter *cc) {
     printf("}");
 }
 
-static double percentile_ms(double q) {
-    if (!g.hist_n) return -1;
-    uint64_t want = (uint64_t)(q * (double)g.hist_n + 0.999999);
-    if (want < 1) want = 1;
-    uint64_t seen = 0;
-    for (uint64_t b = 0; b < HIST_N; b++) {
-        seen += g.hist[b];
-        if (seen >= want) return ((double)b + 0.5) * HIST_BUCKET_US / 1000.0;
-    }
-    return g.lat_max_us / 1000.0;
-}
-
 #define MAX_CPUS 8
 typedef struct {
     double t, scpu, gcpu;
     uint64_t deliveries, responses, sent;
     int ncpu;
     unsigned long long busy[MAX_CPUS], total[MAX_CPUS], steal[MAX_CPUS];
+    double each[MAX_PIDS], aux[MAX_PIDS]; /* CPU s of each server process, of each --aux-pid */
 } snap_t;
 
 /* Per-core jiffies from /proc/stat: everything but idle and iowait counts as busy. */
@@ -953,8 +1465,16 @@ static void read_cpus(snap_t *s) {
 }
 
 static snap_t snap(void) {
-    snap_t s = {now_s(), server_cpu_s(), self_cpu_s(), g.deliveries, g.responses, g.sent,
-                0, {0}, {0}, {0}};
+    snap_t s;
+    memset(&s, 0, sizeof s);
+    s.t = now_s();
+    s.scpu = server_cpu_s();
+    s.gcpu = self_cpu_s();
+    s.deliveries = g.deliveries;
+    s.responses = g.responses;
+    s.sent = g.sent;
+    for (int i = 0; i < opt.n_server_pids; i++) s.each[i] = pid_cpu_s(opt.server_pids[i]);
+    for (int i = 0; i < opt.n_aux_pids; i++) s.aux[i] = pid_cpu_s(opt.aux_pids[i]);
     read_cpus(&s);
     return s;
 }
@@ -970,6 +1490,13 @@ static void json_cores(const snap_t *a, const snap_t *b) {
         double dt = (double)(b->total[i] - a->total[i]);
         printf("%s%.1f", i ? "," : "", dt > 0 ? 100.0 * (double)(b->steal[i] - a->steal[i]) / dt : 0);
     }
+    double dt = b->t - a->t;
+    printf("],\"server_cpu_pct_each\":[");
+    for (int i = 0; i < opt.n_server_pids; i++)
+        printf("%s%.1f", i ? "," : "", dt > 0 ? 100.0 * (b->each[i] - a->each[i]) / dt : 0);
+    printf("],\"aux_cpu_pct\":[");
+    for (int i = 0; i < opt.n_aux_pids; i++)
+        printf("%s%.1f", i ? "," : "", dt > 0 ? 100.0 * (b->aux[i] - a->aux[i]) / dt : 0);
     printf("]");
 }
 
@@ -1002,8 +1529,64 @@ static void usage(void) {
             "  [--channel C] [--subs N] [--concurrency C] [--settle S]\n"
             "  [--publish none|flood|rate] [--publishers P] [--inflight K] [--lag L]\n"
             "  [--rate DELIVERIES_PER_S] [--warmup S] [--duration S] [--pad BYTES]\n"
-            "  [--server-pid PID] [--cpu N] [--timeout S] | --selftest\n");
+            "  [--server-pid PID[,PID...]] [--aux-pid PID[,PID...]] [--cpu N] [--timeout S]\n"
+            "  [--nap-us US] [--pub-port P] [--distinct-channels]\n"
+            "  [--churn-rate JOINS_PER_S (0: flood)] [--churn-members M] [--churn-inflight C]\n"
+            "  [--churn-channel presence-X] [--query list|channel|both] [--query-info I]\n"
+            "  [--side-churn PER_S] [--side-client-events PER_S]\n"
+            "  | --receiver [--port P]   | --selftest\n");
     exit(2);
+}
+
+static int wait_for(int *count, int want, double seconds, const char *what) {
+    double t = now_s();
+    while (*count < want) {
+        if (now_s() - t > seconds) {
+            note_error("%s: %d of %d ready after %.0f s", what, *count, want, seconds);
+            return 0;
+        }
+        poll_once(10);
+    }
+    return 1;
+}
+
+static int run_receiver(void) {
+    signal(SIGTERM, on_stop);
+    signal(SIGINT, on_stop);
+    g.epfd = epoll_create1(EPOLL_CLOEXEC);
+    conn_t *l = calloc(1, sizeof *l);
+    if (!l) die("out of memory");
+    l->kind = KIND_LISTEN;
+    l->state = ST_HTTP;
+    l->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(l->fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0 ||
+        listen(l->fd, 128) < 0)
+        die("receiver: cannot listen on %s:%d: %s", opt.host, opt.port, strerror(errno));
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
+    epoll_ctl(g.epfd, EPOLL_CTL_ADD, l->fd, &ev);
+    double t0 = now_s(), c0 = self_cpu_s();
+    while (!rx_stop) poll_once(100);
+    double secs = now_s() - t0;
+    printf("{\"ok\":true,\"receiver\":{\"seconds\":%.3f,\"cpu_s\":%.3f,\"connections\":%llu,"
+           "\"requests\":%llu,\"bytes\":%llu,\"events\":%llu,\"channel_occupied\":%llu,"
+           "\"channel_vacated\":%llu,\"client_event\":%llu,\"member_added\":%llu,"
+           "\"member_removed\":%llu}}\n",
+           secs, self_cpu_s() - c0, (unsigned long long)rx.connections,
+           (unsigned long long)rx.requests, (unsigned long long)rx.bytes,
+           (unsigned long long)rx.events, (unsigned long long)rx.occupied,
+           (unsigned long long)rx.vacated, (unsigned long long)rx.client,
+           (unsigned long long)rx.added, (unsigned long long)rx.removed);
+    fflush(stdout);
+    return 0;
+}
+
+static void json_window(const snap_t *a, const snap_t *b) {
+    double ws = b->t - a->t;
+    printf("\"window_s\":%.4f,\"server_cpu_pct\":%.1f,\"gen_cpu_pct\":%.1f,", ws,
+           100.0 * (b->scpu - a->scpu) / ws, 100.0 * (b->gcpu - a->gcpu) / ws);
+    json_cores(a, b);
 }
 
 int main(int argc, char **argv) {
@@ -1015,11 +1598,20 @@ int main(int argc, char **argv) {
         {"lag", 1, 0, 'l'},         {"rate", 1, 0, 'r'},       {"warmup", 1, 0, 'w'},
         {"duration", 1, 0, 'd'},    {"pad", 1, 0, 'x'},        {"server-pid", 1, 0, 'z'},
         {"cpu", 1, 0, 'u'},         {"timeout", 1, 0, 'T'},    {"selftest", 0, 0, 'Z'},
-        {"nap-us", 1, 0, 'N'},
+        {"nap-us", 1, 0, 'N'},      {"pub-port", 1, 0, 'Q'},   {"distinct-channels", 0, 0, 'D'},
+        {"churn-rate", 1, 0, 'R'},  {"churn-members", 1, 0, 'M'},
+        {"churn-inflight", 1, 0, 'I'}, {"churn-channel", 1, 0, 'H'},
+        {"query", 1, 0, 'q'},       {"query-info", 1, 0, 'o'}, {"side-churn", 1, 0, 'y'},
+        {"side-client-events", 1, 0, 'e'}, {"receiver", 0, 0, 'V'}, {"aux-pid", 1, 0, 'A'},
         {0, 0, 0, 0}};
-    int ch, cpu = -1;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (ch) {
+    int o, cpu = -1;
+    opt.churn_rate = -1;
+    opt.churn_members = 100;
+    opt.churn_inflight = 16;
+    opt.churn_channel = "presence-churn";
+    opt.query_info = "subscription_count";
+    while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (o) {
         case 'h': opt.host = optarg; break;
         case 'p': opt.port = atoi(optarg); break;
         case 'a': opt.app_id = optarg; break;
@@ -1042,17 +1634,39 @@ int main(int argc, char **argv) {
         case 'w': opt.warmup = atof(optarg); break;
         case 'd': opt.duration = atof(optarg); break;
         case 'x': opt.pad = atoi(optarg); break;
-        case 'z': opt.server_pid = atoi(optarg); break;
+        case 'z':
+            opt.n_server_pids = parse_pids(optarg, opt.server_pids);
+            opt.server_pid = opt.n_server_pids ? opt.server_pids[0] : 0;
+            break;
+        case 'A': opt.n_aux_pids = parse_pids(optarg, opt.aux_pids); break;
         case 'u': cpu = atoi(optarg); break;
         case 'T': opt.timeout = atof(optarg); break;
         case 'N': opt.nap_us = atoi(optarg); break;
+        case 'Q': opt.pub_port = atoi(optarg); break;
+        case 'D': opt.distinct = 1; break;
+        case 'R': opt.churn_rate = atof(optarg); break;
+        case 'M': opt.churn_members = atoi(optarg); break;
+        case 'I': opt.churn_inflight = atoi(optarg); break;
+        case 'H': opt.churn_channel = optarg; break;
+        case 'q':
+            if (!strcmp(optarg, "list")) opt.query = Q_LIST;
+            else if (!strcmp(optarg, "channel")) opt.query = Q_CHANNEL;
+            else if (!strcmp(optarg, "both")) opt.query = Q_BOTH;
+            else usage();
+            break;
+        case 'o': opt.query_info = optarg; break;
+        case 'y': opt.side_churn = atof(optarg); break;
+        case 'e': opt.side_ce = atof(optarg); break;
+        case 'V': opt.receiver = 1; break;
         case 'Z': selftest(); return 0;
         default: usage();
         }
     }
     if (optind != argc || opt.subs < 0 || opt.concurrency < 1 || opt.publishers < 1 ||
-        opt.inflight < 1 || opt.lag < 1 || opt.rate <= 0 || opt.pad < 0 || opt.pad > 1000)
+        opt.inflight < 1 || opt.lag < 1 || opt.rate <= 0 || opt.pad < 0 || opt.pad > 1000 ||
+        opt.churn_members < 2 || opt.churn_inflight < 1 || opt.side_churn < 0 || opt.side_ce < 0)
         usage();
+    if (!opt.pub_port) opt.pub_port = opt.port;
     if (cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
@@ -1060,9 +1674,19 @@ int main(int argc, char **argv) {
         if (sched_setaffinity(0, sizeof set, &set) < 0) die("sched_setaffinity: %s", strerror(errno));
     }
     signal(SIGPIPE, SIG_IGN);
+    memset(&server_addr, 0, sizeof server_addr);
+    server_addr.sin_family = AF_INET;
+    server_addr.sin_port = htons((uint16_t)opt.port);
+    if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) die("bad --host %s", opt.host);
+    pub_addr = server_addr;
+    pub_addr.sin_port = htons((uint16_t)opt.pub_port);
+    if (opt.receiver) return run_receiver();
+
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
-    rlim_t need = (rlim_t)opt.subs * 2 + opt.publishers + 256;
+    int extra = opt.publishers + MAX_SIDE + 256 +
+                (opt.churn_rate >= 0 ? opt.churn_members + opt.churn_inflight + 256 : 0);
+    rlim_t need = (rlim_t)opt.subs * 2 + (rlim_t)extra;
     if (rl.rlim_cur < need) {
         rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
         setrlimit(RLIMIT_NOFILE, &rl);
@@ -1071,11 +1695,8 @@ int main(int argc, char **argv) {
         die("RLIMIT_NOFILE hard limit %lu is too low for %d connections (raise ulimit -Hn)",
             (unsigned long)rl.rlim_max, opt.subs + opt.publishers);
 
-    memset(&server_addr, 0, sizeof server_addr);
-    server_addr.sin_family = AF_INET;
-    server_addr.sin_port = htons((uint16_t)opt.port);
-    if (inet_pton(AF_INET, opt.host, &server_addr.sin_addr) != 1) die("bad --host %s", opt.host);
     hmac_setup(opt.secret);
+    srandom(12345);
     memset(pad_str, 'x', (size_t)opt.pad);
     pad_str[opt.pad] = 0;
     upgrade_len = (size_t)snprintf(
@@ -1084,9 +1705,11 @@ int main(int argc, char **argv) {
         "Host: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         opt.key, opt.host, opt.port);
-    subscribe_len = (size_t)snprintf(subscribe_msg, sizeof subscribe_msg,
-                                     "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"%s\"}}",
-                                     opt.channel);
+    /* a public channel: one message for every subscriber (else built per connection) */
+    if (!starts_with(opt.channel, "private-") && !starts_with(opt.channel, "presence-"))
+        subscribe_len = (size_t)snprintf(
+            subscribe_msg, sizeof subscribe_msg,
+            "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"%s\"}}", opt.channel);
     event_prefix_len = (size_t)snprintf(event_prefix, sizeof event_prefix, "{\"event\":\"%s\"",
                                         opt.event);
 
@@ -1119,6 +1742,12 @@ int main(int argc, char **argv) {
     snap_t c1 = snap();
     int subscribed_after_connect = g.subscribed;
 
+    /* side connections (subscribed before the window) */
+    if (ok && (opt.side_churn > 0 || opt.side_ce > 0)) {
+        start_side();
+        ok = wait_for(&g.side_ready, g.n_side, 10, "side connections");
+    }
+
     /* 3. idle */
     idle_for(opt.settle);
     long rss_idle = server_rss_kib();
@@ -1128,8 +1757,6 @@ int main(int argc, char **argv) {
     uint64_t undelivered = 0;
     double drain_s = 0;
     if (ok && opt.pub_mode != PUB_NONE) {
-        g.hist = calloc(HIST_N, sizeof *g.hist);
-        if (!g.hist) die("out of memory");
         g.n_pubs = opt.publishers;
         for (int i = 0; i < g.n_pubs; i++) g.pubs[i] = open_conn(KIND_PUB);
         double t = now_s();
@@ -1145,6 +1772,7 @@ int main(int argc, char **argv) {
         double t_w0 = start + opt.warmup, t_w1 = t_w0 + opt.duration;
         send_interval = (g.subscribed > 0 ? (double)g.subscribed : 1.0) / opt.rate;
         next_send = start;
+        g.side_next_churn = g.side_next_ce = start;
         for (;;) {
             double now = now_s();
             if (!g.measuring && now >= t_w0) {
@@ -1157,6 +1785,7 @@ int main(int argc, char **argv) {
                 break;
             }
             pump(now);
+            if (g.n_side) side_pump(now);
             int timeout = 1;
             if (opt.pub_mode == PUB_RATE) {
                 double until = next_send - now_s();
@@ -1184,11 +1813,120 @@ int main(int argc, char **argv) {
         drain_s = now_s() - d0;
         undelivered = g.expected > g.pub_deliveries ? g.expected - g.pub_deliveries : 0;
     }
+
+    /* queries: one signed GET at a time on one keep-alive connection */
+    snap_t q0 = {0}, q1 = {0};
+    conn_t *qc = NULL;
+    if (ok && opt.query) {
+        qc = open_conn(KIND_QUERY);
+        double t = now_s();
+        while (qc->state != ST_HTTP) {
+            if (qc->state == ST_DEAD || now_s() - t > 10) die("query connection did not open");
+            poll_once(10);
+        }
+        g.querying = 1;
+        double start = now_s();
+        double t_w0 = start + opt.warmup, t_w1 = t_w0 + opt.duration;
+        send_query(qc);
+        for (;;) {
+            double now = now_s();
+            if (!g.measuring && now >= t_w0) {
+                q0 = snap();
+                g.measuring = 1;
+            }
+            if (g.measuring && now >= t_w1) {
+                q1 = snap();
+                g.measuring = 0;
+                break;
+            }
+            if (qc->state == ST_DEAD) {
+                ok = 0;
+                break;
+            }
+            poll_once(5);
+        }
+        g.querying = 0;
+        double d0 = now_s();
+        while (qc->state == ST_HTTP && qc->inflight && now_s() - d0 < 10) poll_once(5);
+    }
+
+    /* presence churn */
+    snap_t h0 = {0}, h1 = {0};
+    if (ok && opt.churn_rate >= 0) {
+        conn_t *obs = ch.observer = open_conn(KIND_SUB);
+        obs->role = ROLE_OBSERVER;
+        ok = wait_for(&ch.observer_ready, 1, 10, "observer");
+        /* fill the channel: --churn-members - 1 members besides the observer */
+        double t = now_s();
+        while (ok && ch.fifo_len < opt.churn_members - 1) {
+            while (ch.inflight < 32 && ch.fifo_len + ch.inflight < opt.churn_members - 1)
+                start_joiner();
+            poll_once(10);
+            if (now_s() - t > 30) {
+                note_error("presence channel filled to %d of %d", ch.fifo_len,
+                           opt.churn_members - 1);
+                ok = 0;
+            }
+        }
+        idle_for(0.2);
+        double start = now_s();
+        double t_w0 = start + opt.warmup, t_w1 = t_w0 + opt.duration;
+        double next_join = start, interval = opt.churn_rate > 0 ? 1.0 / opt.churn_rate : 0;
+        int cap_inflight = opt.churn_rate > 0 ? 256 : opt.churn_inflight;
+        while (ok) {
+            double now = now_s();
+            if (!g.measuring && now >= t_w0) {
+                h0 = snap();
+                g.measuring = 1;
+            }
+            if (g.measuring && now >= t_w1) {
+                h1 = snap();
+                g.measuring = 0;
+                break;
+            }
+            if (obs->state == ST_DEAD) {
+                note_error("the presence observer was disconnected");
+                ok = 0;
+                break;
+            }
+            if (opt.churn_rate > 0) {
+                /* open loop: a member is due every interval, late or not */
+                for (; now >= next_join; next_join += interval) {
+                    if (ch.inflight < cap_inflight)
+                        start_joiner();
+                    else
+                        ch.late++;
+                }
+            } else {
+                while (ch.inflight < cap_inflight) start_joiner();
+            }
+            int timeout = 1;
+            if (opt.churn_rate > 0) {
+                double until = next_join - now_s();
+                timeout = until <= 0 ? 0 : (int)(until * 1000);
+                if (timeout > 5) timeout = 5;
+            }
+            int ready = poll_once(timeout);
+            if (opt.nap_us && opt.churn_rate == 0 && ready < MAX_EVENTS) {
+                struct timespec nap = {0, opt.nap_us * 1000L};
+                nanosleep(&nap, NULL);
+            }
+        }
+        /* no new members: wait for the ones joining and for the observer's last events */
+        double d0 = now_s();
+        while (ok && now_s() - d0 < 5 && obs->state != ST_DEAD &&
+               (ch.inflight > 0 || ch.added_seen < (uint64_t)ch.completed ||
+                ch.removed_seen < ch.leaves))
+            poll_once(5);
+    }
     long rss_after = server_rss_kib();
 
     /* 6. report and close with RST */
-    printf("{\"ok\":%s,\"subs\":%d,\"subscribed\":%d,", ok ? "true" : "false", opt.subs,
-           subscribed_after_connect);
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    printf("{\"ok\":%s,\"subs\":%d,\"subscribed\":%d,\"report_unix_s\":%.3f,",
+           ok ? "true" : "false", opt.subs, subscribed_after_connect,
+           (double)wall.tv_sec + wall.tv_nsec * 1e-9);
     double cs = c1.t - c0.t;
     printf("\"connect\":{\"seconds\":%.6f,\"per_s\":%.1f,\"server_cpu_s\":%.3f,"
            "\"gen_cpu_s\":%.3f,\"attempts\":%d,\"failed\":%d,\"connect_errors\":%llu,",
@@ -1215,11 +1953,44 @@ int main(int argc, char **argv) {
                (unsigned long long)undelivered, drain_s);
         json_cores(&w0, &w1);
         putchar(',');
-        printf("\"latency_ms\":{\"n\":%llu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
-               "\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f}},",
-               (unsigned long long)g.hist_n, percentile_ms(0.50), percentile_ms(0.90),
-               percentile_ms(0.99), percentile_ms(0.999), g.lat_max_us / 1000.0,
-               g.hist_n ? (double)g.lat_sum_us / (double)g.hist_n / 1000.0 : -1.0);
+        json_hist("latency_ms", &g.lat);
+        printf("},");
+    }
+    if (g.n_side)
+        printf("\"side\":{\"connections\":%d,\"subscribes\":%llu,\"unsubscribes\":%llu,"
+               "\"client_events\":%llu},",
+               g.n_side, (unsigned long long)g.side_subscribes,
+               (unsigned long long)g.side_unsubscribes, (unsigned long long)g.side_client_events);
+    if (opt.query && q1.t > 0) {
+        printf("\"query\":{\"responses\":%llu,\"list_bytes\":%llu,", (unsigned long long)g.q_responses,
+               (unsigned long long)g.q_list_bytes);
+        json_window(&q0, &q1);
+        putchar(',');
+        json_hist("list_ms", &g.q_list);
+        putchar(',');
+        json_hist("channel_ms", &g.q_channel);
+        printf("},");
+    }
+    if (opt.churn_rate >= 0 && h1.t > 0) {
+        double ws = h1.t - h0.t;
+        printf("\"churn\":{\"mode\":\"%s\",\"rate\":%.1f,\"members\":%d,\"joins\":%llu,"
+               "\"joins_per_s\":%.1f,\"member_added\":%llu,\"member_removed\":%llu,"
+               "\"started\":%d,\"completed\":%d,\"failed\":%d,\"leaves\":%llu,\"late\":%llu,"
+               "\"added_seen\":%llu,\"removed_seen\":%llu,",
+               opt.churn_rate > 0 ? "rate" : "flood", opt.churn_rate, opt.churn_members,
+               (unsigned long long)ch.w_joins, (double)ch.w_joins / ws,
+               (unsigned long long)ch.w_added, (unsigned long long)ch.w_removed, ch.started,
+               ch.completed, ch.failed, (unsigned long long)ch.leaves,
+               (unsigned long long)ch.late, (unsigned long long)ch.added_seen,
+               (unsigned long long)ch.removed_seen);
+        json_window(&h0, &h1);
+        putchar(',');
+        json_hist("added_ms", &ch.added);
+        putchar(',');
+        json_hist("removed_ms", &ch.removed);
+        putchar(',');
+        json_hist("join_ms", &ch.join);
+        printf("},");
     }
     printf("\"http_errors\":%llu,\"unexpected_disconnects\":%llu,\"pings_answered\":%llu,"
            "\"ws_pings_answered\":%llu,\"other_frames\":%llu,",
@@ -1242,6 +2013,10 @@ int main(int argc, char **argv) {
         if (g.subs[i]->state != ST_DEAD) kill_conn(g.subs[i]);
     for (int i = 0; i < g.n_pubs; i++)
         if (g.pubs[i]->state != ST_DEAD) kill_conn(g.pubs[i]);
+    for (int i = 0; i < g.n_side; i++) kill_conn(g.side[i]);
+    while (ch.fifo_len) kill_conn(fifo_pop());
+    if (ch.observer) kill_conn(ch.observer);
+    if (qc) kill_conn(qc);
     reap();
     return ok ? 0 : 1;
 }
