@@ -156,6 +156,10 @@ class ChannelState(ABC):
     @abstractmethod
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]: ...
 
+    async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
+        """Only the names (GET /channels without info): cheaper than the counts."""
+        return list(await self.occupied_channels(app_id, prefix))
+
     async def ready(self) -> bool:
         return True
 

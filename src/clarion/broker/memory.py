@@ -150,6 +150,13 @@ class MemoryState(ChannelState):
             if channel.startswith(prefix) and not channel.startswith(SERVER_TO_USER_PREFIX)
         }
 
+    async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
+        return [
+            channel
+            for channel in self._sockets.get(app_id, {})
+            if channel.startswith(prefix) and not channel.startswith(SERVER_TO_USER_PREFIX)
+        ]
+
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
         return list(self._members.get((app_id, channel), ()))
 

@@ -72,9 +72,17 @@ class RedisLink:
         self.url = url
         self.prefix = prefix
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10
+        # A blocking pool: a burst of subscribes (each a script call) waits for a free
+        # connection instead of failing, which would read as Redis being down.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=64,
+            timeout=10,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            health_check_interval=10,
         )
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.up = False
         self._on_up: list[Listener] = []
         self._watcher: asyncio.Task[None] | None = None
@@ -132,6 +140,7 @@ class RedisLink:
             if self._closed:
                 return
             if self.up:
+                self._lost.clear()
                 started = time.perf_counter()
                 try:
                     await self.client.ping()
@@ -153,6 +162,7 @@ class RedisLink:
                     delay = min(5.0, delay * 2)
                     continue
                 break
+            self._lost.clear()  # failures reported while reconnecting are dealt with
             self.up = True
             self._up_gauge.set(1)
             log.info("Redis is back: this node's state is registered again")
@@ -631,6 +641,20 @@ class RedisState(ChannelState):
             except (RedisError, OSError) as exc:
                 self.link.failed(exc)
         return await self.local.occupied_channels(app_id, prefix)
+
+    async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
+        if self.link.up:
+            try:
+                keys = await self.link.client.hkeys(self.link.key("subs", app_id))
+                return [
+                    name
+                    for raw in keys
+                    if (name := _text(raw)).startswith(prefix)
+                    and not name.startswith(SERVER_TO_USER_PREFIX)
+                ]
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        return await self.local.occupied_channel_names(app_id, prefix)
 
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
         if self.link.up:

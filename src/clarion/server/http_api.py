@@ -29,6 +29,7 @@ Response = tuple[int, bytes]
 Endpoint = Callable[["App", list[str], dict[str, str], bytes], Awaitable[Response]]
 _encode = msgspec.json.encode
 EMPTY_OBJECT = b"{}"
+_NO_INFO: dict[str, int] = {}
 
 
 class HttpApi:
@@ -203,6 +204,10 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         prefix, info = api.parse_channels_query(params)
+        if not info:
+            # One shared empty object for every channel: nothing to allocate per channel.
+            listed = await self.state.occupied_channel_names(app.id, prefix)
+            return 200, _encode({"channels": dict.fromkeys(listed, _NO_INFO)})
         occupied = await self.state.occupied_channels(app.id, prefix)
         result: dict[str, dict[str, int]] = {}
         for name, counts in occupied.items():
