@@ -92,6 +92,7 @@ class Driver:
                 report = json.loads(line)
             except json.JSONDecodeError:
                 report = {"type": "garbage", "text": line}
+            report.setdefault("received_at", time.monotonic())
             with self._cond:
                 self.reports.append(report)
                 self._cond.notify_all()

@@ -349,3 +349,33 @@ secret = "app-secret"
         assert client.wait_event("tls-channel", "over-wss")["data"] == {"tls": True}
     finally:
         js.close()
+
+
+def test_drain_with_200_pusher_js_clients(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """SIGTERM closes 200 connected pusher-js clients with 4200, spread over the window."""
+    from tests.integration.pusherjs import Driver
+
+    server = make_server(
+        '[server]\nmax_connections_per_ip = 0\n\n[[apps]]\nid = "1"\nkey = "app-key"\n'
+        'secret = "app-secret"\n',
+        env={"CLARION_DRAIN_WINDOW": "2.0"},
+    )
+    js = Driver(server.host, server.port, tmp_path / "driver.log")
+    try:
+        count = 200
+        for index in range(count):
+            js.client(f"c{index}", wait=False)
+        js.wait_count({"type": "state", "current": "connected"}, count, timeout=60)
+        since = js.mark()
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        closes = js.wait_count({"type": "ws_close", "code": 4200}, count, since=since, timeout=20)
+        moments = [report["received_at"] for report in closes]
+        # Spread over the drain window, not all at once.
+        assert max(moments) - min(moments) >= 1.0
+        assert max(moments) - started < 6
+        assert server.process.wait(15) == 0
+    finally:
+        js.close()
