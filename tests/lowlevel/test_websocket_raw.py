@@ -68,7 +68,7 @@ def test_missing_protocol_is_taken_as_7(server: RunningServer) -> None:
     [
         ("no-such-key", "protocol=7", 4001),
         ("disabled-key", "protocol=7", 4003),
-        ("app-key", "protocol=abc", 4006),
+        ("app-key", "protocol=abc", 4007),
         ("app-key", "protocol=8", 4007),
         ("app-key", "protocol=4", 4007),
     ],

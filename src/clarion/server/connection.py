@@ -477,8 +477,10 @@ class Connection(asyncio.Protocol):
         protocol = _query_value(query, "protocol")
         if protocol is not None:
             if not protocol.isdigit():
+                # Spec §2: a protocol that is not an integer is unsupported (4007), like
+                # one outside 5..7.
                 raise ConnectRefused(
-                    CloseCode.INVALID_VERSION, f"Invalid version string format: {protocol!r}"
+                    CloseCode.UNSUPPORTED_PROTOCOL, f"Invalid protocol version: {protocol!r}"
                 )
             if not 5 <= int(protocol) <= 7:
                 raise ConnectRefused(
