@@ -109,7 +109,8 @@ class Outbox:
         self._flush_handles: dict[str, asyncio.TimerHandle] = {}
         self._held: dict[tuple[str, str, str, str], tuple[asyncio.TimerHandle, WebhookEvent]] = {}
         self._retries: dict[asyncio.TimerHandle, tuple[_Target, _Job]] = {}
-        self._tasks: dict[asyncio.Task[None], _Job] = {}
+        # Running tasks: a delivery (with its job), or an add to the durable store (None).
+        self._tasks: dict[asyncio.Task[None], _Job | None] = {}
         self._client: httpx.AsyncClient | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -217,10 +218,7 @@ class Outbox:
         while target.queue and target.in_flight < self._settings.concurrency:
             job = target.queue.popleft()
             target.in_flight += 1
-            self._idle.clear()
-            task = asyncio.get_running_loop().create_task(self._deliver(target, job))
-            self._tasks[task] = job
-            task.add_done_callback(self._task_done)
+            self._spawn(self._deliver(target, job), job)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -231,7 +229,7 @@ class Outbox:
     def _spawn(self, coro: Coroutine[Any, Any, None], job: _Job | None = None) -> None:
         self._idle.clear()
         task = asyncio.get_running_loop().create_task(coro)
-        self._tasks[task] = job if job is not None else _Job([])
+        self._tasks[task] = job
         task.add_done_callback(self._task_done)
 
     # --- the durable store (cluster adapter): jobs survive restarts, shared by nodes ----
@@ -466,9 +464,9 @@ class Outbox:
             target.stats.retrying -= 1
             target.stats.dropped += len(job.events)
             dropped += len(job.events)
-        for task, job in list(self._tasks.items()):
+        for task, running in list(self._tasks.items()):
             task.cancel()
-            dropped += len(job.events)
+            dropped += len(running.events) if running is not None else 0
         if self._client is not None:
             await self._client.aclose()
         if dropped:
@@ -477,7 +475,7 @@ class Outbox:
 
     async def _close_durable(self) -> int:
         # Jobs still being added reach the store first; then deliveries get the deadline.
-        adds = [task for task, job in self._tasks.items() if not job.events]
+        adds = [task for task, job in self._tasks.items() if job is None]
         if adds:
             await asyncio.wait(adds, timeout=self._settings.shutdown_deadline)
         self._closing = True
@@ -486,7 +484,7 @@ class Outbox:
             poller.cancel()
         if pollers:
             await asyncio.wait(pollers, timeout=2.0)
-        deliveries = [task for task, job in self._tasks.items() if job.events]
+        deliveries = [task for task, job in self._tasks.items() if job is not None]
         if deliveries:
             await asyncio.wait(deliveries, timeout=self._settings.shutdown_deadline)
         left = [task for task in self._tasks if not task.done()]
