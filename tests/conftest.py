@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,24 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     yield make
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def make_driver(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start pusher-js node drivers for any server (``make_driver(server, env=...)``); all
+    are ended, with their clients, at teardown."""
+    from tests.integration.pusherjs import Driver
+
+    drivers: list[Driver] = []
+
+    def make(target: RunningServer, env: dict[str, str] | None = None) -> Driver:
+        log = tmp_path / f"driver{len(drivers)}.log"
+        driver = Driver(target.host, target.port, log, env=env)
+        drivers.append(driver)
+        return driver
+
+    try:
+        yield make
+    finally:
+        for driver in drivers:
+            driver.close()

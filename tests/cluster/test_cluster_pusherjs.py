@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,22 +18,6 @@ from tests.cluster.conftest import RedisServer, cluster_config
 from tests.cluster.test_cluster import api, ready
 from tests.conftest import RunningServer
 from tests.integration.pusherjs import Driver, JsClient
-
-
-@pytest.fixture
-def make_driver(tmp_path: Path) -> Iterator[Callable[[RunningServer], Driver]]:
-    drivers: list[Driver] = []
-
-    def make(node: RunningServer) -> Driver:
-        driver = Driver(node.host, node.port, tmp_path / f"driver{len(drivers)}.log")
-        drivers.append(driver)
-        return driver
-
-    try:
-        yield make
-    finally:
-        for driver in drivers:
-            driver.close()
 
 
 def on(js: Driver, name: str, node: RunningServer) -> JsClient:

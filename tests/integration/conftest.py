@@ -7,31 +7,13 @@ channels with its own ``uid`` and never depends on what other tests left behind.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pusher
 import pytest
 
 from tests.conftest import RunningServer
 from tests.integration.pusherjs import Driver
-
-
-@pytest.fixture
-def make_driver(tmp_path: Path) -> Iterator[Callable[[RunningServer], Driver]]:
-    """Start node drivers for any server; all are ended (with their clients) at teardown."""
-    drivers: list[Driver] = []
-
-    def make(target: RunningServer) -> Driver:
-        driver = Driver(target.host, target.port, tmp_path / f"driver{len(drivers)}.log")
-        drivers.append(driver)
-        return driver
-
-    try:
-        yield make
-    finally:
-        for driver in drivers:
-            driver.close()
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ class Driver:
     ) -> None:
         node = shutil.which("node")
         if node is None or not (NODE_MODULES / "pusher-js").is_dir():
-            pytest.skip("node and tests/js/node_modules are needed (cd tests/js && npm ci)")
+            # A missing tool is a failure, not a skip: `make test` installs both.
+            pytest.fail("node and tests/js/node_modules are needed (make setup installs them)")
         self.host = host
         self.port = port
         self.log_path = log_path

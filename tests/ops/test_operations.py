@@ -20,6 +20,7 @@ import pytest
 from pusher.requests import RequestsBackend
 
 from tests.conftest import ROOT, RunningServer
+from tests.integration.pusherjs import Driver
 from tests.lowlevel.helpers import established, eventually, recv_json, subscribe, ws_connect
 from tests.webhooks.receiver import Receiver, running_receiver
 
@@ -139,6 +140,26 @@ secret = "app-secret"
     asyncio.run(main())
 
 
+def sdk_over_tls(server: RunningServer, cert: Path) -> pusher.Pusher:
+    """The official Python SDK with ssl=True. It pins certificate checks to its own CA
+    bundle; its documented backend hook lets the test trust the test certificate."""
+
+    class TrustTestCertificate(RequestsBackend):  # type: ignore[misc]
+        def __init__(self, client: object, **options: object) -> None:
+            super().__init__(client, **options)
+            self.options["verify"] = str(cert)
+
+    return pusher.Pusher(
+        app_id="1",
+        key="app-key",
+        secret="app-secret",
+        host=server.host,
+        port=server.port,
+        ssl=True,
+        backend=TrustTestCertificate,
+    )
+
+
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
     cert, key = directory / f"{name}.pem", directory / f"{name}.key"
     subprocess.run(
@@ -197,22 +218,7 @@ secret = "app-secret"
         await established(ws)
         await subscribe(ws, "secure")
 
-        # The official Python SDK over HTTPS. It pins certificate checks to its own CA
-        # bundle; its documented backend hook lets the test trust the test certificate.
-        class TrustTestCertificate(RequestsBackend):  # type: ignore[misc]
-            def __init__(self, client: object, **options: object) -> None:
-                super().__init__(client, **options)
-                self.options["verify"] = str(first_cert)
-
-        client = pusher.Pusher(
-            app_id="1",
-            key="app-key",
-            secret="app-secret",
-            host=server.host,
-            port=server.port,
-            ssl=True,
-            backend=TrustTestCertificate,
-        )
+        client = sdk_over_tls(server, first_cert)
         client.trigger("secure", "over-tls", {"ok": True})
         assert (await recv_json(ws))["event"] == "over-tls"
         await ws.close()
@@ -308,10 +314,12 @@ secret = "app-secret"
     assert "app-secret" not in text and "auth_signature" not in text
 
 
-def test_pusher_js_over_tls(make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+def test_pusher_js_over_tls(
+    make_server: Callable[..., RunningServer],
+    make_driver: Callable[..., Driver],
+    tmp_path: Path,
+) -> None:
     """pusher-js with forceTLS (wss://) and the Python SDK with ssl=True, end to end."""
-    from tests.integration.pusherjs import Driver
-
     cert, key = _certificate(tmp_path, "pusherjs")
     server = make_server(
         f"""
@@ -325,57 +333,33 @@ key = "app-key"
 secret = "app-secret"
 """
     )
-
-    class TrustTestCertificate(RequestsBackend):  # type: ignore[misc]
-        def __init__(self, client: object, **options: object) -> None:
-            super().__init__(client, **options)
-            self.options["verify"] = str(cert)
-
-    js = Driver(
-        server.host, server.port, tmp_path / "driver.log", env={"NODE_EXTRA_CA_CERTS": str(cert)}
-    )
-    try:
-        client = js.client("secure", tls=True)
-        client.subscribe("tls-channel")
-        pusher.Pusher(
-            app_id="1",
-            key="app-key",
-            secret="app-secret",
-            host=server.host,
-            port=server.port,
-            ssl=True,
-            backend=TrustTestCertificate,
-        ).trigger("tls-channel", "over-wss", {"tls": True})
-        assert client.wait_event("tls-channel", "over-wss")["data"] == {"tls": True}
-    finally:
-        js.close()
+    js = make_driver(server, env={"NODE_EXTRA_CA_CERTS": str(cert)})
+    client = js.client("secure", tls=True)
+    client.subscribe("tls-channel")
+    sdk_over_tls(server, cert).trigger("tls-channel", "over-wss", {"tls": True})
+    assert client.wait_event("tls-channel", "over-wss")["data"] == {"tls": True}
 
 
 def test_drain_with_200_pusher_js_clients(
-    make_server: Callable[..., RunningServer], tmp_path: Path
+    make_server: Callable[..., RunningServer], make_driver: Callable[..., Driver]
 ) -> None:
     """SIGTERM closes 200 connected pusher-js clients with 4200, spread over the window."""
-    from tests.integration.pusherjs import Driver
-
     server = make_server(
         '[server]\nmax_connections_per_ip = 0\n\n[[apps]]\nid = "1"\nkey = "app-key"\n'
         'secret = "app-secret"\n',
         env={"CLARION_DRAIN_WINDOW": "2.0"},
     )
-    js = Driver(server.host, server.port, tmp_path / "driver.log")
-    try:
-        count = 200
-        for index in range(count):
-            js.client(f"c{index}", wait=False)
-        js.wait_count({"type": "state", "current": "connected"}, count, timeout=60)
-        since = js.mark()
-        started = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        closes = js.wait_count({"type": "ws_close", "code": 4200}, count, since=since, timeout=20)
-        moments = [report["received_at"] for report in closes]
-        # Spread over the drain window, not all at once.
-        assert max(moments) - min(moments) >= 1.0
-        assert max(moments) - started < 6
-        assert server.process.wait(15) == 0
-    finally:
-        js.close()
+    js = make_driver(server)
+    count = 200
+    for index in range(count):
+        js.client(f"c{index}", wait=False)
+    js.wait_count({"type": "state", "current": "connected"}, count, timeout=60)
+    since = js.mark()
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    closes = js.wait_count({"type": "ws_close", "code": 4200}, count, since=since, timeout=20)
+    moments = [report["received_at"] for report in closes]
+    # Spread over the drain window, not all at once.
+    assert max(moments) - min(moments) >= 1.0
+    assert max(moments) - started < 6
+    assert server.process.wait(15) == 0
