@@ -32,8 +32,8 @@
  *        the observer times every member_added and member_removed
  *   --query list|channel|both          signed GET /apps/ID/channels[/NAME]?info=... one at
  *        a time on one keep-alive connection, latency per request kind
- *   --side-churn R / --side-client-events R   while publishing: subscribe+unsubscribe of
- *        a new channel R/s (channel_occupied/vacated webhooks), client events R/s on
+ *   --side-churn R / --side-client-events R   while publishing or querying: subscribe +
+ *        unsubscribe of a new channel R/s (channel_occupied/vacated webhooks), client events R/s on
  *        private-side (client_event webhooks)
  *   --pub-port P                       publish / query through another node
  *   --server-pid A,B,...  --aux-pid C,...   CPU (and RSS) summed over several processes
@@ -1826,6 +1826,7 @@ int main(int argc, char **argv) {
         }
         g.querying = 1;
         double start = now_s();
+        g.side_next_churn = g.side_next_ce = start;
         double t_w0 = start + opt.warmup, t_w1 = t_w0 + opt.duration;
         send_query(qc);
         for (;;) {
@@ -1843,6 +1844,7 @@ int main(int argc, char **argv) {
                 ok = 0;
                 break;
             }
+            if (g.n_side) side_pump(now);
             poll_once(5);
         }
         g.querying = 0;

@@ -60,7 +60,9 @@ VARIANTS = {
     "metrics": ("metrics-off", "metrics-on"),
     "cluster": ("1-worker", "2-workers"),
     "crossnode": ("single-node", "redis-same-node", "cross-node"),
-    "queries": ("memory", "redis"),
+    # "-churn": a channel subscribed and unsubscribed --query-churn times a second meanwhile,
+    # so that a listing can seldom be reused and is built afresh.
+    "queries": ("memory", "redis", "memory-churn", "redis-churn"),
 }
 # The CPUs this script may use, read before it pins itself to the generator's core.
 ALL_CPUS = sorted(os.sched_getaffinity(0))
@@ -453,7 +455,8 @@ def build_stack(
         else:
             stack.metrics_port = free_port()
             metrics_cfg = {"enabled": True, "port": stack.metrics_port}
-    redis_kinds = {"1-worker", "2-workers", "redis-same-node", "cross-node", "redis"}
+    redis_kinds = {"1-worker", "2-workers", "redis-same-node", "cross-node", "redis",
+                   "redis-churn"}
     if kind in redis_kinds:
         stack.pinned = scenario != "cluster"
         redis = start_redis(opts, workdir, tag, server_cpu if stack.pinned else None)
@@ -764,6 +767,8 @@ def run_once(
            *case.args]
     if stack.pub_port != stack.ws_port:
         cmd += ["--pub-port", str(stack.pub_port)]
+    if kind.endswith("-churn"):
+        cmd += ["--side-churn", str(opts.query_churn)]
     if stack.helpers:
         cmd += ["--aux-pid", ",".join(str(h.process.pid) for h in stack.helpers)]
     if opts.gen_cpu is not None and stack.pinned:
@@ -1459,6 +1464,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="subscribers of the cross-node latency runs (rate: --latency-rate)")
     more.add_argument("--query-channels", type=int, default=10000,
                       help="occupied channels (one subscriber each) of the query runs")
+    more.add_argument("--query-churn", type=float, default=500,
+                      help="queries runs, -churn variants: subscribe+unsubscribe per second")
     more.add_argument("--redis-concurrency", type=int, default=50,
                       help="handshakes in flight in the connect phase of the cluster, crossnode "
                       "and queries runs: redis-py's pool holds 100 connections and Clarion "

@@ -121,6 +121,13 @@ def test_state_queries_answer_for_the_cluster(
             assert client.channels_info("presence-", ["user_count"]) == {
                 "channels": {"presence-room": {"user_count": 2}}
             }
+            assert client.channels_info(None, ["subscription_count"]) == {
+                "channels": {
+                    "presence-room": {"subscription_count": 3},
+                    "plain-ann": {"subscription_count": 2},
+                    "plain-ben": {"subscription_count": 1},
+                }
+            }
             assert (
                 client.channel_info("plain-ann", ["subscription_count"])["subscription_count"] == 2
             )
@@ -133,6 +140,12 @@ def test_state_queries_answer_for_the_cluster(
             )
         )
         assert api(a).channel_info("presence-room", ["user_count"])["user_count"] == 2
+        # The listing asked before (and possibly kept by node a) reflects the change too.
+        assert api(a).channels_info(None, ["subscription_count"])["channels"] == {
+            "presence-room": {"subscription_count": 2},
+            "plain-ann": {"subscription_count": 1},
+            "plain-ben": {"subscription_count": 1},
+        }
         for ws in sockets[:2]:
             await ws.close()
         await eventually(lambda: api(b).channels_info()["channels"] == {})
@@ -258,6 +271,9 @@ event_types = ["channel_occupied", "channel_vacated", "member_added", "member_re
             lambda _: sum(e["name"] == "channel_vacated" for e in receiver.events()) == 1, timeout=5
         )
         assert api(a).users_info("presence-z") == {"users": [{"id": "s"}]}
+        assert api(c).channels_info("presence-", ["user_count", "subscription_count"]) == {
+            "channels": {"presence-z": {"user_count": 1, "subscription_count": 1}}
+        }
         assert "only-on-b" not in api(c).channels_info()["channels"]
         await pong_next(survivor)
         await survivor.close()
@@ -291,6 +307,12 @@ def test_redis_outage_local_service_and_recovery(
         on_b, _ = await connect(b)
         for ws in (on_a, on_b):
             await subscribe(ws, "resilient")
+        members = []  # "p" on both nodes, "q" on b only
+        for node, user in ((a, "p"), (b, "p"), (b, "q")):
+            ws, sid = await connect(node)
+            members.append(ws)
+            auth = SDK.authenticate("presence-r", sid, {"user_id": user})
+            await subscribe(ws, "presence-r", **auth)
         assert ready(a) == 200
         redis_server.kill()
         await eventually(lambda: ready(a) == 503 and ready(b) == 503, timeout=10)
@@ -305,7 +327,11 @@ def test_redis_outage_local_service_and_recovery(
         assert (await recv_json(on_b))["event"] == "after"  # "local-only" never reached b
         assert (await recv_json(on_a))["event"] == "after"
         assert api(b).channel_info("resilient", ["subscription_count"])["subscription_count"] == 2
-        for ws in (on_a, on_b):
+        for node in (a, b):
+            assert api(node).channels_info("presence-", ["user_count", "subscription_count"]) == {
+                "channels": {"presence-r": {"user_count": 2, "subscription_count": 3}}
+            }
+        for ws in (on_a, on_b, *members):
             await ws.close()
 
     asyncio.run(main())

@@ -48,6 +48,55 @@ def test_channels_info_presence_prefix_with_user_count(
     assert plain["channels"][room] == {}
 
 
+def test_channels_info_with_both_counts_and_no_server_to_user_channels(
+    js: Driver, pusher_client: pusher.Pusher, uid: str
+) -> None:
+    room = f"presence-{uid}-both"
+    _join(js, "dora", room, "dora")
+    _join(js, "dora-tab", room, "dora")
+    signed = js.client("signed")
+    signed.signin({"id": f"eve-{uid}", "user_info": {}})  # joins #server-to-user-eve-...
+    _join(js, "eve", room, f"eve-{uid}")
+
+    both = pusher_client.channels_info(f"presence-{uid}-", ["user_count", "subscription_count"])
+    assert both == {"channels": {room: {"user_count": 2, "subscription_count": 3}}}
+    counts = pusher_client.channels_info(f"presence-{uid}-", ["subscription_count"])
+    assert counts == {"channels": {room: {"subscription_count": 3}}}
+    everything = pusher_client.channels_info(None, ["subscription_count"])["channels"]
+    assert everything[room] == {"subscription_count": 3}
+    assert not [name for name in everything if name.startswith("#")]
+    assert not [name for name in pusher_client.channels_info()["channels"] if "#" in name]
+
+
+def test_a_repeated_listing_follows_every_change(
+    js: Driver, pusher_client: pusher.Pusher, uid: str
+) -> None:
+    prefix = f"poll-{uid}-"
+    first = js.client("first")
+    first.subscribe(prefix + "a")
+    asked = (prefix, ["subscription_count"])
+    assert pusher_client.channels_info(*asked) == {
+        "channels": {prefix + "a": {"subscription_count": 1}}
+    }
+    assert pusher_client.channels_info(*asked) == {  # asked again, nothing changed
+        "channels": {prefix + "a": {"subscription_count": 1}}
+    }
+    second = js.client("second")
+    second.subscribe(prefix + "a")
+    second.subscribe(prefix + "b")
+    assert pusher_client.channels_info(*asked) == {
+        "channels": {
+            prefix + "a": {"subscription_count": 2},
+            prefix + "b": {"subscription_count": 1},
+        }
+    }
+    second.unsubscribe(prefix + "b")
+    second.subscribe(f"sync-{uid}")  # answered only after the unsubscribe was handled
+    assert pusher_client.channels_info(*asked) == {
+        "channels": {prefix + "a": {"subscription_count": 2}}
+    }
+
+
 def test_channels_info_lists_only_occupied_channels(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:

@@ -406,6 +406,56 @@ def test_users_on_non_presence_or_invalid_channel_is_400(channel: str) -> None:
     assert status_of(api.check_users_channel, channel) == 400
 
 
+# --- GET /channels reply -------------------------------------------------------------------
+
+LISTED = ["presence-a", "presence-b.c=d@e,f;g", "presence-" + "x" * 150]
+
+
+@pytest.mark.parametrize(
+    ("subscriptions", "users", "entry"),
+    [
+        (None, None, lambda s, u: {}),
+        (["3", "1", "17"], None, lambda s, u: {"subscription_count": s}),
+        (None, ["2", "1", "15"], lambda s, u: {"user_count": u}),
+        (
+            ["3", "1", "17"],
+            ["2", "1", "15"],
+            lambda s, u: {"user_count": u, "subscription_count": s},
+        ),
+    ],
+)
+def test_channels_reply_is_the_json_of_the_counts(
+    subscriptions: list[str] | None, users: list[str] | None, entry: Any
+) -> None:
+    raw = api.channels_reply(LISTED, subscriptions, users)
+    expected = {
+        name: entry(
+            int(subscriptions[i]) if subscriptions else None, int(users[i]) if users else None
+        )
+        for i, name in enumerate(LISTED)
+    }
+    assert json.loads(raw) == {"channels": expected}
+    assert list(json.loads(raw)["channels"]) == LISTED  # in the order given
+    single = api.channels_reply(
+        LISTED[:1], subscriptions and subscriptions[:1], users and users[:1]
+    )
+    assert json.loads(single) == {"channels": {LISTED[0]: expected[LISTED[0]]}}
+
+
+def test_channels_reply_of_no_channels() -> None:
+    assert json.loads(api.channels_reply([], [], None)) == {"channels": {}}
+    assert json.loads(api.channels_reply([], None, None)) == {"channels": {}}
+
+
+@pytest.mark.parametrize("odd", ['quote"d', "back\\slash", "new\nline", "caf\u00e9"])
+def test_channels_reply_escapes_names_the_validator_would_refuse(odd: str) -> None:
+    # Never listed in practice (names are validated at subscribe); still valid JSON.
+    raw = api.channels_reply(["ok", odd], ["1", "2"], None)
+    assert json.loads(raw) == {
+        "channels": {"ok": {"subscription_count": 1}, odd: {"subscription_count": 2}}
+    }
+
+
 # --- error body -----------------------------------------------------------------------------
 
 

@@ -228,3 +228,17 @@ def test_valid_socket_ids(value: str) -> None:
 )
 def test_invalid_socket_ids(value: object) -> None:
     assert not names.is_valid_socket_id(value)
+
+
+# --- what GET /channels lists ---------------------------------------------------------------
+
+
+def test_every_channel_is_listed_without_prefix_or_server_to_user_channels() -> None:
+    assert names.listed_channels(["a", "presence-b", "private-c"], "") is None
+
+
+def test_listing_leaves_out_server_to_user_channels_and_other_prefixes() -> None:
+    channels = ["a", "#server-to-user-1", "presence-b", "presence-c", "#server-to-user-2"]
+    assert names.listed_channels(channels, "") == [0, 2, 3]
+    assert names.listed_channels(channels, "presence-") == [2, 3]
+    assert names.listed_channels(channels, "#") == []

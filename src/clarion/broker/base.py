@@ -31,6 +31,20 @@ class ChannelCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class Occupied:
+    """An app's occupied channels as parallel lists, one entry per channel.
+
+    No object per channel: GET /channels over 10,000 channels must stay a few
+    milliseconds, and 10,000 small objects cost more than that (and wake the collector).
+    """
+
+    names: list[str]
+    # Counts as decimal text: how Redis holds them and how the reply writes them.
+    subscription_counts: list[str]
+    user_counts: list[str] | None  # only when asked for (presence channels)
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     """A presence member: user_id (always a string) and the user_info given at join."""
 
@@ -150,15 +164,22 @@ class ChannelState(ABC):
     @abstractmethod
     async def channel_counts(self, app_id: str, channel: str) -> ChannelCounts: ...
 
+    async def listing_version(self, app_id: str) -> int | None:
+        """A number that changes whenever the app's channel or member counts change, so
+        that a GET /channels reply can be reused until then; None: do not reuse."""
+        return None
+
     @abstractmethod
-    async def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]: ...
+    async def occupied_channels(self, app_id: str, prefix: str, with_users: bool) -> Occupied:
+        """Channels with at least one socket whose names start with ``prefix``
+        (server-to-user channels are never listed)."""
 
     @abstractmethod
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]: ...
 
     async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
         """Only the names (GET /channels without info): cheaper than the counts."""
-        return list(await self.occupied_channels(app_id, prefix))
+        return (await self.occupied_channels(app_id, prefix, False)).names
 
     async def ready(self) -> bool:
         return True

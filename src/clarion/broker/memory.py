@@ -17,10 +17,11 @@ from clarion.broker.base import (
     Joined,
     Left,
     Member,
+    Occupied,
     PresenceFull,
     RateLimiter,
 )
-from clarion.protocol.names import SERVER_TO_USER_PREFIX
+from clarion.protocol.names import listed_channels
 
 
 class MemoryBroker(Broker):
@@ -37,6 +38,7 @@ class MemoryState(ChannelState):
         self._members: dict[tuple[str, str], dict[str, list[Any]]] = {}
         self._signed_in: dict[tuple[str, str], int] = {}
         self._cache: dict[tuple[str, str], tuple[str, str, float]] = {}
+        self._versions: dict[str, int] = {}  # app -> changes to its counts so far
 
     def shares(
         self,
@@ -74,6 +76,7 @@ class MemoryState(ChannelState):
         sockets = self._sockets.setdefault(app_id, {})
         count = sockets.get(channel, 0) + 1
         sockets[channel] = count
+        self._versions[app_id] = self._versions.get(app_id, 0) + 1
         snapshot = {user: entry[0] for user, entry in members.items()} if members else None
         return Joined(occupied=count == 1, member_added=added, members=snapshot)
 
@@ -96,6 +99,7 @@ class MemoryState(ChannelState):
             sockets[channel] = count
         else:
             sockets.pop(channel, None)
+        self._versions[app_id] = self._versions.get(app_id, 0) + 1
         return Left(vacated=count <= 0, member_removed=removed)
 
     async def presence_members(self, app_id: str, channel: str) -> dict[str, Any]:
@@ -143,19 +147,25 @@ class MemoryState(ChannelState):
         sockets = self._sockets.get(app_id, {}).get(channel, 0)
         return ChannelCounts(sockets, len(self._members.get((app_id, channel), ())))
 
-    async def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
-        return {
-            channel: ChannelCounts(count, len(self._members.get((app_id, channel), ())))
-            for channel, count in self._sockets.get(app_id, {}).items()
-            if channel.startswith(prefix) and not channel.startswith(SERVER_TO_USER_PREFIX)
-        }
+    async def listing_version(self, app_id: str) -> int | None:
+        return self._versions.get(app_id, 0)
+
+    async def occupied_channels(self, app_id: str, prefix: str, with_users: bool) -> Occupied:
+        sockets = self._sockets.get(app_id, {})
+        channels, counts = list(sockets), list(sockets.values())
+        keep = listed_channels(channels, prefix)
+        if keep is not None:
+            channels, counts = [channels[i] for i in keep], [counts[i] for i in keep]
+        users = None
+        if with_users:
+            members = self._members
+            users = [str(len(members.get((app_id, c), ()))) for c in channels]
+        return Occupied(channels, list(map(str, counts)), users)
 
     async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
-        return [
-            channel
-            for channel in self._sockets.get(app_id, {})
-            if channel.startswith(prefix) and not channel.startswith(SERVER_TO_USER_PREFIX)
-        ]
+        channels = list(self._sockets.get(app_id, {}))
+        keep = listed_channels(channels, prefix)
+        return channels if keep is None else [channels[i] for i in keep]
 
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
         return list(self._members.get((app_id, channel), ()))

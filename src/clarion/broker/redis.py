@@ -19,8 +19,9 @@ has every subsystem re-register what this node holds.
 * :class:`RedisRateLimiter` shares rate-limit windows between nodes.
 
 Keys (P = the configured prefix, A = an app id): ``P:subs:A`` channel -> sockets;
-``P:members:A:C`` user -> sockets; ``P:info:A:C`` user -> user_info JSON; ``P:users:A``
-user -> signed-in sockets; ``P:cache:A:C`` the cached event; ``P:node:N`` this node's
+``P:members:A:C`` user -> sockets; ``P:info:A:C`` user -> user_info JSON;
+``P:usercount:A`` presence channel -> users; ``P:ver:A`` changes with those counts;
+``P:users:A`` user -> signed-in sockets; ``P:cache:A:C`` the cached event; ``P:node:N`` this node's
 share of all of those; ``P:nodes`` node -> lease expiry (ms, Redis clock). Needs a
 standalone Redis (or a primary with replicas), not Redis Cluster mode.
 """
@@ -51,12 +52,13 @@ from clarion.broker.base import (
     Joined,
     Left,
     Member,
+    Occupied,
     PresenceFull,
     RateLimiter,
 )
 from clarion.broker.memory import MemoryRateLimiter, MemoryState
 from clarion.config import redact_url
-from clarion.protocol.names import SERVER_TO_USER_PREFIX
+from clarion.protocol.names import listed_channels
 
 log = logging.getLogger("clarion.redis")
 
@@ -351,8 +353,30 @@ class RedisBroker(Broker):
 
 # --- cluster state --------------------------------------------------------------------
 
-_JOIN = """
-local subs, node, members, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+# How many distinct users a presence channel has, kept in P:usercount:A next to the
+# socket counts so that GET /channels?info=user_count reads two hashes, not one per channel.
+#
+# P:ver:A changes with every change to those counts (GET /channels replies are reused
+# until it does). A new key starts from the Redis clock in microseconds, so that a
+# Redis that lost its data never hands out a number a node saw before.
+_USER_COUNT = """
+local function bump(ver)
+  if redis.call('INCR', ver) == 1 then
+    local t = redis.call('TIME')
+    redis.call('SET', ver, t[1] .. string.rep('0', 6 - #t[2]) .. t[2])
+  end
+end
+local function set_user_count(usercount, members, channel)
+  local n = redis.call('HLEN', members)
+  if n > 0 then redis.call('HSET', usercount, channel, n)
+  else redis.call('HDEL', usercount, channel) end
+end
+"""
+
+_JOIN = (
+    _USER_COUNT
+    + """
+local subs, node, members, info, usercount = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local channel, app, user, user_info = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local limit, sep = tonumber(ARGV[5]), ARGV[6]
 if user ~= '' and redis.call('HEXISTS', members, user) == 0
@@ -360,12 +384,14 @@ if user ~= '' and redis.call('HEXISTS', members, user) == 0
   return {-1, 0, false}
 end
 local count = redis.call('HINCRBY', subs, channel, 1)
+bump(KEYS[6])
 redis.call('HINCRBY', node, 's' .. sep .. app .. sep .. channel, 1)
 local added = 0
 local everyone = false
 if user ~= '' then
   if redis.call('HINCRBY', members, user, 1) == 1 then
     redis.call('HSET', info, user, user_info)
+    set_user_count(usercount, members, channel)
     added = 1
   end
   redis.call('HINCRBY', node, 'm' .. sep .. app .. sep .. channel .. sep .. user, 1)
@@ -373,12 +399,16 @@ if user ~= '' then
 end
 return {count, added, everyone}
 """
+)
 
-_LEAVE = """
-local subs, node, members, info = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+_LEAVE = (
+    _USER_COUNT
+    + """
+local subs, node, members, info, usercount = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local channel, app, user, sep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local count = redis.call('HINCRBY', subs, channel, -1)
 if count <= 0 then redis.call('HDEL', subs, channel) end
+bump(KEYS[6])
 local field = 's' .. sep .. app .. sep .. channel
 if redis.call('HINCRBY', node, field, -1) <= 0 then redis.call('HDEL', node, field) end
 local removed = 0
@@ -387,6 +417,7 @@ if user ~= '' then
   if left <= 0 then
     redis.call('HDEL', members, user)
     redis.call('HDEL', info, user)
+    set_user_count(usercount, members, channel)
     if left == 0 then removed = 1 end
   end
   field = 'm' .. sep .. app .. sep .. channel .. sep .. user
@@ -396,6 +427,7 @@ local vacated = 0
 if count == 0 then vacated = 1 end
 return {vacated, removed}
 """
+)
 
 _SIGN = """
 local users, node = KEYS[1], KEYS[2]
@@ -407,58 +439,111 @@ if redis.call('HINCRBY', node, field, delta) <= 0 then redis.call('HDEL', node, 
 return count
 """
 
-# Subtract a node's whole contribution from the cluster counts; return what that implies.
-# With ARGV[3] = '1' only if this call removes the node from the lease set (a dead node
-# is reaped by exactly one survivor).
-_REAP = """
+# Subtract a node's whole contribution from the cluster counts; return what that implies
+# ('v' channel vacated, 'r' member removed, 'o' user offline, fields joined by sep).
+_SUBTRACT_NODE = (
+    _USER_COUNT
+    + """
+-- Take n from a count; true when that leaves nothing (the field is then removed).
+local function drop(key, field, n)
+  if redis.call('HINCRBY', key, field, -n) > 0 then return false end
+  redis.call('HDEL', key, field)
+  return true
+end
+local function subtract_node(node, prefix, sep)
+  local fields = redis.call('HGETALL', node)
+  local out = {}
+  local changed = {}
+  for i = 1, #fields, 2 do
+    local f, n = fields[i], tonumber(fields[i + 1])
+    local parts = {}
+    local start = 1
+    for _ = 1, 3 do
+      local at = string.find(f, sep, start, true)
+      if not at then break end
+      table.insert(parts, string.sub(f, start, at - 1))
+      start = at + 1
+    end
+    table.insert(parts, string.sub(f, start))
+    local kind, app = parts[1], parts[2]
+    if kind ~= 'u' and not changed[app] then
+      changed[app] = true
+      bump(prefix .. ':ver:' .. app)
+    end
+    if kind == 's' then
+      if drop(prefix .. ':subs:' .. app, parts[3], n) then
+        table.insert(out, 'v' .. sep .. app .. sep .. parts[3])
+      end
+    elseif kind == 'm' then
+      local channel, user = parts[3], parts[4]
+      local key = prefix .. ':members:' .. app .. ':' .. channel
+      if drop(key, user, n) then
+        redis.call('HDEL', prefix .. ':info:' .. app .. ':' .. channel, user)
+        set_user_count(prefix .. ':usercount:' .. app, key, channel)
+        table.insert(out, 'r' .. sep .. app .. sep .. channel .. sep .. user)
+      end
+    elseif kind == 'u' then
+      if drop(prefix .. ':users:' .. app, parts[3], n) then
+        table.insert(out, 'o' .. sep .. app .. sep .. parts[3])
+      end
+    end
+  end
+  redis.call('DEL', node)
+  return out
+end
+"""
+)
+
+# A node that died or left: only the survivor that removes it from the lease set does
+# the subtraction (with ARGV[3] = '1'), so what it implies is reported exactly once.
+_REAP = (
+    _SUBTRACT_NODE
+    + """
 local nodes, node = KEYS[1], KEYS[2]
 local node_id, prefix, check, sep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if check == '1' and redis.call('ZREM', nodes, node_id) == 0 then return false end
 if check ~= '1' then redis.call('ZREM', nodes, node_id) end
-local fields = redis.call('HGETALL', node)
-local out = {}
-for i = 1, #fields, 2 do
-  local f, n = fields[i], tonumber(fields[i + 1])
-  local parts = {}
-  local start = 1
-  for _ = 1, 3 do
-    local at = string.find(f, sep, start, true)
-    if not at then break end
-    table.insert(parts, string.sub(f, start, at - 1))
-    start = at + 1
+return subtract_node(node, prefix, sep)
+"""
+)
+
+# After an outage (or an expired lease): replace this node's share by what it holds
+# now, and renew its lease, in one step, so that no other node ever sees the counts
+# without this node's sockets. ARGV[5] is the share as JSON:
+# [["s", app, channel, n], ["m", app, channel, user, n, user_info], ["u", app, user, n]].
+_REGISTER = (
+    _SUBTRACT_NODE
+    + """
+local nodes, node = KEYS[1], KEYS[2]
+local node_id, prefix, sep, lease = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+subtract_node(node, prefix, sep)
+local changed = {}
+for _, e in ipairs(cjson.decode(ARGV[5])) do
+  local kind, app = e[1], e[2]
+  if kind ~= 'u' and not changed[app] then
+    changed[app] = true
+    bump(prefix .. ':ver:' .. app)
   end
-  table.insert(parts, string.sub(f, start))
-  local kind, app = parts[1], parts[2]
   if kind == 's' then
-    local channel = parts[3]
-    local key = prefix .. ':subs:' .. app
-    local c = redis.call('HINCRBY', key, channel, -n)
-    if c <= 0 then
-      redis.call('HDEL', key, channel)
-      table.insert(out, 'v' .. sep .. app .. sep .. channel)
-    end
+    redis.call('HINCRBY', prefix .. ':subs:' .. app, e[3], e[4])
+    redis.call('HINCRBY', node, 's' .. sep .. app .. sep .. e[3], e[4])
   elseif kind == 'm' then
-    local channel, user = parts[3], parts[4]
-    local key = prefix .. ':members:' .. app .. ':' .. channel
-    local c = redis.call('HINCRBY', key, user, -n)
-    if c <= 0 then
-      redis.call('HDEL', key, user)
-      redis.call('HDEL', prefix .. ':info:' .. app .. ':' .. channel, user)
-      table.insert(out, 'r' .. sep .. app .. sep .. channel .. sep .. user)
-    end
+    local members = prefix .. ':members:' .. app .. ':' .. e[3]
+    redis.call('HINCRBY', members, e[4], e[5])
+    redis.call('HSET', prefix .. ':info:' .. app .. ':' .. e[3], e[4], e[6])
+    set_user_count(prefix .. ':usercount:' .. app, members, e[3])
+    redis.call('HINCRBY', node, 'm' .. sep .. app .. sep .. e[3] .. sep .. e[4], e[5])
   elseif kind == 'u' then
-    local user = parts[3]
-    local key = prefix .. ':users:' .. app
-    local c = redis.call('HINCRBY', key, user, -n)
-    if c <= 0 then
-      redis.call('HDEL', key, user)
-      table.insert(out, 'o' .. sep .. app .. sep .. user)
-    end
+    redis.call('HINCRBY', prefix .. ':users:' .. app, e[3], e[4])
+    redis.call('HINCRBY', node, 'u' .. sep .. app .. sep .. e[3], e[4])
   end
 end
-redis.call('DEL', node)
-return out
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', nodes, now + lease, node_id)
+return true
 """
+)
 
 _HEARTBEAT = """
 local t = redis.call('TIME')
@@ -481,6 +566,7 @@ class RedisState(ChannelState):
         self._leave = client.register_script(_LEAVE)
         self._sign = client.register_script(_SIGN)
         self._reap = client.register_script(_REAP)
+        self._register = client.register_script(_REGISTER)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._on_reaped: Reaped | None = None
         self._task: asyncio.Task[None] | None = None
@@ -504,6 +590,8 @@ class RedisState(ChannelState):
             self._node_key,
             link.key("members", app_id, channel),
             link.key("info", app_id, channel),
+            link.key("usercount", app_id),
+            link.key("ver", app_id),
         ]
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -619,39 +707,46 @@ class RedisState(ChannelState):
                 self.link.failed(exc)
         return await self.local.channel_counts(app_id, channel)
 
-    async def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
+    async def listing_version(self, app_id: str) -> int | None:
         if self.link.up:
             try:
-                flat = await self.link.client.hgetall(self.link.key("subs", app_id))
-                channels = {
-                    name: int(count)
-                    for raw, count in flat.items()
-                    if (name := _text(raw)).startswith(prefix)
-                    and not name.startswith(SERVER_TO_USER_PREFIX)
-                    and int(count) > 0
-                }
-                presence = [c for c in channels if c.startswith("presence-")]
-                users: dict[str, int] = {}
-                if presence:
-                    async with self.link.client.pipeline(transaction=False) as pipe:
-                        for name in presence:
-                            pipe.hlen(self.link.key("members", app_id, name))
-                        users = dict(zip(presence, await pipe.execute(), strict=True))
-                return {c: ChannelCounts(n, users.get(c, 0)) for c, n in channels.items()}
+                value = await self.link.client.get(self.link.key("ver", app_id))
+                return int(value or 0)
             except (RedisError, OSError) as exc:
                 self.link.failed(exc)
-        return await self.local.occupied_channels(app_id, prefix)
+        return None  # this node's view alone: never reuse a reply for it
+
+    async def occupied_channels(self, app_id: str, prefix: str, with_users: bool) -> Occupied:
+        if self.link.up:
+            try:
+                # Keys and values of one hash in one transaction come in the same order;
+                # two flat lists parse far faster than HGETALL's 10,000-entry dict.
+                async with self.link.client.pipeline(transaction=True) as pipe:
+                    pipe.hkeys(self.link.key("subs", app_id))
+                    pipe.hvals(self.link.key("subs", app_id))
+                    if with_users:
+                        pipe.hkeys(self.link.key("usercount", app_id))
+                        pipe.hvals(self.link.key("usercount", app_id))
+                    replies = await pipe.execute()
+                channels, counts = _texts(replies[0]), _texts(replies[1])
+                keep = listed_channels(channels, prefix)
+                if keep is not None:
+                    channels, counts = [channels[i] for i in keep], [counts[i] for i in keep]
+                users = None
+                if with_users:
+                    per_channel = dict(zip(_texts(replies[2]), _texts(replies[3]), strict=True))
+                    users = [per_channel.get(c, "0") for c in channels]
+                return Occupied(channels, counts, users)
+            except (RedisError, OSError) as exc:
+                self.link.failed(exc)
+        return await self.local.occupied_channels(app_id, prefix, with_users)
 
     async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
         if self.link.up:
             try:
-                keys = await self.link.client.hkeys(self.link.key("subs", app_id))
-                return [
-                    name
-                    for raw in keys
-                    if (name := _text(raw)).startswith(prefix)
-                    and not name.startswith(SERVER_TO_USER_PREFIX)
-                ]
+                channels = _texts(await self.link.client.hkeys(self.link.key("subs", app_id)))
+                keep = listed_channels(channels, prefix)
+                return channels if keep is None else [channels[i] for i in keep]
             except (RedisError, OSError) as exc:
                 self.link.failed(exc)
         return await self.local.occupied_channel_names(app_id, prefix)
@@ -715,32 +810,25 @@ class RedisState(ChannelState):
 
     async def _register_again(self) -> None:
         """After an outage: replace this node's share in Redis by what it holds now."""
-        client = self.link.client
-        await self._reap(
-            keys=[self.link.key("nodes"), self._node_key],
-            args=[self.link.node_id, self.link.prefix, "0", SEP],
-        )
         sockets, members_of, signed_in = self.local.shares()
-        async with client.pipeline(transaction=True) as pipe:
-            for app_id, channels in sockets.items():
-                for channel, count in channels.items():
-                    pipe.hincrby(self.link.key("subs", app_id), channel, count)
-                    pipe.hincrby(self._node_key, SEP.join(("s", app_id, channel)), count)
-            for (app_id, channel), members in members_of.items():
-                for user, (info, count) in members.items():
-                    pipe.hincrby(self.link.key("members", app_id, channel), user, count)
-                    pipe.hset(
-                        self.link.key("info", app_id, channel),
-                        user,
-                        self._info_codec.encode(info),
-                    )
-                    pipe.hincrby(self._node_key, SEP.join(("m", app_id, channel, user)), count)
-            for (app_id, user), count in signed_in.items():
-                pipe.hincrby(self.link.key("users", app_id), user, count)
-                pipe.hincrby(self._node_key, SEP.join(("u", app_id, user)), count)
-            await pipe.execute()
-        await self._heartbeat(
-            keys=[self.link.key("nodes")], args=[self.link.node_id, int(self.lease * 1000)]
+        share: list[list[Any]] = []
+        for app_id, channels in sockets.items():
+            share.extend(["s", app_id, channel, n] for channel, n in channels.items())
+        for (app_id, channel), members in members_of.items():
+            share.extend(
+                ["m", app_id, channel, user, n, self._info_codec.encode(info).decode()]
+                for user, (info, n) in members.items()
+            )
+        share.extend(["u", app_id, user, n] for (app_id, user), n in signed_in.items())
+        await self._register(
+            keys=[self.link.key("nodes"), self._node_key],
+            args=[
+                self.link.node_id,
+                self.link.prefix,
+                SEP,
+                int(self.lease * 1000),
+                self._info_codec.encode(share),
+            ],
         )
 
     async def stop(self) -> None:
@@ -872,6 +960,15 @@ def _reaped_items(result: list[Any]) -> list[tuple[str, ...]]:
     # member_removed before channel_vacated, as for a normal leave.
     items.sort(key=lambda item: "rvo".index(item[0]))
     return items
+
+
+def _texts(values: list[Any]) -> list[str]:
+    """Decode many names at once (names never contain NUL)."""
+    if not values:
+        return []
+    if isinstance(values[0], str):
+        return list(values)
+    return b"\0".join(values).decode().split("\0")
 
 
 def _text(value: bytes | str) -> str:

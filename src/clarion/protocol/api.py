@@ -149,6 +149,58 @@ def parse_channels_query(params: dict[str, str]) -> tuple[str, frozenset[str]]:
     return prefix, info
 
 
+def channels_reply(
+    names: list[str], subscription_counts: list[str] | None, user_counts: list[str] | None
+) -> bytes:
+    """The body of GET /channels: ``{"channels": {name: {counts asked for}}}``.
+
+    Counts come as decimal text (as Redis holds them). The body is spliced from the
+    columns by list slicing and one join, with no Python-level step per channel: that
+    keeps a listing of 10,000 channels around a millisecond. Channel names are validated
+    at subscribe and never need JSON escaping; the check below keeps that an assertion
+    and falls back to the encoder if it ever fails.
+    """
+    if not names:
+        return b'{"channels":{}}'
+    joined = "".join(names)
+    if '"' in joined or "\\" in joined or not joined.isprintable():
+        return _channels_reply_encoded(names, subscription_counts, user_counts)
+    # Each entry is: name, separator, [count, separator]...; the last separator of an
+    # entry closes it and opens the next name's quote.
+    counted = [
+        (key, column)
+        for key, column in (
+            ("user_count", user_counts),
+            ("subscription_count", subscription_counts),
+        )
+        if column is not None
+    ]
+    columns = [names, *(column for _, column in counted)]
+    separators = ['":{'] if counted else ['":{},"']
+    for position, (key, _) in enumerate(counted):
+        separators[-1] += f'"{key}":'
+        separators.append("," if position + 1 < len(counted) else '},"')
+    width = 2 * len(columns)
+    parts: list[str] = [s for separator in separators for s in ("", separator)] * len(names)
+    for index, column in enumerate(columns):
+        parts[2 * index :: width] = column
+    parts[-1] = parts[-1][:-2]  # no next name after the last entry
+    return ('{"channels":{"' + "".join(parts) + "}}").encode()
+
+
+def _channels_reply_encoded(
+    names: list[str], subscription_counts: list[str] | None, user_counts: list[str] | None
+) -> bytes:
+    channels: dict[str, dict[str, int]] = {}
+    for index, name in enumerate(names):
+        entry = channels[name] = {}
+        if user_counts is not None:
+            entry["user_count"] = int(user_counts[index])
+        if subscription_counts is not None:
+            entry["subscription_count"] = int(subscription_counts[index])
+    return msgspec.json.encode({"channels": channels})
+
+
 def parse_channel_query(channel: str, params: dict[str, str]) -> frozenset[str]:
     channel_error = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_HTTP)
     if channel_error:

@@ -44,6 +44,21 @@ def channel_kind(name: str) -> ChannelKind:
     return ChannelKind.PUBLIC
 
 
+def listed_channels(channels: list[str], prefix: str) -> list[int] | None:
+    """Which of ``channels`` GET /channels lists under ``prefix``: their indexes, or None
+    when that is every one of them (the usual case, found without a loop in Python).
+
+    Server-to-user channels are never listed; '#' cannot occur in any other name.
+    """
+    if not prefix and "#" not in "".join(channels):
+        return None
+    return [
+        i
+        for i, name in enumerate(channels)
+        if name.startswith(prefix) and not name.startswith(SERVER_TO_USER_PREFIX)
+    ]
+
+
 def is_cache_channel(name: str) -> bool:
     return name.startswith(
         ("cache-", "private-cache-", "presence-cache-", "private-encrypted-cache-")

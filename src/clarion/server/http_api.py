@@ -29,7 +29,9 @@ Response = tuple[int, bytes]
 Endpoint = Callable[["App", list[str], dict[str, str], bytes], Awaitable[Response]]
 _encode = msgspec.json.encode
 EMPTY_OBJECT = b"{}"
-_NO_INFO: dict[str, int] = {}
+# GET /channels replies kept for reuse while the counts do not change (dashboards poll
+# the same listing); a few, as each may be a few hundred KiB.
+MAX_KEPT_LISTINGS = 16
 
 
 class HttpApi:
@@ -52,6 +54,7 @@ class HttpApi:
         self.terminate_user = terminate_user
         self.is_ready = is_ready
         self.clock = clock
+        self._listings: dict[tuple[str, str, frozenset[str]], tuple[int, bytes]] = {}
 
     def publish_now(self, raw_path: str, raw_query: str, body: bytes) -> Response | None:
         """``POST /apps/{id}/events`` without a coroutine, for the in-memory state.
@@ -204,20 +207,27 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         prefix, info = api.parse_channels_query(params)
+        key = (app.id, prefix, info)
+        # The version is read before the counts: a reply kept under it may be newer than
+        # it, never older, and the next change makes it miss.
+        version = await self.state.listing_version(app.id)
+        kept = self._listings.get(key)
+        if kept is not None and version is not None and kept[0] == version:
+            return 200, kept[1]
         if not info:
-            # One shared empty object for every channel: nothing to allocate per channel.
-            listed = await self.state.occupied_channel_names(app.id, prefix)
-            return 200, _encode({"channels": dict.fromkeys(listed, _NO_INFO)})
-        occupied = await self.state.occupied_channels(app.id, prefix)
-        result: dict[str, dict[str, int]] = {}
-        for name, counts in occupied.items():
-            entry: dict[str, int] = {}
-            if "user_count" in info and names.channel_kind(name) is names.ChannelKind.PRESENCE:
-                entry["user_count"] = counts.user_count
-            if "subscription_count" in info:
-                entry["subscription_count"] = counts.subscription_count
-            result[name] = entry
-        return 200, _encode({"channels": result})
+            body = api.channels_reply(
+                await self.state.occupied_channel_names(app.id, prefix), None, None
+            )
+        else:
+            occupied = await self.state.occupied_channels(app.id, prefix, "user_count" in info)
+            counts = occupied.subscription_counts if "subscription_count" in info else None
+            body = api.channels_reply(occupied.names, counts, occupied.user_counts)
+        if version is not None:
+            self._listings.pop(key, None)
+            self._listings[key] = (version, body)
+            if len(self._listings) > MAX_KEPT_LISTINGS:
+                del self._listings[next(iter(self._listings))]
+        return 200, body
 
     async def channel(
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
