@@ -6,7 +6,8 @@ event loop:
 
 * ``channel_vacated``, ``member_removed`` and ``user_offline`` are held for the app's
   ``webhook_delay``; the opposite event arriving meanwhile cancels both, so a page reload
-  does not flap.
+  does not flap. With the cluster adapter a held event also leaves a mark every node
+  sees, so the opposite event fired by another node cancels it too.
 * Events of one app are gathered for ``webhook_batch_window`` seconds and sent as one
   ``{time_ms, events}`` request per target (at most 100 events), filtered by the target's
   event types and channel prefix.
@@ -32,7 +33,7 @@ import httpx
 import msgspec
 
 from clarion import __version__, metrics
-from clarion.broker.base import JobStore
+from clarion.broker.base import HeldMarks, JobStore
 from clarion.config import AppConfig, WebhookSettings, WebhookTarget, redact_url
 from clarion.protocol import webhooks as shapes
 from clarion.protocol.webhooks import WebhookEvent
@@ -69,6 +70,16 @@ class _Job:
 
 
 @dataclass
+class _Held:
+    handle: asyncio.TimerHandle
+    event: WebhookEvent
+    marked: bool = False  # the cluster-wide mark was set (other nodes can take it)
+
+
+MarkDone = Callable[[bool | None], None]
+
+
+@dataclass
 class _Target:
     app_id: str
     config: WebhookTarget
@@ -98,16 +109,21 @@ class Outbox:
         settings: WebhookSettings,
         clock: Callable[[], float] = time.time,
         store: JobStore | None = None,
+        marks: HeldMarks | None = None,
     ) -> None:
         self._app_config = app_config
         self._store = store
+        self._marks = marks
+        self._mark_ops: list[tuple[tuple[str, str, str, str], float, MarkDone | None]] = []
+        self._marks_idle = asyncio.Event()
+        self._marks_idle.set()
         self._closing = False
         self._settings = settings
         self._clock = clock
         self._targets: dict[str, list[_Target]] = {}
         self._pending: dict[str, list[WebhookEvent]] = {}
         self._flush_handles: dict[str, asyncio.TimerHandle] = {}
-        self._held: dict[tuple[str, str, str, str], tuple[asyncio.TimerHandle, WebhookEvent]] = {}
+        self._held: dict[tuple[str, str, str, str], _Held] = {}
         self._retries: dict[asyncio.TimerHandle, tuple[_Target, _Job]] = {}
         # Running tasks: a delivery (with its job), or an add to the durable store (None).
         self._tasks: dict[asyncio.Task[None], _Job | None] = {}
@@ -140,15 +156,29 @@ class Outbox:
         return any(name in target.wanted for target in self._targets_of(app_id))
 
     def emit(self, app_id: str, event: WebhookEvent) -> None:
-        name = event["name"]
-        held = shapes.CANCELS.get(name)
-        if held is not None and self._held:
+        held_name = shapes.CANCELS.get(event["name"])
+        if held_name is not None:
             # Before the wants() check: a target that only wants channel_vacated must
             # still have it cancelled when the channel is re-occupied within the delay.
-            entry = self._held.pop(self._held_key(app_id, held, event), None)
-            if entry is not None:
-                entry[0].cancel()  # the pair cancels out: neither is sent
+            key = self._held_key(app_id, held_name, event)
+            held = self._held.pop(key, None) if self._held else None
+            if held is not None:
+                held.handle.cancel()  # the pair cancels out: neither is sent
+                if self._marks is not None:
+                    self._mark(key, 0.0, None)  # after its hold: the ops keep their order
                 return
+            if self._marks is not None and self.wants(app_id, held_name):
+                # Perhaps held by another node: sent only if there is no mark to take.
+                def unless_taken(taken: bool | None) -> None:
+                    if not taken:
+                        self._accept(app_id, event)
+
+                self._mark(key, 0.0, unless_taken)
+                return
+        self._accept(app_id, event)
+
+    def _accept(self, app_id: str, event: WebhookEvent) -> None:
+        name = event["name"]
         if not self.wants(app_id, name):
             return
         config = self._app_config(app_id)
@@ -157,9 +187,15 @@ class Outbox:
             key = self._held_key(app_id, name, event)
             previous = self._held.pop(key, None)
             if previous is not None:
-                previous[0].cancel()
-            handle = asyncio.get_running_loop().call_later(delay, self._release, key, app_id, event)
-            self._held[key] = (handle, event)
+                previous.handle.cancel()
+            handle = asyncio.get_running_loop().call_later(delay, self._release, key)
+            held = self._held[key] = _Held(handle, event)
+            if self._marks is not None:
+
+                def marked(done: bool | None) -> None:
+                    held.marked = bool(done)
+
+                self._mark(key, delay, marked)
             return
         self._queue_event(app_id, event, config)
 
@@ -167,9 +203,44 @@ class Outbox:
     def _held_key(app_id: str, name: str, event: WebhookEvent) -> tuple[str, str, str, str]:
         return (app_id, name, str(event.get("channel", "")), str(event.get("user_id", "")))
 
-    def _release(self, key: tuple[str, str, str, str], app_id: str, event: WebhookEvent) -> None:
-        if self._held.pop(key, None) is not None:
-            self._queue_event(app_id, event, self._app_config(app_id))
+    def _release(self, key: tuple[str, str, str, str]) -> None:
+        held = self._held.pop(key, None)
+        if held is None:
+            return
+        if not held.marked:
+            self._queue_event(key[0], held.event, self._app_config(key[0]))
+            return
+
+        def unless_taken(taken: bool | None) -> None:
+            if taken is not False:  # False: another node's opposite event took the mark
+                self._queue_event(key[0], held.event, self._app_config(key[0]))
+
+        self._mark(key, 0.0, unless_taken)
+
+    def _mark(self, key: tuple[str, str, str, str], seconds: float, then: MarkDone | None) -> None:
+        """Hold (seconds > 0) or take a cluster-wide mark; ``then`` gets the outcome.
+        One task applies them in order, batched."""
+        self._mark_ops.append((key, seconds, then))
+        if self._marks_idle.is_set():
+            self._marks_idle.clear()
+            self._spawn(self._apply_marks())
+
+    async def _apply_marks(self) -> None:
+        assert self._marks is not None
+        try:
+            while self._mark_ops:
+                batch, self._mark_ops = self._mark_ops, []
+                ops = [("\x1f".join(key), seconds) for key, seconds, _ in batch]
+                results: list[bool | None] = [None] * len(batch)  # None: outcome unknown
+                try:
+                    results[:] = await self._marks.apply(ops) or results
+                except Exception:
+                    log.exception("webhook hold marks could not be applied")
+                for (_, _, then), result in zip(batch, results, strict=True):
+                    if then is not None:
+                        then(result)
+        finally:
+            self._marks_idle.set()
 
     def _queue_event(self, app_id: str, event: WebhookEvent, config: AppConfig | None) -> None:
         pending = self._pending.setdefault(app_id, [])
@@ -433,10 +504,11 @@ class Outbox:
         With a durable store nothing is dropped: what is not delivered by the deadline stays
         in the store and is delivered after the restart (or by another node).
         """
-        for key, (held, event) in list(self._held.items()):
-            held.cancel()
-            del self._held[key]
-            self._pending.setdefault(key[0], []).append(event)
+        for key in list(self._held):
+            self._held[key].handle.cancel()
+            self._release(key)  # sent now, unless another node's event took its mark
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._marks_idle.wait(), self._settings.shutdown_deadline)
         for app_id in list(self._pending):
             flush = self._flush_handles.pop(app_id, None)
             if flush is not None:

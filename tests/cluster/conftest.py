@@ -96,7 +96,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
-def cluster_config(redis: RedisServer, lease: float = 3.0, app_extra: str = "") -> str:
+def cluster_config(
+    redis: RedisServer, lease: float = 3.0, app_extra: str = "", webhook_delay: float = 0
+) -> str:
     return f"""
 [cluster]
 adapter = "redis"
@@ -109,7 +111,7 @@ id = "1"
 key = "app-key"
 secret = "app-secret"
 client_events = true
-webhook_delay = 0
+webhook_delay = {webhook_delay}
 {app_extra}
 """
 

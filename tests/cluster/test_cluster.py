@@ -296,6 +296,57 @@ event_types = ["channel_occupied", "channel_vacated", "member_added", "member_re
     )
 
 
+def test_a_reload_that_lands_on_another_node_sends_no_webhooks(
+    receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    """vacated/removed are held back on the node the user left; the user coming back on
+    another node within the delay cancels them there, as a reload on one node would."""
+    hooks = f"""
+[[apps.webhooks]]
+url = "{receiver.url}/hooks"
+event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
+"""
+    config = cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0)
+    a, b = make_server(config), make_server(config)
+
+    async def visit(node: RunningServer) -> ClientConnection:
+        ws, sid = await connect(node)
+        auth = SDK.authenticate("presence-page", sid, {"user_id": "u"})
+        await subscribe(ws, "presence-page", **auth)
+        await subscribe(ws, "page")
+        return ws
+
+    def named(*names: str) -> list[tuple[str, str, str | None]]:
+        return [
+            (e["name"], e["channel"], e.get("user_id"))
+            for e in receiver.events()
+            if e["name"] in names
+        ]
+
+    async def main() -> None:
+        first = await visit(a)
+        receiver.wait_for(lambda _: len(receiver.events()) == 3)
+        await first.close()
+        # Gone from the cluster (node a handled the close), then back through node b.
+        await eventually(lambda: api(b).channels_info()["channels"] == {})
+        second = await visit(b)
+        await second.close()  # now really gone: b holds vacated/removed, then sends them
+        receiver.wait_for(lambda _: len(named("channel_vacated")) == 2, timeout=10)
+        # Node a's held events were due a whole visit earlier, and were dropped.
+        assert sorted(named("member_added", "member_removed")) == [
+            ("member_added", "presence-page", "u"),
+            ("member_removed", "presence-page", "u"),
+        ]
+        assert sorted(named("channel_occupied", "channel_vacated")) == [
+            ("channel_occupied", "page", None),
+            ("channel_occupied", "presence-page", None),
+            ("channel_vacated", "page", None),
+            ("channel_vacated", "presence-page", None),
+        ]
+
+    asyncio.run(main())
+
+
 def test_redis_outage_local_service_and_recovery(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:

@@ -8,6 +8,7 @@
   a leave means (occupied? first socket of this user?), and the HTTP API answers
   queries from it.
 * :class:`RateLimiter` counts requests against per-app limits.
+* :class:`JobStore` and :class:`HeldMarks` let the nodes share the webhook outbox.
 
 In-memory implementations live in :mod:`clarion.broker.memory`; swapping them for
 clustered ones changes nothing above this package.
@@ -194,6 +195,23 @@ class RateLimiter(ABC):
     @abstractmethod
     async def consume(self, key: str, amount: int, per_second: int) -> bool:
         """Take ``amount`` from bucket ``key`` (refilled at ``per_second``); False if short."""
+
+
+class HeldMarks(ABC):
+    """Marks of the webhooks a node holds back (channel_vacated, member_removed,
+    user_offline), seen by every node: the opposite event fired by another node within
+    the delay (a page reload that lands elsewhere) takes the mark, and both events are
+    dropped, as they would be on one node.
+
+    Operations are applied in the order given, so that a hold and the take that follows
+    it on the same node can never pass each other.
+    """
+
+    @abstractmethod
+    async def apply(self, ops: list[tuple[str, float]]) -> list[bool] | None:
+        """For each (key, seconds): seconds > 0 holds the mark for about that long (True);
+        seconds == 0 takes it: True if it was there, False if not (taken by another node,
+        or never held). None when the store cannot be reached."""
 
 
 class JobStore(ABC):

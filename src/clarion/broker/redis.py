@@ -48,6 +48,7 @@ from clarion.broker.base import (
     CachedEvent,
     ChannelCounts,
     ChannelState,
+    HeldMarks,
     JobStore,
     Joined,
     Left,
@@ -941,6 +942,34 @@ return dropped
 
     async def size(self, queue: str) -> int:
         return int(await self.link.client.zcard(self.link.key("wh", "due", queue)))
+
+
+class RedisHeldMarks(HeldMarks):
+    """``P:held:K`` for each webhook held back, with an expiry a little past its delay (a
+    node that dies while holding leaves nothing behind for long)."""
+
+    MARGIN = 10.0  # seconds a mark outlives its delay: a slow release still finds it
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+
+    async def apply(self, ops: list[tuple[str, float]]) -> list[bool] | None:
+        if not self.link.up:
+            return None
+        try:
+            async with self.link.client.pipeline(transaction=False) as pipe:
+                for key, seconds in ops:
+                    if seconds > 0:
+                        pipe.set(
+                            self.link.key("held", key), 1, px=int((seconds + self.MARGIN) * 1000)
+                        )
+                    else:
+                        pipe.delete(self.link.key("held", key))
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self.link.failed(exc)
+            return None
+        return [bool(reply) for reply in replies]
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 2.0) -> None:

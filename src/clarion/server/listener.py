@@ -28,6 +28,7 @@ from clarion.broker.base import Broker, ChannelState, RateLimiter
 from clarion.broker.memory import MemoryBroker, MemoryRateLimiter, MemoryState
 from clarion.broker.redis import (
     RedisBroker,
+    RedisHeldMarks,
     RedisJobStore,
     RedisLink,
     RedisRateLimiter,
@@ -110,6 +111,7 @@ class Server:
             app_config,
             settings.webhooks,
             store=RedisJobStore(self.link) if self.link is not None else None,
+            marks=RedisHeldMarks(self.link) if self.link is not None else None,
         )
         hub = Hub(broker, state, app_config, self.outbox)
         # Unique among this process's sockets; the random prefix keeps nodes apart.
