@@ -23,7 +23,7 @@ import msgspec
 from prometheus_client import start_http_server
 
 from clarion import logs, metrics
-from clarion.apps import AppRegistry
+from clarion.apps import App, AppRegistry
 from clarion.broker.base import Broker, ChannelState, RateLimiter
 from clarion.broker.memory import MemoryBroker, MemoryRateLimiter, MemoryState
 from clarion.broker.redis import (
@@ -78,6 +78,26 @@ def check_open_files_limit(settings: Settings) -> None:
             wanted + 1024,
             wanted + 1024,
         )
+
+
+async def _close_in_batches(
+    connections: list[Connection], code: CloseCode, message: str, window: float
+) -> None:
+    """Send each connection ``pusher:error`` ``code`` and close it with that code, in
+    batches spread over ``window`` seconds (all at once when it is 0).
+
+    The one way many sockets are closed: a drain spreads the reconnects it causes, and a
+    reload that switches an app off closes that app's sockets the same way.
+    """
+    if not connections:
+        return
+    steps = max(1, int(window / DRAIN_STEP)) if window > 0 else 1
+    per_step = -(-len(connections) // steps)
+    for start in range(0, len(connections), per_step):
+        for conn in connections[start : start + per_step]:
+            conn.close_with_error(code, message)
+        if window > 0 and start + per_step < len(connections):
+            await asyncio.sleep(window / steps)
 
 
 class StartupError(Exception):
@@ -206,8 +226,41 @@ class Server:
                 continue
             merged[app.id] = app
             keys[app.key] = app.id
-        for app_id in self.ctx.registry.replace(merged.values()):
+        registry = self.ctx.registry
+        # Apps are updated in place, so whether each was enabled is noted before.
+        serving = [app for app in registry if app.enabled]
+        for app_id in registry.replace(merged.values()):
             self.outbox.reconfigure(app_id)
+        await self._close_stopped_apps(serving)
+
+    async def _close_stopped_apps(self, serving: list[App]) -> None:
+        """Close the open connections of the apps among ``serving`` that this reload
+        disabled (4003) or removed (4001), with the error a new connection to them gets
+        (spec §2): a switched-off app stops serving now, not when its clients reconnect.
+
+        Both codes are "refused" for pusher-js (spec §18), so no reconnect wave follows
+        and the sockets are closed at once; other apps' connections are not touched.
+        """
+        registry = self.ctx.registry
+        # A connection holds its App object; a removed app's is no longer the registry's.
+        removed = {app for app in serving if registry.by_id(app.id) is not app}
+        disabled = {app for app in serving if app not in removed and not app.enabled}
+        if not (removed or disabled):
+            return
+        open_conns = list(self.ctx.connections)
+        for apps, code, message in (
+            (removed, CloseCode.APP_NOT_FOUND, "Application does not exist"),
+            (disabled, CloseCode.APP_DISABLED, "Application disabled"),
+        ):
+            closing = [conn for conn in open_conns if conn.app in apps]
+            if closing:
+                log.info(
+                    "apps store: closing %d connection(s) with %d (%s)",
+                    len(closing),
+                    code,
+                    message,
+                )
+                await _close_in_batches(closing, code, message, 0.0)
 
     async def _refresh_apps(self) -> None:
         interval = self.settings.apps_store.refresh_seconds
@@ -312,13 +365,9 @@ class Server:
         connections = list(self.ctx.connections)
         if connections:
             log.info("draining %d connection(s) over %.1f s", len(connections), window)
-            steps = max(1, int(window / DRAIN_STEP)) if window > 0 else 1
-            per_step = -(-len(connections) // steps)
-            for start in range(0, len(connections), per_step):
-                for conn in connections[start : start + per_step]:
-                    conn.close_with_error(CloseCode.RECONNECT, "Server is restarting; reconnect")
-                if window > 0 and start + per_step < len(connections):
-                    await asyncio.sleep(window / steps)
+            await _close_in_batches(
+                connections, CloseCode.RECONNECT, "Server is restarting; reconnect", window
+            )
         for task in (self._sweeper, self._store_task):
             if task is not None:
                 task.cancel()
