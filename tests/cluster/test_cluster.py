@@ -347,6 +347,61 @@ event_types = ["channel_occupied", "channel_vacated", "member_added", "member_re
     asyncio.run(main())
 
 
+def test_max_connections_holds_for_the_cluster(
+    redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    """Each node counts the others' connections (exchanged every second) against the
+    app's quota; a connection over it is refused with 4004 wherever it lands."""
+    config = cluster_config(redis_server, app_extra="max_connections = 3")
+    a, b = make_server(config), make_server(config)
+
+    async def attempt(node: RunningServer) -> tuple[ClientConnection, int | None]:
+        """Connect; the error code if refused (the socket is then closed), else None."""
+        ws = await ws_connect(node.ws())
+        message = await recv_json(ws)
+        if message["event"] == "pusher:error":
+            await ws.wait_closed()
+            return ws, int(message["data"]["code"])
+        assert message["event"] == "pusher:connection_established"
+        return ws, None
+
+    async def refused_within(node: RunningServer, seconds: float) -> bool:
+        """Until the node knows the others' counts it may still accept: such a connection
+        is closed again (taking its count back) and the attempt repeated."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            ws, code = await attempt(node)
+            if code is not None:
+                assert code == 4004
+                return True
+            await ws.close()
+            await asyncio.sleep(0.05)
+        return False
+
+    async def main() -> None:
+        on_a = [await attempt(a) for _ in range(3)]
+        assert [code for _, code in on_a] == [None, None, None]
+        assert (await attempt(a))[1] == 4004  # the quota, counted on one node
+        assert await refused_within(b, 5.0)  # ... and on the other
+        await on_a[0][0].close()
+        # A place freed on node a is one node b can use (once it has heard of it).
+        deadline = asyncio.get_running_loop().time() + 5.0
+        taken = None
+        while taken is None and asyncio.get_running_loop().time() < deadline:
+            ws, code = await attempt(b)
+            if code is None:
+                taken = ws
+            else:
+                await asyncio.sleep(0.05)
+        assert taken is not None
+        assert await refused_within(a, 5.0)
+        for ws, _ in on_a[1:]:
+            await ws.close()
+        await taken.close()
+
+    asyncio.run(main())
+
+
 def test_redis_outage_local_service_and_recovery(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:

@@ -18,11 +18,12 @@ has every subsystem re-register what this node holds.
   while Redis is down and is written back when it returns.
 * :class:`RedisRateLimiter` shares rate-limit windows between nodes.
 
-Keys (P = the configured prefix, A = an app id): ``P:subs:A`` channel -> sockets;
-``P:members:A:C`` user -> sockets; ``P:info:A:C`` user -> user_info JSON;
+Keys (P = the configured prefix, A = an app id, N = a node id): ``P:subs:A`` channel ->
+sockets; ``P:members:A:C`` user -> sockets; ``P:info:A:C`` user -> user_info JSON;
 ``P:usercount:A`` presence channel -> users; ``P:ver:A`` changes with those counts;
-``P:users:A`` user -> signed-in sockets; ``P:cache:A:C`` the cached event; ``P:node:N`` this node's
-share of all of those; ``P:nodes`` node -> lease expiry (ms, Redis clock). Needs a
+``P:users:A`` user -> signed-in sockets; ``P:cache:A:C`` the cached event; ``P:node:N``
+node N's share of all of those; ``P:nodes`` node -> lease expiry (ms, Redis clock);
+``P:conns:N`` app -> node N's open connections; ``P:held:K`` a webhook held back. Needs a
 standalone Redis (or a primary with replicas), not Redis Cluster mode.
 """
 
@@ -65,6 +66,7 @@ log = logging.getLogger("clarion.redis")
 
 SEP = "\x1f"  # between the parts of a per-node hash field; never in app ids or channels
 NODE_ID_LENGTH = 16
+CONNECTION_SHARE_INTERVAL = 1.0  # seconds between two exchanges of connection counts
 Listener = Callable[[], Awaitable[None]]
 
 
@@ -571,6 +573,8 @@ class RedisState(ChannelState):
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._on_reaped: Reaped | None = None
         self._task: asyncio.Task[None] | None = None
+        self._conn_task: asyncio.Task[None] | None = None
+        self._elsewhere: dict[str, int] = {}  # app -> connections on the other nodes
         self._info_codec = msgspec.json.Encoder()
         link.on_reconnect(self._register_again)
 
@@ -767,6 +771,47 @@ class RedisState(ChannelState):
         await self._beat()
         self._task = asyncio.create_task(self._leases())
 
+    def share_connections(self, mine: Callable[[], dict[str, int]]) -> dict[str, int]:
+        """Every second, write this node's open connections per app (``mine()``) and
+        read the other nodes': the returned dict holds their sum per app, kept current,
+        so that an app's ``max_connections`` holds for the cluster (within a second).
+
+        ``P:conns:N`` expires a lease after its last write: a dead node's connections
+        stop counting when its lease would, with no reaping needed.
+        """
+        self._conn_task = asyncio.create_task(self._share_connections(mine))
+        return self._elsewhere
+
+    async def _share_connections(self, mine: Callable[[], dict[str, int]]) -> None:
+        client, link = self.link.client, self.link
+        own = link.key("conns", link.node_id)
+        while True:
+            await asyncio.sleep(CONNECTION_SHARE_INTERVAL)
+            if not link.up:
+                continue  # the last known counts stand until Redis is back
+            try:
+                counts: dict[Any, int] = {app: n for app, n in mine().items() if n > 0}
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.delete(own)
+                    if counts:
+                        pipe.hset(own, mapping=counts)
+                        pipe.pexpire(own, int(self.lease * 1000))
+                    pipe.zrange(link.key("nodes"), 0, -1)
+                    nodes = (await pipe.execute())[-1]
+                others = [_text(n) for n in nodes if _text(n) != link.node_id]
+                async with client.pipeline(transaction=False) as pipe:
+                    for node in others:
+                        pipe.hgetall(link.key("conns", node))
+                    replies = await pipe.execute() if others else []
+                totals: dict[str, int] = {}
+                for reply in replies:
+                    for app, n in reply.items():
+                        totals[_text(app)] = totals.get(_text(app), 0) + int(n)
+                self._elsewhere.clear()
+                self._elsewhere.update(totals)
+            except (RedisError, OSError) as exc:
+                link.failed(exc)
+
     async def _beat(self) -> list[str]:
         result = await self._call(
             self._heartbeat,
@@ -835,8 +880,10 @@ class RedisState(ChannelState):
     async def stop(self) -> None:
         """Leave the cluster: this node's share is removed at once (not after its lease),
         and what that implies (members removed, channels vacated) is reported."""
-        if self._task is not None:
-            await stop_tasks([self._task])
+        await stop_tasks([t for t in (self._task, self._conn_task) if t is not None])
+        if self.link.up:
+            with contextlib.suppress(RedisError, OSError):
+                await self.link.client.delete(self.link.key("conns", self.link.node_id))
         result = await self._call(
             self._reap,
             [self.link.key("nodes"), self._node_key],

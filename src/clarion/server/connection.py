@@ -110,6 +110,8 @@ class Context:
     new_socket_id: Callable[[], str]
     connections: set[Connection] = field(default_factory=set)
     connections_per_app: dict[str, int] = field(default_factory=dict)
+    # Open connections per app on the other nodes of a cluster (refreshed every second).
+    connections_elsewhere: dict[str, int] = field(default_factory=dict)
     connections_per_ip: dict[str, int] = field(default_factory=dict)
     # Sockets still speaking HTTP (not upgraded): watched for head and idle timeouts.
     http_connections: set[Connection] = field(default_factory=set)
@@ -493,7 +495,10 @@ class Connection(asyncio.Protocol):
         if not app.enabled:
             raise ConnectRefused(CloseCode.APP_DISABLED, "Application disabled")
         limit = app.config.max_connections
-        if limit is not None and ctx.connections_per_app.get(app.id, 0) >= limit:
+        if limit is not None and (
+            ctx.connections_per_app.get(app.id, 0) + ctx.connections_elsewhere.get(app.id, 0)
+            >= limit
+        ):
             raise ConnectRefused(
                 CloseCode.OVER_CONNECTION_QUOTA, "Application is over connection quota"
             )

@@ -289,6 +289,10 @@ class Server:
             await self.broker.start()
             self.redis_state.on_reaped(self.ctx.hub.reaped)
             await self.redis_state.start()
+            ctx = self.ctx
+            ctx.connections_elsewhere = self.redis_state.share_connections(
+                lambda: dict(ctx.connections_per_app)
+            )
             await self.outbox.start([app.id for app in self.ctx.registry])
         server = self.settings.server
         self._server = await loop.create_server(
