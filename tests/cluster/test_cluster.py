@@ -263,6 +263,10 @@ event_types = ["channel_occupied", "channel_vacated", "member_added", "member_re
         await subscribe(victim, "only-on-b")
         assert (await recv_json(survivor))["event"] == "pusher_internal:member_added"
         receiver.wait_for(lambda _: len(receiver.events()) == 4)
+        asked = ("presence-", ["user_count", "subscription_count"])
+        assert api(c).channels_info(*asked) == {
+            "channels": {"presence-z": {"user_count": 2, "subscription_count": 2}}
+        }
         os.kill(b.process.pid, signal.SIGKILL)  # no goodbye
         removed = await recv_json(survivor, timeout=10)
         assert removed["event"] == "pusher_internal:member_removed"
@@ -271,7 +275,7 @@ event_types = ["channel_occupied", "channel_vacated", "member_added", "member_re
             lambda _: sum(e["name"] == "channel_vacated" for e in receiver.events()) == 1, timeout=5
         )
         assert api(a).users_info("presence-z") == {"users": [{"id": "s"}]}
-        assert api(c).channels_info("presence-", ["user_count", "subscription_count"]) == {
+        assert api(c).channels_info(*asked) == {  # the same listing, asked again
             "channels": {"presence-z": {"user_count": 1, "subscription_count": 1}}
         }
         assert "only-on-b" not in api(c).channels_info()["channels"]
@@ -420,6 +424,9 @@ def test_redis_outage_local_service_and_recovery(
             auth = SDK.authenticate("presence-r", sid, {"user_id": user})
             await subscribe(ws, "presence-r", **auth)
         assert ready(a) == 200
+        asked = ("presence-", ["user_count", "subscription_count"])
+        for node in (a, b):
+            assert api(node).channels_info(*asked)["channels"]["presence-r"]["user_count"] == 2
         redis_server.kill()
         await eventually(lambda: ready(a) == 503 and ready(b) == 503, timeout=10)
         # Accepted and delivered locally; the caller is told cross-node delivery failed.
@@ -433,11 +440,19 @@ def test_redis_outage_local_service_and_recovery(
         assert (await recv_json(on_b))["event"] == "after"  # "local-only" never reached b
         assert (await recv_json(on_a))["event"] == "after"
         assert api(b).channel_info("resilient", ["subscription_count"])["subscription_count"] == 2
-        for node in (a, b):
-            assert api(node).channels_info("presence-", ["user_count", "subscription_count"]) == {
+        for node in (a, b):  # registered again by both nodes
+            assert api(node).channels_info(*asked) == {
                 "channels": {"presence-r": {"user_count": 2, "subscription_count": 3}}
             }
-        for ws in (on_a, on_b, *members):
+        await members[2].close()  # "q" leaves: a change after the outage, seen everywhere
+        for node in (a, b):
+            await eventually(
+                lambda node=node: (
+                    api(node).channels_info(*asked)
+                    == {"channels": {"presence-r": {"user_count": 1, "subscription_count": 2}}}
+                )
+            )
+        for ws in (on_a, on_b, *members[:2]):
             await ws.close()
 
     asyncio.run(main())

@@ -43,6 +43,9 @@ class Occupied:
     # Counts as decimal text: how Redis holds them and how the reply writes them.
     subscription_counts: list[str]
     user_counts: list[str] | None  # only when asked for (presence channels)
+    # The listing version these counts were read at (see listing_version); None when
+    # they are not the whole cluster's (this node's view while Redis is down).
+    version: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +169,7 @@ class ChannelState(ABC):
     async def channel_counts(self, app_id: str, channel: str) -> ChannelCounts: ...
 
     async def listing_version(self, app_id: str) -> int | None:
-        """A number that changes whenever the app's channel or member counts change, so
+        """A number that grows whenever the app's channel or member counts change, so
         that a GET /channels reply can be reused until then; None: do not reuse."""
         return None
 
@@ -177,10 +180,6 @@ class ChannelState(ABC):
 
     @abstractmethod
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]: ...
-
-    async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
-        """Only the names (GET /channels without info): cheaper than the counts."""
-        return (await self.occupied_channels(app_id, prefix, False)).names
 
     async def ready(self) -> bool:
         return True

@@ -160,12 +160,7 @@ class MemoryState(ChannelState):
         if with_users:
             members = self._members
             users = [str(len(members.get((app_id, c), ()))) for c in channels]
-        return Occupied(channels, list(map(str, counts)), users)
-
-    async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
-        channels = list(self._sockets.get(app_id, {}))
-        keep = listed_channels(channels, prefix)
-        return channels if keep is None else [channels[i] for i in keep]
+        return Occupied(channels, list(map(str, counts)), users, self._versions.get(app_id, 0))
 
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
         return list(self._members.get((app_id, channel), ()))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -359,15 +360,15 @@ class RedisBroker(Broker):
 # How many distinct users a presence channel has, kept in P:usercount:A next to the
 # socket counts so that GET /channels?info=user_count reads two hashes, not one per channel.
 #
-# P:ver:A changes with every change to those counts (GET /channels replies are reused
-# until it does). A new key starts from the Redis clock in microseconds, so that a
-# Redis that lost its data never hands out a number a node saw before.
+# P:ver:A grows with every change to those counts (GET /channels replies are reused
+# until it does). It never falls behind the Redis clock in microseconds, so that a Redis
+# that lost its data, or came back from an older snapshot, or a replica that took over,
+# never hands out again a number a node has seen.
 _USER_COUNT = """
 local function bump(ver)
-  if redis.call('INCR', ver) == 1 then
-    local t = redis.call('TIME')
-    redis.call('SET', ver, t[1] .. string.rep('0', 6 - #t[2]) .. t[2])
-  end
+  local t = redis.call('TIME')
+  local now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+  if redis.call('INCR', ver) < tonumber(now) then redis.call('SET', ver, now) end
 end
 local function set_user_count(usercount, members, channel)
   local n = redis.call('HLEN', members)
@@ -727,34 +728,27 @@ class RedisState(ChannelState):
                 # Keys and values of one hash in one transaction come in the same order;
                 # two flat lists parse far faster than HGETALL's 10,000-entry dict.
                 async with self.link.client.pipeline(transaction=True) as pipe:
+                    pipe.get(self.link.key("ver", app_id))
                     pipe.hkeys(self.link.key("subs", app_id))
                     pipe.hvals(self.link.key("subs", app_id))
                     if with_users:
                         pipe.hkeys(self.link.key("usercount", app_id))
                         pipe.hvals(self.link.key("usercount", app_id))
                     replies = await pipe.execute()
-                channels, counts = _texts(replies[0]), _texts(replies[1])
+                version = int(replies[0] or 0)
+                channels, counts = _texts(replies[1]), _texts(replies[2])
                 keep = listed_channels(channels, prefix)
                 if keep is not None:
                     channels, counts = [channels[i] for i in keep], [counts[i] for i in keep]
                 users = None
                 if with_users:
-                    per_channel = dict(zip(_texts(replies[2]), _texts(replies[3]), strict=True))
+                    per_channel = dict(zip(_texts(replies[3]), _texts(replies[4]), strict=True))
                     users = [per_channel.get(c, "0") for c in channels]
-                return Occupied(channels, counts, users)
+                return Occupied(channels, counts, users, version)
             except (RedisError, OSError) as exc:
                 self.link.failed(exc)
-        return await self.local.occupied_channels(app_id, prefix, with_users)
-
-    async def occupied_channel_names(self, app_id: str, prefix: str) -> list[str]:
-        if self.link.up:
-            try:
-                channels = _texts(await self.link.client.hkeys(self.link.key("subs", app_id)))
-                keep = listed_channels(channels, prefix)
-                return channels if keep is None else [channels[i] for i in keep]
-            except (RedisError, OSError) as exc:
-                self.link.failed(exc)
-        return await self.local.occupied_channel_names(app_id, prefix)
+        local = await self.local.occupied_channels(app_id, prefix, with_users)
+        return dataclasses.replace(local, version=None)  # this node's view: never kept
 
     async def presence_user_ids(self, app_id: str, channel: str) -> list[str]:
         if self.link.up:

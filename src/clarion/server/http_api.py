@@ -208,23 +208,16 @@ class HttpApi:
     ) -> Response:
         prefix, info = api.parse_channels_query(params)
         key = (app.id, prefix, info)
-        # The version is read before the counts: a reply kept under it may be newer than
-        # it, never older, and the next change makes it miss.
-        version = await self.state.listing_version(app.id)
         kept = self._listings.get(key)
-        if kept is not None and version is not None and kept[0] == version:
+        if kept is not None and kept[0] == await self.state.listing_version(app.id):
             return 200, kept[1]
-        if not info:
-            body = api.channels_reply(
-                await self.state.occupied_channel_names(app.id, prefix), None, None
-            )
-        else:
-            occupied = await self.state.occupied_channels(app.id, prefix, "user_count" in info)
-            counts = occupied.subscription_counts if "subscription_count" in info else None
-            body = api.channels_reply(occupied.names, counts, occupied.user_counts)
-        if version is not None:
+        occupied = await self.state.occupied_channels(app.id, prefix, "user_count" in info)
+        counts = occupied.subscription_counts if "subscription_count" in info else None
+        user_counts = occupied.user_counts if "user_count" in info else None
+        body = api.channels_reply(occupied.names, counts, user_counts)
+        if occupied.version is not None:
             self._listings.pop(key, None)
-            self._listings[key] = (version, body)
+            self._listings[key] = (occupied.version, body)
             if len(self._listings) > MAX_KEPT_LISTINGS:
                 del self._listings[next(iter(self._listings))]
         return 200, body
