@@ -32,12 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -161,9 +162,13 @@ class RedisLink:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 try:
                     await self.client.ping()
+                    # Up before the listeners run: they write through the link (what
+                    # must not reach Redis before them waits for them instead).
+                    self.up = True
                     for listener in self._on_up:
                         await listener()
                 except (RedisError, OSError) as exc:
+                    self.up = False
                     log.warning("Redis still unavailable (%s)", exc)
                     delay = min(5.0, delay * 2)
                     continue
@@ -559,6 +564,32 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 Reaped = Callable[[list[tuple[str, ...]]], Awaitable[None]]
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _changes_share(
+    method: Callable[Concatenate[RedisState, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[RedisState, _P], Coroutine[Any, Any, _R]]:
+    """A change to this node's share (its local counts and their Redis copy): it waits
+    while the share is being registered again, and registration waits for it to end, so
+    that the share a registration reads and writes is never one change behind."""
+
+    @functools.wraps(method)
+    async def gated(self: RedisState, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        while self._registering is not None:
+            await self._registering.wait()
+        self._changing += 1
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._changing -= 1
+            if not self._changing and self._settled is not None:
+                self._settled.set()
+
+    return gated
+
+
 class RedisState(ChannelState):
     def __init__(self, link: RedisLink, lease: float) -> None:
         self.link = link
@@ -577,6 +608,10 @@ class RedisState(ChannelState):
         self._conn_task: asyncio.Task[None] | None = None
         self._elsewhere: dict[str, int] = {}  # app -> connections on the other nodes
         self._info_codec = msgspec.json.Encoder()
+        self._changing = 0  # changes to this node's share under way
+        self._registering: asyncio.Event | None = None  # set when a registration ends
+        self._settled: asyncio.Event | None = None  # set when no change is under way
+        self._register_lock = asyncio.Lock()
         link.on_reconnect(self._register_again)
 
     def on_reaped(self, callback: Reaped) -> None:
@@ -584,7 +619,7 @@ class RedisState(ChannelState):
         self._on_reaped = callback
 
     async def ready(self) -> bool:
-        return self.link.up
+        return self.link.up and self._registering is None
 
     async def housekeeping(self) -> None:
         await self.local.housekeeping()
@@ -610,6 +645,7 @@ class RedisState(ChannelState):
             self.link.failed(exc)
             return None
 
+    @_changes_share
     async def join(
         self, app_id: str, channel: str, socket_id: str, member: Member | None, member_limit: int
     ) -> Joined:
@@ -633,6 +669,7 @@ class RedisState(ChannelState):
             }
         return Joined(occupied=result[0] == 1, member_added=result[1] == 1, members=members)
 
+    @_changes_share
     async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Left:
         local = await self.local.leave(app_id, channel, socket_id, user_id)
         result = await self._call(
@@ -656,11 +693,13 @@ class RedisState(ChannelState):
         result = await self._call(self._sign, keys, [user_id, app_id, delta, SEP])
         return None if result is None else int(result)
 
+    @_changes_share
     async def sign_in(self, app_id: str, user_id: str, socket_id: str) -> bool:
         local = await self.local.sign_in(app_id, user_id, socket_id)
         count = await self._signed(app_id, user_id, 1)
         return local if count is None else count == 1
 
+    @_changes_share
     async def sign_out(self, app_id: str, user_id: str, socket_id: str) -> bool:
         local = await self.local.sign_out(app_id, user_id, socket_id)
         count = await self._signed(app_id, user_id, -1)
@@ -850,6 +889,19 @@ class RedisState(ChannelState):
 
     async def _register_again(self) -> None:
         """After an outage: replace this node's share in Redis by what it holds now."""
+        async with self._register_lock:
+            self._registering = gate = asyncio.Event()
+            try:
+                while self._changing:
+                    self._settled = asyncio.Event()
+                    await self._settled.wait()
+                self._settled = None
+                await self._write_share()
+            finally:
+                self._registering = None
+                gate.set()
+
+    async def _write_share(self) -> None:
         sockets, members_of, signed_in = self.local.shares()
         share: list[list[Any]] = []
         for app_id, channels in sockets.items():
