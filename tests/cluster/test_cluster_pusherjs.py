@@ -283,3 +283,33 @@ def test_node_stops_listening_when_its_last_subscriber_leaves(
     client.unsubscribe(named)
     until(lambda: api(a).channels_info()["channels"] == {}, 5, "the channel vacated")
     until(lambda: not listening(), 2.5, "node b unsubscribed from the channel on Redis")
+
+
+def test_subscription_count_events_keep_one_interval_for_the_cluster(
+    redis_server: RedisServer,
+    make_server: Callable[..., RunningServer],
+    make_driver: Callable[[RunningServer], Driver],
+) -> None:
+    """Counts change on two nodes; the event still goes out once per 5 s for the cluster
+    (the node whose turn it is sends the cluster-wide count), not once per node. Waits
+    out one interval (about 5 s)."""
+    config = cluster_config(redis_server, app_extra="subscription_count_events = true")
+    a, b = make_server(config), make_server(config)
+    js = make_driver(a)
+    channel = "counted"
+    first = on(js, "first", a)
+    first.subscribe(channel)
+    one = first.wait(type="event", channel=channel, event="pusher:subscription_count")
+    first_at = time.monotonic()
+    assert one["data"] == {"subscription_count": 1}
+
+    since = js.mark()
+    second = on(js, "second", b)  # a change on the other node, within the interval
+    second.subscribe(channel)
+    two = first.wait(
+        type="event", channel=channel, event="pusher:subscription_count", since=since, timeout=9
+    )
+    assert two["data"] == {"subscription_count": 2}
+    assert time.monotonic() - first_at > 4.0  # not b's own prompt event
+    seen_by_second = second.wait(type="event", channel=channel, event="pusher:subscription_count")
+    assert seen_by_second["data"] == {"subscription_count": 2}

@@ -168,6 +168,12 @@ class ChannelState(ABC):
     @abstractmethod
     async def channel_counts(self, app_id: str, channel: str) -> ChannelCounts: ...
 
+    async def claim_count_turn(self, app_id: str, channel: str, seconds: float) -> float:
+        """Take the turn to send a channel's subscription count for the next ``seconds``:
+        0 when taken, else the seconds until the current turn ends. One node's turn
+        keeps the cluster at one count event per interval."""
+        return 0.0
+
     async def listing_version(self, app_id: str) -> int | None:
         """A number that grows whenever the app's channel or member counts change, so
         that a GET /channels reply can be reused until then; None: do not reuse."""

@@ -23,7 +23,8 @@ sockets; ``P:members:A:C`` user -> sockets; ``P:info:A:C`` user -> user_info JSO
 ``P:usercount:A`` presence channel -> users; ``P:ver:A`` changes with those counts;
 ``P:users:A`` user -> signed-in sockets; ``P:cache:A:C`` the cached event; ``P:node:N``
 node N's share of all of those; ``P:nodes`` node -> lease expiry (ms, Redis clock);
-``P:conns:N`` app -> node N's open connections; ``P:held:K`` a webhook held back. Needs a
+``P:conns:N`` app -> node N's open connections; ``P:held:K`` a webhook held back;
+``P:countturn:A:C`` the node whose turn it is to send C's subscription count. Needs a
 standalone Redis (or a primary with replicas), not Redis Cluster mode.
 """
 
@@ -561,6 +562,12 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 
+# 0 when this call takes the turn, else the milliseconds left of the current one.
+_COUNT_TURN = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+return math.max(1, redis.call('PTTL', KEYS[1]))
+"""
+
 Reaped = Callable[[list[tuple[str, ...]]], Awaitable[None]]
 
 
@@ -603,6 +610,7 @@ class RedisState(ChannelState):
         self._reap = client.register_script(_REAP)
         self._register = client.register_script(_REGISTER)
         self._heartbeat = client.register_script(_HEARTBEAT)
+        self._count_turn = client.register_script(_COUNT_TURN)
         self._on_reaped: Reaped | None = None
         self._task: asyncio.Task[None] | None = None
         self._conn_task: asyncio.Task[None] | None = None
@@ -751,6 +759,12 @@ class RedisState(ChannelState):
             except (RedisError, OSError) as exc:
                 self.link.failed(exc)
         return await self.local.channel_counts(app_id, channel)
+
+    async def claim_count_turn(self, app_id: str, channel: str, seconds: float) -> float:
+        result = await self._call(
+            self._count_turn, [self.link.key("countturn", app_id, channel)], [int(seconds * 1000)]
+        )
+        return 0.0 if result is None else int(result) / 1000
 
     async def listing_version(self, app_id: str) -> int | None:
         if self.link.up:

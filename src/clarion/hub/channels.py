@@ -319,7 +319,8 @@ class Hub:
         """Send the subscription counts that are due (called by the server's sweep).
 
         The node where the count changed sends the cluster-wide count to every node's
-        subscribers, and fires the webhook.
+        subscribers, and fires the webhook; a turn taken in the cluster state keeps that
+        to one node per interval.
         """
         for app in list(self._apps.values()):
             for name in [
@@ -329,6 +330,12 @@ class Hub:
             due = [name for name, when in app.count_due.items() if when <= now]
             for name in due:
                 del app.count_due[name]
+                wait = await self.state.claim_count_turn(
+                    app.app_id, name, SUBSCRIPTION_COUNT_INTERVAL
+                )
+                if wait > 0:  # another node sent it lately: the count goes when its turn ends
+                    app.count_due[name] = now + wait
+                    continue
                 app.count_sent[name] = now
                 counts = await self.state.channel_counts(app.app_id, name)
                 count = counts.subscription_count
