@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,10 +22,34 @@ class RedisServer:
     port: int
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None
+    tls: tuple[Path, Path] | None = None  # certificate and key: TLS only, on ``port``
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls is None:
+            return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
+
+    def _options(self) -> list[str]:
+        options = ["--requirepass", self.password] if self.password else []
+        if self.tls is None:
+            return [*options, "--port", str(self.port)]
+        cert, key = self.tls
+        return [
+            *options,
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-auth-clients",
+            "no",
+        ]
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -40,8 +65,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 binary,
-                "--port",
-                str(self.port),
+                *self._options(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -63,9 +87,7 @@ class RedisServer:
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
+            return b"+PONG" in self.command("PING", timeout=0.5)
         except OSError:
             return False
 
@@ -75,11 +97,21 @@ class RedisServer:
             self.process.wait()
             self.process = None
 
-    def command(self, *args: str) -> bytes:
+    def command(self, *args: str, timeout: float = 2.0) -> bytes:
         """One raw command (inline protocol), for inspecting keys in tests."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
-            conn.sendall((" ".join(args) + "\r\n").encode())
-            return conn.recv(65536)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as raw:
+            conn = raw
+            if self.tls is not None:
+                context = ssl.create_default_context(cafile=str(self.tls[0]))
+                conn = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            line = " ".join(args) + "\r\n"
+            if self.password:
+                line = f"AUTH {self.password}\r\n" + line
+            conn.sendall(line.encode())
+            reply = conn.recv(65536)
+            if self.password and reply == b"+OK\r\n":
+                reply = conn.recv(65536)  # the answer to the command itself
+            return reply.removeprefix(b"+OK\r\n") if self.password else reply
 
 
 def _free_port() -> int:

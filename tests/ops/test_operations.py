@@ -19,7 +19,7 @@ import pusher
 import pytest
 from pusher.requests import RequestsBackend
 
-from tests.conftest import ROOT, RunningServer
+from tests.conftest import ROOT, RunningServer, self_signed_certificate
 from tests.integration.pusherjs import Driver
 from tests.lowlevel.helpers import established, eventually, recv_json, subscribe, ws_connect
 from tests.webhooks.receiver import Receiver, running_receiver
@@ -160,38 +160,11 @@ def sdk_over_tls(server: RunningServer, cert: Path) -> pusher.Pusher:
     )
 
 
-def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 def test_tls_for_websocket_and_http_api_with_reload(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
-    first_cert, first_key = _certificate(tmp_path, "first")
-    second_cert, second_key = _certificate(tmp_path, "second")
+    first_cert, first_key = self_signed_certificate(tmp_path, "first")
+    second_cert, second_key = self_signed_certificate(tmp_path, "second")
     live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
     live_cert.write_bytes(first_cert.read_bytes())
     live_key.write_bytes(first_key.read_bytes())
@@ -320,7 +293,7 @@ def test_pusher_js_over_tls(
     tmp_path: Path,
 ) -> None:
     """pusher-js with forceTLS (wss://) and the Python SDK with ssl=True, end to end."""
-    cert, key = _certificate(tmp_path, "pusherjs")
+    cert, key = self_signed_certificate(tmp_path, "pusherjs")
     server = make_server(
         f"""
 [server]
