@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -453,6 +455,56 @@ def test_redis_outage_local_service_and_recovery(
                 )
             )
         for ws in (on_a, on_b, *members[:2]):
+            await ws.close()
+
+    asyncio.run(main())
+
+
+def _node_id(node: RunningServer) -> str:
+    found = (re.search(r"as node ([0-9a-f]+)", line) for line in node.output)
+    return next(match[1] for match in found if match)
+
+
+def _kill_connections_of(redis_server: RedisServer, node_id: str, pubsub: bool) -> int:
+    """CLIENT KILL the node's pooled connections, and its subscription if ``pubsub``."""
+    listing = redis_server.command("CLIENT", "LIST").decode()
+    ids = [
+        fields["id"]
+        for fields in (
+            dict(part.split("=", 1) for part in line.split() if "=" in part)
+            for line in listing.splitlines()
+        )
+        if fields.get("name") == f"clarion-{node_id}" and (pubsub or "P" not in fields["flags"])
+    ]
+    for client_id in ids:
+        redis_server.command("CLIENT", "KILL", "ID", client_id)
+    return len(ids)
+
+
+def test_connections_killed_under_a_node_again_and_again(
+    redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    """Redis closing a node's connections (a proxy, a failover, CLIENT KILL) is an outage
+    the node recovers from every time: it hears the others again, and its subscribes are
+    confirmed at once, not after the 2 s confirmation wait."""
+    config = cluster_config(redis_server)
+    a, b = make_server(config), make_server(config)
+    victim = _node_id(b)
+
+    async def main() -> None:
+        for round_ in range(8):
+            # Half the rounds spare the subscription: only the publishes find out.
+            assert _kill_connections_of(redis_server, victim, pubsub=round_ % 2 == 1) > 0
+            for _ in range(3):  # traffic through the node meets the dead connections
+                with contextlib.suppress(pusher.errors.PusherBadStatus):
+                    api(b).trigger("nobody", "x", {})
+            await eventually(lambda: ready(b) == 200, timeout=10)
+            ws, _ = await connect(b)
+            started = asyncio.get_running_loop().time()
+            await subscribe(ws, f"after-kill-{round_}")
+            assert asyncio.get_running_loop().time() - started < 1.5
+            api(a).trigger(f"after-kill-{round_}", "heard", {"round": round_})
+            assert (await recv_json(ws))["event"] == "heard"
             await ws.close()
 
     asyncio.run(main())

@@ -89,6 +89,8 @@ class RedisLink:
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             health_check_interval=10,
+            # CLIENT LIST shows which node each connection belongs to.
+            client_name=f"clarion-{self.node_id}",
         )
         self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.up = False
@@ -162,6 +164,10 @@ class RedisLink:
             while True:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 try:
+                    # Every pooled connection may predate the outage (a restarted Redis
+                    # closed them all): drop them, or each would fail once, later, on a
+                    # publish or a subscribe, and look like a new outage.
+                    await self.client.connection_pool.disconnect()
                     await self.client.ping()
                     # Up before the listeners run: they write through the link (what
                     # must not reach Redis before them waits for them instead).
@@ -289,14 +295,20 @@ class RedisBroker(Broker):
 
     async def _reader(self) -> None:
         while True:
-            if self._pubsub is None or not self.link.up:
+            pubsub = self._pubsub
+            if pubsub is None or not self.link.up:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
-                self.link.failed(exc)
-                await self._drop_pubsub()
+                message = await pubsub.get_message(timeout=1.0)
+            except Exception as exc:
+                # Whatever breaks (redis-py raises RuntimeError for a subscription closed
+                # under it), the reader goes on: if it stopped, this node would stop
+                # hearing the others for good while looking healthy.
+                if pubsub is self._pubsub:  # not one being replaced by a reconnection
+                    log.warning("cluster subscription broken (%r): reconnecting", exc)
+                    self.link.failed(exc)
+                    await self._drop_pubsub()
                 continue
             if message is not None:
                 try:
@@ -339,10 +351,13 @@ class RedisBroker(Broker):
     async def _resubscribe(self) -> None:
         await self._drop_pubsub()
         pubsub = self.link.client.pubsub()
-        if self._interest:
-            await pubsub.subscribe(*self._interest)
-        else:
-            await pubsub.ping()
+        await pubsub.ping()
+        # Channels watched while these subscribes were on their way are subscribed too
+        # (watch() cannot, with no subscription in place): repeat until none is missing.
+        done: set[str] = set()
+        while missing := [name for name in self._interest if name not in done]:
+            await pubsub.subscribe(*missing)
+            done.update(missing)
         self._pubsub = pubsub
 
     async def start(self) -> None:
