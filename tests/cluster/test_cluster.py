@@ -441,6 +441,13 @@ def test_redis_outage_local_service_and_recovery(
         api(a).trigger("resilient", "after", {})
         assert (await recv_json(on_b))["event"] == "after"  # "local-only" never reached b
         assert (await recv_json(on_a))["event"] == "after"
+        # Every publish answered 200 after the outage reaches the other node: none meets
+        # a connection from before it.
+        for index in range(30):
+            api(a if index % 2 else b).trigger("resilient", "steady", index)
+        for ws in (on_a, on_b):
+            got = [json.loads((await recv_json(ws))["data"]) for _ in range(30)]
+            assert sorted(got) == list(range(30))  # in order per publishing node only
         assert api(b).channel_info("resilient", ["subscription_count"])["subscription_count"] == 2
         for node in (a, b):  # registered again by both nodes
             assert api(node).channels_info(*asked) == {
