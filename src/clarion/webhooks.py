@@ -33,7 +33,7 @@ import httpx
 import msgspec
 
 from clarion import __version__, metrics
-from clarion.broker.base import HeldMarks, JobStore
+from clarion.broker.base import HeldKey, HeldMarks, JobStore, MarkOp
 from clarion.config import AppConfig, WebhookSettings, WebhookTarget, redact_url
 from clarion.protocol import webhooks as shapes
 from clarion.protocol.webhooks import WebhookEvent
@@ -43,6 +43,7 @@ log = logging.getLogger("clarion.webhooks")
 USER_AGENT = f"Clarion-Webhooks/{__version__}"
 FIRST_RETRY = 1.0
 MAX_RETRY_GAP = 60.0
+RECHECK = 1.0  # seconds between two checks of a held event while Redis is away
 
 
 @dataclass
@@ -114,16 +115,17 @@ class Outbox:
         self._app_config = app_config
         self._store = store
         self._marks = marks
-        self._mark_ops: list[tuple[tuple[str, str, str, str], float, MarkDone | None]] = []
+        self._mark_ops: list[tuple[MarkOp, MarkDone | None]] = []
         self._marks_idle = asyncio.Event()
         self._marks_idle.set()
         self._closing = False
+        self._flushing_held = False  # shutdown: held events go out, checked or not
         self._settings = settings
         self._clock = clock
         self._targets: dict[str, list[_Target]] = {}
         self._pending: dict[str, list[WebhookEvent]] = {}
         self._flush_handles: dict[str, asyncio.TimerHandle] = {}
-        self._held: dict[tuple[str, str, str, str], _Held] = {}
+        self._held: dict[HeldKey, _Held] = {}
         self._retries: dict[asyncio.TimerHandle, tuple[_Target, _Job]] = {}
         # Running tasks: a delivery (with its job), or an add to the durable store (None).
         self._tasks: dict[asyncio.Task[None], _Job | None] = {}
@@ -165,7 +167,7 @@ class Outbox:
             if held is not None:
                 held.handle.cancel()  # the pair cancels out: neither is sent
                 if self._marks is not None:
-                    self._mark(key, 0.0, None)  # after its hold: the ops keep their order
+                    self._mark(MarkOp("take", key), None)  # after its hold: ops keep order
                 return
             if self._marks is not None and self.wants(app_id, held_name):
                 # Perhaps held by another node: sent only if there is no mark to take.
@@ -173,7 +175,7 @@ class Outbox:
                     if not taken:
                         self._accept(app_id, event)
 
-                self._mark(key, 0.0, unless_taken)
+                self._mark(MarkOp("take", key), unless_taken)
                 return
         self._accept(app_id, event)
 
@@ -195,32 +197,38 @@ class Outbox:
                 def marked(done: bool | None) -> None:
                     held.marked = bool(done)
 
-                self._mark(key, delay, marked)
+                self._mark(MarkOp("hold", key, seconds=delay), marked)
             return
         self._queue_event(app_id, event, config)
 
     @staticmethod
-    def _held_key(app_id: str, name: str, event: WebhookEvent) -> tuple[str, str, str, str]:
-        return (app_id, name, str(event.get("channel", "")), str(event.get("user_id", "")))
+    def _held_key(app_id: str, name: str, event: WebhookEvent) -> HeldKey:
+        return HeldKey(app_id, name, str(event.get("channel", "")), str(event.get("user_id", "")))
 
-    def _release(self, key: tuple[str, str, str, str]) -> None:
+    def _release(self, key: HeldKey) -> None:
         held = self._held.pop(key, None)
         if held is None:
             return
-        if not held.marked:
-            self._queue_event(key[0], held.event, self._app_config(key[0]))
+        if self._marks is None:
+            self._queue_event(key.app_id, held.event, self._app_config(key.app_id))
             return
 
-        def unless_taken(taken: bool | None) -> None:
-            if taken is not False:  # False: another node's opposite event took the mark
-                self._queue_event(key[0], held.event, self._app_config(key[0]))
+        def if_still_true(send: bool | None) -> None:
+            if send or (send is None and self._flushing_held):
+                self._queue_event(key.app_id, held.event, self._app_config(key.app_id))
+            elif send is None:
+                # Redis is away: whether the cluster still agrees is unknown. Held on,
+                # and asked again, until it can say (a node's own view during an
+                # outage is not the cluster's: its vacated may be false).
+                handle = asyncio.get_running_loop().call_later(RECHECK, self._release, key)
+                self._held[key] = _Held(handle, held.event, held.marked)
 
-        self._mark(key, 0.0, unless_taken)
+        self._mark(MarkOp("release", key, marked=held.marked), if_still_true)
 
-    def _mark(self, key: tuple[str, str, str, str], seconds: float, then: MarkDone | None) -> None:
-        """Hold (seconds > 0) or take a cluster-wide mark; ``then`` gets the outcome.
+    def _mark(self, op: MarkOp, then: MarkDone | None) -> None:
+        """Apply an operation on the cluster-wide marks; ``then`` gets its outcome.
         One task applies them in order, batched."""
-        self._mark_ops.append((key, seconds, then))
+        self._mark_ops.append((op, then))
         if self._marks_idle.is_set():
             self._marks_idle.clear()
             self._spawn(self._apply_marks())
@@ -230,13 +238,12 @@ class Outbox:
         try:
             while self._mark_ops:
                 batch, self._mark_ops = self._mark_ops, []
-                ops = [("\x1f".join(key), seconds) for key, seconds, _ in batch]
                 results: list[bool | None] = [None] * len(batch)  # None: outcome unknown
                 try:
-                    results[:] = await self._marks.apply(ops) or results
+                    results[:] = await self._marks.apply([op for op, _ in batch]) or results
                 except Exception:
                     log.exception("webhook hold marks could not be applied")
-                for (_, _, then), result in zip(batch, results, strict=True):
+                for (_, then), result in zip(batch, results, strict=True):
                     if then is not None:
                         then(result)
         finally:
@@ -504,6 +511,7 @@ class Outbox:
         With a durable store nothing is dropped: what is not delivered by the deadline stays
         in the store and is delivered after the restart (or by another node).
         """
+        self._flushing_held = True
         for key in list(self._held):
             self._held[key].handle.cancel()
             self._release(key)  # sent now, unless another node's event took its mark

@@ -408,6 +408,48 @@ def test_max_connections_holds_for_the_cluster(
     asyncio.run(main())
 
 
+def test_a_vacated_seen_by_one_node_during_an_outage_is_checked_before_it_is_sent(
+    receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    """With Redis away a node only sees its own sockets: its last one leaving looks like
+    channel_vacated. The held event is checked against the cluster once Redis is back,
+    and dropped, since another node's socket is still there."""
+    hooks = f"""
+[[apps.webhooks]]
+url = "{receiver.url}/hooks"
+event_types = ["channel_occupied", "channel_vacated"]
+"""
+    config = cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0)
+    a, b = make_server(config), make_server(config)
+
+    def vacated() -> list[str]:
+        return [e["channel"] for e in receiver.events() if e["name"] == "channel_vacated"]
+
+    async def main() -> None:
+        on_a, _ = await connect(a)
+        on_b, _ = await connect(b)
+        for ws in (on_a, on_b):
+            await subscribe(ws, "shared")
+        receiver.wait_for(lambda _: len(receiver.events()) == 1)  # occupied, once
+        redis_server.kill()
+        await eventually(lambda: ready(b) == 503, timeout=10)
+        await on_b.send('{"event":"pusher:unsubscribe","data":{"channel":"shared"}}')
+        await pong_next(on_b)  # the unsubscribe was handled, from b's view alone
+        redis_server.start()
+        await eventually(lambda: ready(a) == 200 and ready(b) == 200, timeout=15)
+        # A vacated held after the one above, by the same node: once it is out, the
+        # other has been decided.
+        await subscribe(on_b, "sentinel")
+        await on_b.send('{"event":"pusher:unsubscribe","data":{"channel":"sentinel"}}')
+        receiver.wait_for(lambda _: "sentinel" in vacated(), timeout=10)
+        assert vacated() == ["sentinel"]
+        assert api(a).channel_info("shared", ["subscription_count"])["subscription_count"] == 1
+        for ws in (on_a, on_b):
+            await ws.close()
+
+    asyncio.run(main())
+
+
 def test_redis_outage_local_service_and_recovery(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:

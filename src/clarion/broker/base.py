@@ -19,7 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 # (app_id, channel, frame bytes, socket_id to skip or None) -> None
 Deliver = Callable[[str, str, bytes, str | None], None]
@@ -202,21 +202,47 @@ class RateLimiter(ABC):
         """Take ``amount`` from bucket ``key`` (refilled at ``per_second``); False if short."""
 
 
+class HeldKey(NamedTuple):
+    """A held webhook: channel_vacated (user_id ""), member_removed, user_offline
+    (channel "")."""
+
+    app_id: str
+    name: str
+    channel: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkOp:
+    """One operation on the marks of held webhooks.
+
+    * ``hold``: a node holds the event back for ``seconds``; the mark lasts about that long.
+    * ``take``: the opposite event came; True if a mark was there (the pair cancels).
+    * ``release``: the delay is over; True if the event is still to be sent: its mark
+      (when ``marked``) was not taken by another node, and the cluster state still says
+      it (the channel empty, the member gone, the user signed out), which also catches
+      an event decided from one node's view while Redis was down.
+    """
+
+    kind: Literal["hold", "take", "release"]
+    key: HeldKey
+    seconds: float = 0.0
+    marked: bool = False
+
+
 class HeldMarks(ABC):
-    """Marks of the webhooks a node holds back (channel_vacated, member_removed,
-    user_offline), seen by every node: the opposite event fired by another node within
-    the delay (a page reload that lands elsewhere) takes the mark, and both events are
-    dropped, as they would be on one node.
+    """Marks of the webhooks nodes hold back, seen by every node: the opposite event
+    fired by another node within the delay (a page reload that lands elsewhere) takes
+    the mark and both events are dropped, as they would be on one node.
 
     Operations are applied in the order given, so that a hold and the take that follows
     it on the same node can never pass each other.
     """
 
     @abstractmethod
-    async def apply(self, ops: list[tuple[str, float]]) -> list[bool] | None:
-        """For each (key, seconds): seconds > 0 holds the mark for about that long (True);
-        seconds == 0 takes it: True if it was there, False if not (taken by another node,
-        or never held). None when the store cannot be reached."""
+    async def apply(self, ops: list[MarkOp]) -> list[bool] | None:
+        """The outcome of each operation (see :class:`MarkOp`); None when the store
+        cannot be reached."""
 
 
 class JobStore(ABC):

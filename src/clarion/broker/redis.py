@@ -52,10 +52,12 @@ from clarion.broker.base import (
     CachedEvent,
     ChannelCounts,
     ChannelState,
+    HeldKey,
     HeldMarks,
     JobStore,
     Joined,
     Left,
+    MarkOp,
     Member,
     Occupied,
     PresenceFull,
@@ -1072,21 +1074,45 @@ class RedisHeldMarks(HeldMarks):
 
     MARGIN = 10.0  # seconds a mark outlives its delay: a slow release still finds it
 
+    # KEYS: the mark, the cluster hash that says whether the event still holds;
+    # ARGV: the field to look for in it, '1' if the mark was set.
+    _RELEASE = """
+local taken = redis.call('DEL', KEYS[1])
+if ARGV[2] == '1' and taken == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+return 1
+"""
+
     def __init__(self, link: RedisLink) -> None:
         self.link = link
+        self._release = link.client.register_script(self._RELEASE)
 
-    async def apply(self, ops: list[tuple[str, float]]) -> list[bool] | None:
+    def _mark_key(self, key: HeldKey) -> str:
+        return self.link.key("held", SEP.join(key))
+
+    def _still_true(self, key: HeldKey) -> tuple[str, str]:
+        """The cluster hash and field whose absence means the held event still holds."""
+        if key.name == "channel_vacated":
+            return self.link.key("subs", key.app_id), key.channel
+        if key.name == "member_removed":
+            return self.link.key("members", key.app_id, key.channel), key.user_id
+        return self.link.key("users", key.app_id), key.user_id
+
+    async def apply(self, ops: list[MarkOp]) -> list[bool] | None:
         if not self.link.up:
             return None
         try:
             async with self.link.client.pipeline(transaction=False) as pipe:
-                for key, seconds in ops:
-                    if seconds > 0:
-                        pipe.set(
-                            self.link.key("held", key), 1, px=int((seconds + self.MARGIN) * 1000)
-                        )
+                for op in ops:
+                    mark = self._mark_key(op.key)
+                    if op.kind == "hold":
+                        pipe.set(mark, 1, px=int((op.seconds + self.MARGIN) * 1000))
+                    elif op.kind == "take":
+                        pipe.delete(mark)
                     else:
-                        pipe.delete(self.link.key("held", key))
+                        state, field = self._still_true(op.key)
+                        args = [field, "1" if op.marked else "0"]
+                        await self._release(keys=[mark, state], args=args, client=pipe)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
