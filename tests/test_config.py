@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clarion import __version__
-from clarion.config import ConfigError, describe, load
+from clarion.config import ConfigError, describe, load, redact_url
 
 TWO_APPS = (
     '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\n'
@@ -119,6 +119,33 @@ def test_describe_redacts_secrets(tmp_path: Path) -> None:
     text = describe(load(path, env={}))
     assert "supersecretvalue" not in text
     assert 'key = "k"' in text and "[[apps]]" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h:6379/0", "redis://:****@h:6379/0"),
+        ("rediss://u:pw@h/0?ssl_ca_certs=/ca.pem", "rediss://u:****@h/0?ssl_ca_certs=****"),
+        ("https://hooks.example/in?token=SECRET123&x", "https://hooks.example/in?token=****&x"),
+        ("https://hooks.example/in#frag", "https://hooks.example/in#frag"),
+        ("https://hooks.example/in?a=1#frag", "https://hooks.example/in?a=****#****"),
+        ("http://127.0.0.1:8000/hook", "http://127.0.0.1:8000/hook"),
+    ],
+)
+def test_urls_are_shown_without_credentials(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_describe_hides_a_token_in_a_webhook_url(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s3cr3t-value"\n'
+        '[[apps.webhooks]]\nurl = "https://hooks.example/in?token=SECRET123"\n'
+        'event_types = ["channel_occupied"]\n',
+    )
+    text = describe(load(path, env={}))
+    assert "SECRET123" not in text
+    assert "https://hooks.example/in?token=****" in text
 
 
 def test_cli_version_and_config_error(tmp_path: Path) -> None:

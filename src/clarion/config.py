@@ -381,7 +381,17 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
 
 
 def redact_url(url: str) -> str:
-    """Hide the password of redis://user:password@host."""
+    """Hide what a URL may carry of credentials: the password of
+    ``redis://user:password@host`` and the value of each query argument
+    (``?token=...``)."""
+    url, question, query = url.partition("?")
+    if question:
+        query, hash_, _ = query.partition("#")
+        masked = "&".join(
+            name + ("=****" if equals else "")
+            for name, equals, _ in (part.partition("=") for part in query.split("&"))
+        )
+        return redact_url(url) + "?" + masked + ("#****" if hash_ else "")
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not sep or not at:

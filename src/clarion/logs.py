@@ -56,5 +56,8 @@ def setup(level: str, worker: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every webhook request with its full URL (query and all) at info: the
+    # outbox logs what matters (failures, drops) itself, with the URL redacted.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if worker:
         logging.getLogger("clarion").info("worker started")

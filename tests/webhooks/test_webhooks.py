@@ -331,3 +331,27 @@ def test_held_webhooks_are_flushed_on_graceful_shutdown(
     asyncio.run(main())
     assert server.stop() == 0
     receiver.wait_for(lambda _: "channel_vacated" in _names(receiver), timeout=5)
+
+
+def test_a_token_in_the_webhook_url_stays_out_of_the_logs(
+    receiver: Receiver, make_server: Callable[..., RunningServer]
+) -> None:
+    token = "t0ken-in-the-url"
+    targets = f"""
+[[apps.webhooks]]
+url = "{receiver.url}/tokened?token={token}"
+event_types = ["channel_occupied"]
+"""
+    server = make_server(_config(receiver, targets=targets))
+
+    async def main() -> None:
+        ws = await ws_connect(server.ws())
+        await established(ws)
+        await subscribe(ws, "logged")
+        receiver.wait_for(lambda _: len(receiver.events()) == 1)
+        await ws.close()
+
+    asyncio.run(main())
+    assert receiver.requests[0].path.endswith(f"token={token}")  # it was used...
+    assert any("token=****" in line for line in server.output)  # ...and shown masked
+    assert not [line for line in server.output if token in line]
