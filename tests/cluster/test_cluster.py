@@ -478,6 +478,15 @@ def test_redis_outage_local_service_and_recovery(
             api(a).trigger("resilient", "local-only", {})
         assert "503" in str(info.value)
         assert (await recv_json(on_a))["event"] == "local-only"
+        # Queries answer for the cluster or not at all: this node alone would say 1.
+        for query in (
+            lambda: api(a).channel_info("resilient", ["subscription_count"]),
+            lambda: api(a).channels_info(),
+            lambda: api(a).users_info("presence-r"),
+        ):
+            with pytest.raises(pusher.errors.PusherBadStatus) as refused:
+                query()
+            assert "503" in str(refused.value) and "Cluster state unavailable" in str(refused.value)
         redis_server.start()  # an empty Redis: the nodes must register everything again
         await eventually(lambda: ready(a) == 200 and ready(b) == 200, timeout=15)
         api(a).trigger("resilient", "after", {})

@@ -333,6 +333,13 @@ def test_oversized_body_is_413(server: RunningServer) -> None:
     assert replies and replies[0].startswith(b"HTTP/1.1 413")
 
 
+def test_a_body_announced_too_large_is_413_before_it_is_sent(server: RunningServer) -> None:
+    head = b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n"
+    replies = _raw_exchange(server, head, 1)  # the head alone: no body byte follows
+    assert replies and replies[0].startswith(b"HTTP/1.1 413")
+    assert b"Request body larger than" in replies[0]
+
+
 def test_get_on_websocket_path_without_upgrade(server: RunningServer) -> None:
     status, body, _ = http_request(server.host, server.port, "GET", "/app/app-key")
     assert status == 426 and body["code"] == 426

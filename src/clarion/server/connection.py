@@ -55,8 +55,9 @@ _STATUS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+# The request headers kept (the rest are only counted against the head limit).
 _UPGRADE_HEADERS = frozenset(
-    {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version"}
+    {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version", b"content-length"}
 )
 _KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009, 1011}) | frozenset(
     int(code) for code in CloseCode
@@ -320,15 +321,22 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._upgrade = bool(self._parser.should_upgrade())
+        # A body announced too large is refused now, not after waiting for its bytes.
+        declared = self._headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.ctx.settings.max_body_bytes:
+            self._body_too_large()
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
         self._body_size += len(body)
         if self._body_size > self.ctx.settings.max_body_bytes:
-            limit = self.ctx.settings.max_body_bytes
-            self._http_reply(413, error_body(413, f"Request body larger than {limit} bytes"), False)
-            self._parser = None
-            raise httptools.HttpParserCallbackError("body too large")
+            self._body_too_large()
+
+    def _body_too_large(self) -> None:
+        limit = self.ctx.settings.max_body_bytes
+        self._http_reply(413, error_body(413, f"Request body larger than {limit} bytes"), False)
+        self._parser = None
+        raise httptools.HttpParserCallbackError("body too large")
 
     def on_message_complete(self) -> None:
         if self._head_bytes > MAX_HEAD_BYTES:

@@ -203,10 +203,20 @@ class HttpApi:
         batch = [await self._batch_info(app, request) for request in requests]
         return 200, _encode({"batch": batch})
 
+    async def _need_cluster_state(self) -> None:
+        """State queries answer for the cluster or not at all: with the Redis link down
+        this node knows only its own sockets, and a count that looks right but is not
+        would mislead the caller more than an error."""
+        if not await self.state.ready():
+            raise ApiError(
+                503, "Cluster state unavailable (the Redis link is down); try again shortly"
+            )
+
     async def channels(
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         prefix, info = api.parse_channels_query(params)
+        await self._need_cluster_state()
         key = (app.id, prefix, info)
         kept = self._listings.get(key)
         if kept is not None and kept[0] == await self.state.listing_version(app.id):
@@ -227,6 +237,7 @@ class HttpApi:
     ) -> Response:
         name = rest[1]
         info = api.parse_channel_query(name, params)
+        await self._need_cluster_state()
         counts = await self.state.channel_counts(app.id, name)
         result: dict[str, Any] = {"occupied": counts.subscription_count > 0}
         if "user_count" in info:
@@ -244,6 +255,7 @@ class HttpApi:
     ) -> Response:
         name = rest[1]
         api.check_users_channel(name)
+        await self._need_cluster_state()
         user_ids = await self.state.presence_user_ids(app.id, name)
         return 200, _encode({"users": [{"id": user_id} for user_id in user_ids]})
 
