@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -74,7 +76,7 @@ class _Job:
 class _Held:
     handle: asyncio.TimerHandle
     event: WebhookEvent
-    marked: bool = False  # the cluster-wide mark was set (other nodes can take it)
+    token: str = ""  # this hold's mark in the cluster (a newer hold replaces it)
 
 
 MarkDone = Callable[[bool | None], None]
@@ -115,7 +117,9 @@ class Outbox:
         self._app_config = app_config
         self._store = store
         self._marks = marks
-        self._mark_ops: list[tuple[MarkOp, MarkDone | None]] = []
+        self._mark_ops: list[tuple[MarkOp | None, MarkDone | None]] = []
+        self._token_prefix = secrets.token_hex(4) + "."
+        self._tokens = itertools.count()
         self._marks_idle = asyncio.Event()
         self._marks_idle.set()
         self._closing = False
@@ -158,6 +162,14 @@ class Outbox:
         return any(name in target.wanted for target in self._targets_of(app_id))
 
     def emit(self, app_id: str, event: WebhookEvent) -> None:
+        if self._marks is not None and (self._mark_ops or not self._marks_idle.is_set()):
+            # Behind an event waiting on the cluster's marks: keep the order (a
+            # member_added must not overtake the channel_occupied before it).
+            self._mark(None, lambda _: self._emit_now(app_id, event))
+            return
+        self._emit_now(app_id, event)
+
+    def _emit_now(self, app_id: str, event: WebhookEvent) -> None:
         held_name = shapes.CANCELS.get(event["name"])
         if held_name is not None:
             # Before the wants() check: a target that only wants channel_vacated must
@@ -169,7 +181,11 @@ class Outbox:
                 if self._marks is not None:
                     self._mark(MarkOp("take", key), None)  # after its hold: ops keep order
                 return
-            if self._marks is not None and self.wants(app_id, held_name):
+            if (
+                self._marks is not None
+                and self._delay(app_id) > 0
+                and self.wants(app_id, held_name)
+            ):
                 # Perhaps held by another node: sent only if there is no mark to take.
                 def unless_taken(taken: bool | None) -> None:
                     if not taken:
@@ -179,27 +195,27 @@ class Outbox:
                 return
         self._accept(app_id, event)
 
+    def _delay(self, app_id: str) -> float:
+        config = self._app_config(app_id)
+        return config.webhook_delay if config is not None else 0.0
+
     def _accept(self, app_id: str, event: WebhookEvent) -> None:
         name = event["name"]
         if not self.wants(app_id, name):
             return
-        config = self._app_config(app_id)
-        delay = config.webhook_delay if config is not None else 0.0
+        delay = self._delay(app_id)
         if delay > 0 and name in shapes.HELD_UNTIL_CANCELLED:
             key = self._held_key(app_id, name, event)
             previous = self._held.pop(key, None)
             if previous is not None:
                 previous.handle.cancel()
             handle = asyncio.get_running_loop().call_later(delay, self._release, key)
-            held = self._held[key] = _Held(handle, event)
+            token = f"{self._token_prefix}{next(self._tokens)}"
+            self._held[key] = _Held(handle, event, token)
             if self._marks is not None:
-
-                def marked(done: bool | None) -> None:
-                    held.marked = bool(done)
-
-                self._mark(MarkOp("hold", key, seconds=delay), marked)
+                self._mark(MarkOp("hold", key, seconds=delay, token=token), None)
             return
-        self._queue_event(app_id, event, config)
+        self._queue_event(app_id, event, self._app_config(app_id))
 
     @staticmethod
     def _held_key(app_id: str, name: str, event: WebhookEvent) -> HeldKey:
@@ -213,21 +229,21 @@ class Outbox:
             self._queue_event(key.app_id, held.event, self._app_config(key.app_id))
             return
 
-        def if_still_true(send: bool | None) -> None:
+        def decided(send: bool | None) -> None:
             if send or (send is None and self._flushing_held):
                 self._queue_event(key.app_id, held.event, self._app_config(key.app_id))
-            elif send is None:
-                # Redis is away: whether the cluster still agrees is unknown. Held on,
-                # and asked again, until it can say (a node's own view during an
-                # outage is not the cluster's: its vacated may be false).
+            elif send is None and key not in self._held:  # (a newer hold decides)
+                # Unknown yet: Redis is away, or just back and the other nodes may not
+                # have registered their sockets again. Held on and asked again (a
+                # node's own view during an outage is not the cluster's).
                 handle = asyncio.get_running_loop().call_later(RECHECK, self._release, key)
-                self._held[key] = _Held(handle, held.event, held.marked)
+                self._held[key] = _Held(handle, held.event, held.token)
 
-        self._mark(MarkOp("release", key, marked=held.marked), if_still_true)
+        self._mark(MarkOp("release", key, token=held.token), decided)
 
-    def _mark(self, op: MarkOp, then: MarkDone | None) -> None:
-        """Apply an operation on the cluster-wide marks; ``then`` gets its outcome.
-        One task applies them in order, batched."""
+    def _mark(self, op: MarkOp | None, then: MarkDone | None) -> None:
+        """Apply an operation on the cluster-wide marks (None: none, only keep the
+        order); ``then`` gets its outcome. One task applies them in order, batched."""
         self._mark_ops.append((op, then))
         if self._marks_idle.is_set():
             self._marks_idle.clear()
@@ -238,12 +254,16 @@ class Outbox:
         try:
             while self._mark_ops:
                 batch, self._mark_ops = self._mark_ops, []
-                results: list[bool | None] = [None] * len(batch)  # None: outcome unknown
-                try:
-                    results[:] = await self._marks.apply([op for op, _ in batch]) or results
-                except Exception:
-                    log.exception("webhook hold marks could not be applied")
-                for (_, then), result in zip(batch, results, strict=True):
+                ops = [op for op, _ in batch if op is not None]
+                outcome: list[bool | None] | None = None  # None: outcome unknown
+                if ops:
+                    try:
+                        outcome = await self._marks.apply(ops)
+                    except Exception:
+                        log.exception("webhook hold marks could not be applied")
+                results = iter(outcome or [None] * len(ops))
+                for op, then in batch:
+                    result = next(results) if op is not None else True
                     if then is not None:
                         then(result)
         finally:

@@ -450,6 +450,58 @@ event_types = ["channel_occupied", "channel_vacated"]
     asyncio.run(main())
 
 
+def test_a_held_vacated_whose_mark_redis_lost_is_still_sent(
+    receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    """The marks only cancel pairs: a mark gone (Redis flushed, or its expiry passed
+    during an outage) leaves the cluster state to decide, not a silent drop."""
+    hooks = f"""
+[[apps.webhooks]]
+url = "{receiver.url}/hooks"
+event_types = ["channel_occupied", "channel_vacated"]
+"""
+    node = make_server(cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0))
+
+    async def main() -> None:
+        ws, _ = await connect(node)
+        await subscribe(ws, "brief")
+        receiver.wait_for(lambda _: len(receiver.events()) == 1)
+        await ws.close()
+        await eventually(lambda: b"held" in redis_server.command("KEYS", "test:held:*"))
+        redis_server.command("FLUSHALL")
+        receiver.wait_for(lambda _: len(receiver.events()) == 2, timeout=10)
+        assert [e["name"] for e in receiver.events()] == ["channel_occupied", "channel_vacated"]
+
+    asyncio.run(main())
+
+
+def test_webhooks_keep_their_order_behind_a_cluster_check(
+    receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    """channel_occupied asks Redis whether it cancels a held vacated; the member_added
+    right behind it (whose opposite is not wanted here) must not overtake it."""
+    hooks = f"""
+[[apps.webhooks]]
+url = "{receiver.url}/hooks"
+event_types = ["channel_occupied", "channel_vacated", "member_added"]
+"""
+    node = make_server(cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0))
+
+    async def main() -> None:
+        for round_ in range(5):
+            ws, sid = await connect(node)
+            channel = f"presence-order-{round_}"
+            await subscribe(ws, channel, **SDK.authenticate(channel, sid, {"user_id": "o"}))
+            receiver.wait_for(lambda _, n=2 * (round_ + 1): len(joined()) == n)
+            await ws.close()
+        assert joined() == ["channel_occupied", "member_added"] * 5
+
+    def joined() -> list[str]:  # the vacated events, held a second, come in between
+        return [e["name"] for e in receiver.events() if e["name"] != "channel_vacated"]
+
+    asyncio.run(main())
+
+
 def test_redis_outage_local_service_and_recovery(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:

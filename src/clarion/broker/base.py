@@ -214,20 +214,23 @@ class HeldKey(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class MarkOp:
-    """One operation on the marks of held webhooks.
+    """One operation on the marks of held webhooks; ``token`` tells one hold from another.
 
-    * ``hold``: a node holds the event back for ``seconds``; the mark lasts about that long.
-    * ``take``: the opposite event came; True if a mark was there (the pair cancels).
-    * ``release``: the delay is over; True if the event is still to be sent: its mark
-      (when ``marked``) was not taken by another node, and the cluster state still says
-      it (the channel empty, the member gone, the user signed out), which also catches
-      an event decided from one node's view while Redis was down.
+    * ``hold``: a node holds the event back for ``seconds``; its mark (the token) lasts
+      a little longer.
+    * ``take``: the opposite event came; True if a live mark was there (the pair cancels,
+      the mark stays as "taken" until it expires).
+    * ``release``: the delay of hold ``token`` is over; True if the event is to be sent:
+      its mark was neither taken nor replaced by a newer hold of the same event (that
+      one decides), and the cluster state still says it (the channel empty, the member
+      gone, the user signed out) — which also catches an event decided from one node's
+      view while Redis was down, or a mark Redis lost. None: not known yet.
     """
 
     kind: Literal["hold", "take", "release"]
     key: HeldKey
     seconds: float = 0.0
-    marked: bool = False
+    token: str = ""
 
 
 class HeldMarks(ABC):
@@ -240,7 +243,7 @@ class HeldMarks(ABC):
     """
 
     @abstractmethod
-    async def apply(self, ops: list[MarkOp]) -> list[bool] | None:
+    async def apply(self, ops: list[MarkOp]) -> list[bool | None] | None:
         """The outcome of each operation (see :class:`MarkOp`); None when the store
         cannot be reached."""
 

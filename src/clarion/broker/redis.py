@@ -96,6 +96,7 @@ class RedisLink:
         )
         self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.up = False
+        self.up_since = 0.0  # time.monotonic() when the link last came up
         self._on_up: list[Listener] = []
         self._watcher: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -105,9 +106,14 @@ class RedisLink:
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def on_reconnect(self, listener: Listener) -> None:
-        """``listener`` re-registers this node's state after Redis came back."""
-        self._on_up.append(listener)
+    def on_reconnect(self, listener: Listener, first: bool = False) -> None:
+        """``listener`` re-registers this node's state after Redis came back. A ``first``
+        one runs before the others, at once when the link is marked up (until its first
+        real wait, nothing else runs)."""
+        if first:
+            self._on_up.insert(0, listener)
+        else:
+            self._on_up.append(listener)
 
     async def connect(self) -> None:
         """Wait for Redis with backoff (boot never crashes on a missing Redis)."""
@@ -126,7 +132,7 @@ class RedisLink:
                 delay = min(5.0, delay * 2) * random.uniform(0.8, 1.2)
                 continue
             break
-        self.up = True
+        self.up, self.up_since = True, time.monotonic()
         self._up_gauge.set(1)
         log.info("connected to Redis at %s as node %s", redact_url(self.url), self.node_id)
         self._watcher = asyncio.create_task(self._watch())
@@ -171,14 +177,17 @@ class RedisLink:
                     # publish or a subscribe, and look like a new outage.
                     await self.client.connection_pool.disconnect()
                     await self.client.ping()
-                    # Up before the listeners run: they write through the link (what
-                    # must not reach Redis before them waits for them instead).
-                    self.up = True
+                    # Up before the listeners run: they write through the link (the
+                    # first of them holds back what must not reach Redis ahead of it).
+                    self.up, self.up_since = True, time.monotonic()
                     for listener in self._on_up:
                         await listener()
-                except (RedisError, OSError) as exc:
+                except Exception as exc:  # whatever it is, the watcher must not die
                     self.up = False
-                    log.warning("Redis still unavailable (%s)", exc)
+                    if isinstance(exc, RedisError | OSError):
+                        log.warning("Redis still unavailable (%s)", exc)
+                    else:
+                        log.exception("registering again after the outage failed; retrying")
                     delay = min(5.0, delay * 2)
                     continue
                 break
@@ -637,7 +646,9 @@ class RedisState(ChannelState):
         self._registering: asyncio.Event | None = None  # set when a registration ends
         self._settled: asyncio.Event | None = None  # set when no change is under way
         self._register_lock = asyncio.Lock()
-        link.on_reconnect(self._register_again)
+        self._stopped = False
+        # First: the gate closes before any other listener lets a change through.
+        link.on_reconnect(self._register_again, first=True)
 
     def on_reaped(self, callback: Reaped) -> None:
         """Called with ('r', app, channel, user) / ('v', app, channel) / ('o', app, user)."""
@@ -919,10 +930,15 @@ class RedisState(ChannelState):
             await self._on_reaped(_reaped_items(result))
 
     async def _register_again(self) -> None:
-        """After an outage: replace this node's share in Redis by what it holds now."""
+        """After an outage: replace this node's share in Redis by what it holds now.
+
+        Changes wait from the start (a leave of a socket that joined during the outage,
+        reaching Redis first, would count against the other nodes' sockets)."""
         async with self._register_lock:
             self._registering = gate = asyncio.Event()
             try:
+                if self._stopped:
+                    return  # left the cluster already: nothing to put back
                 while self._changing:
                     self._settled = asyncio.Event()
                     await self._settled.wait()
@@ -957,6 +973,7 @@ class RedisState(ChannelState):
     async def stop(self) -> None:
         """Leave the cluster: this node's share is removed at once (not after its lease),
         and what that implies (members removed, channels vacated) is reported."""
+        self._stopped = True
         await stop_tasks([t for t in (self._task, self._conn_task) if t is not None])
         if self.link.up:
             with contextlib.suppress(RedisError, OSError):
@@ -1069,22 +1086,37 @@ return dropped
 
 
 class RedisHeldMarks(HeldMarks):
-    """``P:held:K`` for each webhook held back, with an expiry a little past its delay (a
-    node that dies while holding leaves nothing behind for long)."""
+    """``P:held:K`` for each webhook held back: the holding node's token, or "taken",
+    with an expiry a little past the delay (a node that dies while holding leaves
+    nothing behind for long)."""
 
     MARGIN = 10.0  # seconds a mark outlives its delay: a slow release still finds it
 
-    # KEYS: the mark, the cluster hash that says whether the event still holds;
-    # ARGV: the field to look for in it, '1' if the mark was set.
+    _TAKE = """
+local mark = redis.call('GET', KEYS[1])
+if not mark or mark == 'taken' then return 0 end
+redis.call('SET', KEYS[1], 'taken', 'KEEPTTL')
+return 1
+"""
+
+    # KEYS: the mark, the cluster hash whose field ARGV[1] must be absent for the event
+    # to hold; ARGV[2]: the hold's token.
     _RELEASE = """
-local taken = redis.call('DEL', KEYS[1])
-if ARGV[2] == '1' and taken == 0 then return 0 end
+local mark = redis.call('GET', KEYS[1])
+if mark then
+  if mark ~= ARGV[2] then return 0 end
+  redis.call('DEL', KEYS[1])
+end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 return 1
 """
 
-    def __init__(self, link: RedisLink) -> None:
+    def __init__(self, link: RedisLink, settle: float) -> None:
         self.link = link
+        # After Redis comes back, the other nodes may take this long to register their
+        # sockets again (a restarted Redis starts empty): no release is decided sooner.
+        self.settle = settle
+        self._take = link.client.register_script(self._TAKE)
         self._release = link.client.register_script(self._RELEASE)
 
     def _mark_key(self, key: HeldKey) -> str:
@@ -1098,26 +1130,33 @@ return 1
             return self.link.key("members", key.app_id, key.channel), key.user_id
         return self.link.key("users", key.app_id), key.user_id
 
-    async def apply(self, ops: list[MarkOp]) -> list[bool] | None:
+    async def apply(self, ops: list[MarkOp]) -> list[bool | None] | None:
         if not self.link.up:
             return None
+        settled = time.monotonic() - self.link.up_since >= self.settle
+        sent: list[int] = []  # indexes of the ops sent to Redis, in order
         try:
             async with self.link.client.pipeline(transaction=False) as pipe:
-                for op in ops:
+                for index, op in enumerate(ops):
                     mark = self._mark_key(op.key)
                     if op.kind == "hold":
-                        pipe.set(mark, 1, px=int((op.seconds + self.MARGIN) * 1000))
+                        pipe.set(mark, op.token, px=int((op.seconds + self.MARGIN) * 1000))
                     elif op.kind == "take":
-                        pipe.delete(mark)
-                    else:
+                        await self._take(keys=[mark], client=pipe)
+                    elif settled:
                         state, field = self._still_true(op.key)
-                        args = [field, "1" if op.marked else "0"]
-                        await self._release(keys=[mark, state], args=args, client=pipe)
-                replies = await pipe.execute()
+                        await self._release(keys=[mark, state], args=[field, op.token], client=pipe)
+                    else:
+                        continue
+                    sent.append(index)
+                replies = await pipe.execute() if sent else []
         except (RedisError, OSError) as exc:
             self.link.failed(exc)
             return None
-        return [bool(reply) for reply in replies]
+        outcome: list[bool | None] = [None] * len(ops)
+        for index, reply in zip(sent, replies, strict=True):
+            outcome[index] = bool(reply)
+        return outcome
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 2.0) -> None:
