@@ -531,6 +531,13 @@ class Outbox:
         With a durable store nothing is dropped: what is not delivered by the deadline stays
         in the store and is delivered after the restart (or by another node).
         """
+        if self._marks is not None and self._held:
+            # In a cluster the sockets closed by a drain come back through other nodes:
+            # the held events run their course (up to the deadline), so that a client
+            # that moves within the delay cancels them as on a running node.
+            deadline = time.monotonic() + self._settings.shutdown_deadline
+            while self._held and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
         self._flushing_held = True
         for key in list(self._held):
             self._held[key].handle.cancel()

@@ -502,6 +502,91 @@ event_types = ["channel_occupied", "channel_vacated", "member_added"]
     asyncio.run(main())
 
 
+def test_after_an_outage_publishes_say_so_until_every_node_is_back(
+    redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    """A node back on Redis before another cannot deliver to it: its publishes answer
+    503 (and it reports not ready) until every node seen before the outage is
+    registered again."""
+    config = cluster_config(redis_server, lease=5.0)
+    a, b = make_server(config), make_server(config)
+
+    def publish_error(node: RunningServer) -> str:
+        try:
+            api(node).trigger("waited", "probe", {})
+        except pusher.errors.PusherBadStatus as exc:
+            return str(exc)
+        return ""
+
+    async def main() -> None:
+        late, _ = await connect(b)
+        await subscribe(late, "waited")
+        peer = _node_id(b)
+        await eventually(lambda: any(peer in line for line in a.output if "cluster:" in line))
+        redis_server.kill()
+        await eventually(lambda: ready(a) == 503 and ready(b) == 503, timeout=10)
+        os.kill(b.process.pid, signal.SIGSTOP)  # b cannot come back for now
+        try:
+            redis_server.start()
+            await eventually(lambda: "not every node" in publish_error(a), timeout=4)
+            assert ready(a) == 503
+        finally:
+            os.kill(b.process.pid, signal.SIGCONT)
+        await eventually(lambda: ready(a) == 200 and ready(b) == 200, timeout=10)
+        api(a).trigger("waited", "whole-again", {})
+        while (message := await recv_json(late))["event"] == "probe":
+            pass  # probes that reached b once it was back
+        assert message["event"] == "whole-again"
+        await late.close()
+
+    asyncio.run(main())
+
+
+def test_a_drained_client_that_moves_to_another_node_sends_no_webhooks(
+    receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
+) -> None:
+    """A rolling restart: the draining node's held vacated/removed run their delay before
+    it exits, so the client reconnecting through another node within it cancels them."""
+    hooks = f"""
+[[apps.webhooks]]
+url = "{receiver.url}/hooks"
+event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
+"""
+    config = cluster_config(redis_server, app_extra=hooks, webhook_delay=2.0)
+    a, b = make_server(config), make_server(config)
+
+    async def visit(node: RunningServer) -> ClientConnection:
+        ws, sid = await connect(node)
+        await subscribe(
+            ws, "presence-roll", **SDK.authenticate("presence-roll", sid, {"user_id": "r"})
+        )
+        await subscribe(ws, "roll")
+        return ws
+
+    async def main() -> None:
+        first = await visit(a)
+        receiver.wait_for(lambda _: len(receiver.events()) == 3)
+        a.process.send_signal(signal.SIGTERM)
+        await first.wait_closed()
+        assert first.close_code == 4200  # reconnect, to another node
+        await asyncio.sleep(1.0)  # the client's own pace (an auth round trip, say)
+        second = await visit(b)
+        await asyncio.get_running_loop().run_in_executor(None, a.process.wait, 15)
+        # a has exited: whatever it held is decided (and in the shared outbox, ahead of
+        # this one).
+        await subscribe(second, "after-roll")
+        receiver.wait_for(lambda _: any(e["channel"] == "after-roll" for e in receiver.events()))
+        assert sorted((e["name"], e["channel"]) for e in receiver.events()) == [
+            ("channel_occupied", "after-roll"),
+            ("channel_occupied", "presence-roll"),
+            ("channel_occupied", "roll"),
+            ("member_added", "presence-roll"),
+        ]
+        await second.close()
+
+    asyncio.run(main())
+
+
 def test_redis_outage_local_service_and_recovery(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:

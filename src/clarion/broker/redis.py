@@ -97,6 +97,11 @@ class RedisLink:
         self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.up = False
         self.up_since = 0.0  # time.monotonic() when the link last came up
+        # The other nodes last seen in the cluster, and whether all of them are known to
+        # be on the link again after an outage (until then a publish may miss some, and
+        # the cluster state may lack their sockets).
+        self.peers: set[str] = set()
+        self.whole = True
         self._on_up: list[Listener] = []
         self._watcher: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -180,6 +185,7 @@ class RedisLink:
                     # Up before the listeners run: they write through the link (the
                     # first of them holds back what must not reach Redis ahead of it).
                     self.up, self.up_since = True, time.monotonic()
+                    self.whole = not self.peers
                     for listener in self._on_up:
                         await listener()
                 except Exception as exc:  # whatever it is, the watcher must not die
@@ -231,7 +237,7 @@ class RedisBroker(Broker):
         return f"{self._channel_prefix}{app_id}:{channel}"
 
     def ready(self) -> bool:
-        return self.link.up
+        return self.link.up and self.link.whole
 
     def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
         assert self._deliver is not None
@@ -242,6 +248,10 @@ class RedisBroker(Broker):
         self._outgoing.append((self._redis_channel(app_id, channel), payload))
         if len(self._outgoing) == 1:
             self._wake.set()
+        if not self.link.whole:
+            raise BrokerUnavailable(
+                "Redis is back but not every node has reconnected yet: those may miss it"
+            )
 
     async def _writer(self) -> None:
         """Send queued frames in order, pipelined: one round trip per batch."""
@@ -655,7 +665,7 @@ class RedisState(ChannelState):
         self._on_reaped = callback
 
     async def ready(self) -> bool:
-        return self.link.up and self._registering is None
+        return self.link.up and self.link.whole and self._registering is None
 
     async def housekeeping(self) -> None:
         await self.local.housekeeping()
@@ -857,6 +867,24 @@ class RedisState(ChannelState):
         self._conn_task = asyncio.create_task(self._share_connections(mine))
         return self._elsewhere
 
+    def _note_peers(self, present: set[str]) -> None:
+        """After an outage the cluster is whole again once every node seen before it is
+        registered again, or a lease has passed (the missing ones are dead)."""
+        link = self.link
+        if not link.whole and (
+            link.peers <= present or time.monotonic() - link.up_since >= self.lease
+        ):
+            link.whole = True
+            log.info("every node is back on the cluster link")
+        if link.whole and present != link.peers:
+            log.info(
+                "cluster: %d other node(s) (joined %s, gone %s)",
+                len(present),
+                sorted(present - link.peers) or "-",
+                sorted(link.peers - present) or "-",
+            )
+            link.peers = present
+
     async def _share_connections(self, mine: Callable[[], dict[str, int]]) -> None:
         client, link = self.link.client, self.link
         own = link.key("conns", link.node_id)
@@ -874,6 +902,7 @@ class RedisState(ChannelState):
                     pipe.zrange(link.key("nodes"), 0, -1)
                     nodes = (await pipe.execute())[-1]
                 others = [_text(n) for n in nodes if _text(n) != link.node_id]
+                self._note_peers(set(others))
                 async with client.pipeline(transaction=False) as pipe:
                     for node in others:
                         pipe.hgetall(link.key("conns", node))
@@ -1111,11 +1140,8 @@ if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 return 1
 """
 
-    def __init__(self, link: RedisLink, settle: float) -> None:
+    def __init__(self, link: RedisLink) -> None:
         self.link = link
-        # After Redis comes back, the other nodes may take this long to register their
-        # sockets again (a restarted Redis starts empty): no release is decided sooner.
-        self.settle = settle
         self._take = link.client.register_script(self._TAKE)
         self._release = link.client.register_script(self._RELEASE)
 
@@ -1133,7 +1159,9 @@ return 1
     async def apply(self, ops: list[MarkOp]) -> list[bool | None] | None:
         if not self.link.up:
             return None
-        settled = time.monotonic() - self.link.up_since >= self.settle
+        # After Redis comes back, no release is decided before every node is back on
+        # the link (a restarted Redis starts empty: their sockets are not counted yet).
+        settled = self.link.whole
         sent: list[int] = []  # indexes of the ops sent to Redis, in order
         try:
             async with self.link.client.pipeline(transaction=False) as pipe:

@@ -131,11 +131,7 @@ class Server:
             app_config,
             settings.webhooks,
             store=RedisJobStore(self.link) if self.link is not None else None,
-            marks=(
-                RedisHeldMarks(self.link, settle=cluster.node_lease)
-                if self.link is not None
-                else None
-            ),
+            marks=RedisHeldMarks(self.link) if self.link is not None else None,
         )
         hub = Hub(broker, state, app_config, self.outbox)
         # Unique among this process's sockets; the random prefix keeps nodes apart.
