@@ -165,9 +165,17 @@ class Outbox:
         if self._marks is not None and (self._mark_ops or not self._marks_idle.is_set()):
             # Behind an event waiting on the cluster's marks: keep the order (a
             # member_added must not overtake the channel_occupied before it).
-            self._mark(None, lambda _: self._emit_now(app_id, event))
+            self._mark(None, lambda _: self._emit_in_order(app_id, event))
             return
         self._emit_now(app_id, event)
+
+    def _emit_in_order(self, app_id: str, event: WebhookEvent) -> None:
+        """Its turn came; but an event just before it may have gone back to the marks
+        queue (to ask the cluster): then it goes back behind that one."""
+        if self._mark_ops:
+            self._mark(None, lambda _: self._emit_in_order(app_id, event))
+        else:
+            self._emit_now(app_id, event)
 
     def _emit_now(self, app_id: str, event: WebhookEvent) -> None:
         held_name = shapes.CANCELS.get(event["name"])
