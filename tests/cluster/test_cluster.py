@@ -50,6 +50,23 @@ def ready(node: RunningServer) -> int:
         return int(exc.code)
 
 
+def webhooks_to(receiver: Receiver, *event_types: str) -> str:
+    """The app's webhook target (appended to the app's table in the config)."""
+    return f"""
+[[apps.webhooks]]
+url = "{receiver.url}/hooks"
+event_types = {json.dumps(list(event_types))}
+"""
+
+
+async def visit(node: RunningServer, presence: str, plain: str, user_id: str) -> ClientConnection:
+    """A socket on ``node`` in a presence channel (as ``user_id``) and a public one."""
+    ws, sid = await connect(node)
+    await subscribe(ws, presence, **SDK.authenticate(presence, sid, {"user_id": user_id}))
+    await subscribe(ws, plain)
+    return ws
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     yield from running_receiver()
@@ -245,11 +262,9 @@ def test_client_events_users_and_terminate_cross_nodes(
 def test_dead_node_is_cleaned_up_once_within_the_lease(
     receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
-    hooks = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/hooks"
-event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
-"""
+    hooks = webhooks_to(
+        receiver, "channel_occupied", "channel_vacated", "member_added", "member_removed"
+    )
     config = cluster_config(redis_server, lease=2.0, app_extra=hooks)
     a, b, c = make_server(config), make_server(config), make_server(config)
 
@@ -307,20 +322,11 @@ def test_a_reload_that_lands_on_another_node_sends_no_webhooks(
 ) -> None:
     """vacated/removed are held back on the node the user left; the user coming back on
     another node within the delay cancels them there, as a reload on one node would."""
-    hooks = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/hooks"
-event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
-"""
+    hooks = webhooks_to(
+        receiver, "channel_occupied", "channel_vacated", "member_added", "member_removed"
+    )
     config = cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0)
     a, b = make_server(config), make_server(config)
-
-    async def visit(node: RunningServer) -> ClientConnection:
-        ws, sid = await connect(node)
-        auth = SDK.authenticate("presence-page", sid, {"user_id": "u"})
-        await subscribe(ws, "presence-page", **auth)
-        await subscribe(ws, "page")
-        return ws
 
     def named(*names: str) -> list[tuple[str, str, str | None]]:
         return [
@@ -330,12 +336,12 @@ event_types = ["channel_occupied", "channel_vacated", "member_added", "member_re
         ]
 
     async def main() -> None:
-        first = await visit(a)
+        first = await visit(a, "presence-page", "page", "u")
         receiver.wait_for(lambda _: len(receiver.events()) == 3)
         await first.close()
         # Gone from the cluster (node a handled the close), then back through node b.
         await eventually(lambda: api(b).channels_info()["channels"] == {})
-        second = await visit(b)
+        second = await visit(b, "presence-page", "page", "u")
         await second.close()  # now really gone: b holds vacated/removed, then sends them
         receiver.wait_for(lambda _: len(named("channel_vacated")) == 2, timeout=10)
         # Node a's held events were due a whole visit earlier, and were dropped.
@@ -414,11 +420,7 @@ def test_a_vacated_seen_by_one_node_during_an_outage_is_checked_before_it_is_sen
     """With Redis away a node only sees its own sockets: its last one leaving looks like
     channel_vacated. The held event is checked against the cluster once Redis is back,
     and dropped, since another node's socket is still there."""
-    hooks = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/hooks"
-event_types = ["channel_occupied", "channel_vacated"]
-"""
+    hooks = webhooks_to(receiver, "channel_occupied", "channel_vacated")
     config = cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0)
     a, b = make_server(config), make_server(config)
 
@@ -455,11 +457,7 @@ def test_a_held_vacated_whose_mark_redis_lost_is_still_sent(
 ) -> None:
     """The marks only cancel pairs: a mark gone (Redis flushed, or its expiry passed
     during an outage) leaves the cluster state to decide, not a silent drop."""
-    hooks = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/hooks"
-event_types = ["channel_occupied", "channel_vacated"]
-"""
+    hooks = webhooks_to(receiver, "channel_occupied", "channel_vacated")
     node = make_server(cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0))
 
     async def main() -> None:
@@ -480,11 +478,7 @@ def test_webhooks_keep_their_order_behind_a_cluster_check(
 ) -> None:
     """channel_occupied asks Redis whether it cancels a held vacated; the member_added
     right behind it (whose opposite is not wanted here) must not overtake it."""
-    hooks = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/hooks"
-event_types = ["channel_occupied", "channel_vacated", "member_added"]
-"""
+    hooks = webhooks_to(receiver, "channel_occupied", "channel_vacated", "member_added")
     node = make_server(cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0))
 
     async def main() -> None:
@@ -555,30 +549,20 @@ def test_a_drained_client_that_moves_to_another_node_sends_no_webhooks(
 ) -> None:
     """A rolling restart: the draining node's held vacated/removed run their delay before
     it exits, so the client reconnecting through another node within it cancels them."""
-    hooks = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/hooks"
-event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
-"""
+    hooks = webhooks_to(
+        receiver, "channel_occupied", "channel_vacated", "member_added", "member_removed"
+    )
     config = cluster_config(redis_server, app_extra=hooks, webhook_delay=2.0)
     a, b = make_server(config), make_server(config)
 
-    async def visit(node: RunningServer) -> ClientConnection:
-        ws, sid = await connect(node)
-        await subscribe(
-            ws, "presence-roll", **SDK.authenticate("presence-roll", sid, {"user_id": "r"})
-        )
-        await subscribe(ws, "roll")
-        return ws
-
     async def main() -> None:
-        first = await visit(a)
+        first = await visit(a, "presence-roll", "roll", "r")
         receiver.wait_for(lambda _: len(receiver.events()) == 3)
         a.process.send_signal(signal.SIGTERM)
         await first.wait_closed()
         assert first.close_code == 4200  # reconnect, to another node
         await asyncio.sleep(1.0)  # the client's own pace (an auth round trip, say)
-        second = await visit(b)
+        second = await visit(b, "presence-roll", "roll", "r")
         await asyncio.get_running_loop().run_in_executor(None, a.process.wait, 15)
         # a has exited: whatever it held is decided (and in the shared outbox, ahead of
         # this one).
