@@ -79,6 +79,16 @@ class _Held:
     token: str = ""  # this hold's mark in the cluster (a newer hold replaces it)
 
 
+@dataclass
+class _Pending:
+    """An event waiting for its turn (and maybe for the cluster's answer)."""
+
+    app_id: str
+    event: WebhookEvent
+    decided: bool = False
+    accept: bool = False
+
+
 MarkDone = Callable[[bool | None], None]
 
 
@@ -117,7 +127,8 @@ class Outbox:
         self._app_config = app_config
         self._store = store
         self._marks = marks
-        self._mark_ops: list[tuple[MarkOp | None, MarkDone | None]] = []
+        self._mark_ops: list[tuple[MarkOp, MarkDone | None]] = []
+        self._in_order: deque[_Pending] = deque()
         self._token_prefix = secrets.token_hex(4) + "."
         self._tokens = itertools.count()
         self._marks_idle = asyncio.Event()
@@ -162,22 +173,28 @@ class Outbox:
         return any(name in target.wanted for target in self._targets_of(app_id))
 
     def emit(self, app_id: str, event: WebhookEvent) -> None:
-        if self._marks is not None and (self._mark_ops or not self._marks_idle.is_set()):
-            # Behind an event waiting on the cluster's marks: keep the order (a
-            # member_added must not overtake the channel_occupied before it).
-            self._mark(None, lambda _: self._emit_in_order(app_id, event))
+        if self._marks is None:
+            self._decide(app_id, event, None)
             return
-        self._emit_now(app_id, event)
+        # With the cluster's marks, deciding an event may take a round trip to Redis:
+        # events wait in emission order, each going out once it and all before it are
+        # decided (a member_added must not overtake the channel_occupied before it).
+        entry = _Pending(app_id, event)
+        self._in_order.append(entry)
+        self._decide(app_id, event, entry)
+        self._release_in_order()
 
-    def _emit_in_order(self, app_id: str, event: WebhookEvent) -> None:
-        """Its turn came; but an event just before it may have gone back to the marks
-        queue (to ask the cluster): then it goes back behind that one."""
-        if self._mark_ops:
-            self._mark(None, lambda _: self._emit_in_order(app_id, event))
-        else:
-            self._emit_now(app_id, event)
+    def _decide(self, app_id: str, event: WebhookEvent, entry: _Pending | None) -> None:
+        """Whether the event goes on: cancelled by a held opposite (here or, through the
+        marks, on another node), else accepted. ``entry`` None: accepted at once."""
 
-    def _emit_now(self, app_id: str, event: WebhookEvent) -> None:
+        def decided(accept: bool) -> None:
+            if entry is None:
+                if accept:
+                    self._accept(app_id, event)
+                return
+            entry.decided, entry.accept = True, accept
+
         held_name = shapes.CANCELS.get(event["name"])
         if held_name is not None:
             # Before the wants() check: a target that only wants channel_vacated must
@@ -188,20 +205,28 @@ class Outbox:
                 held.handle.cancel()  # the pair cancels out: neither is sent
                 if self._marks is not None:
                     self._mark(MarkOp("take", key), None)  # after its hold: ops keep order
+                decided(False)
                 return
             if (
                 self._marks is not None
                 and self._delay(app_id) > 0
                 and self.wants(app_id, held_name)
             ):
-                # Perhaps held by another node: sent only if there is no mark to take.
+                # Perhaps held by another node: goes on only if there is no mark to take.
                 def unless_taken(taken: bool | None) -> None:
-                    if not taken:
-                        self._accept(app_id, event)
+                    decided(not taken)
+                    self._release_in_order()
 
                 self._mark(MarkOp("take", key), unless_taken)
                 return
-        self._accept(app_id, event)
+        decided(True)
+
+    def _release_in_order(self) -> None:
+        queue = self._in_order
+        while queue and queue[0].decided:
+            entry = queue.popleft()
+            if entry.accept:
+                self._accept(entry.app_id, entry.event)
 
     def _delay(self, app_id: str) -> float:
         config = self._app_config(app_id)
@@ -249,9 +274,9 @@ class Outbox:
 
         self._mark(MarkOp("release", key, token=held.token), decided)
 
-    def _mark(self, op: MarkOp | None, then: MarkDone | None) -> None:
-        """Apply an operation on the cluster-wide marks (None: none, only keep the
-        order); ``then`` gets its outcome. One task applies them in order, batched."""
+    def _mark(self, op: MarkOp, then: MarkDone | None) -> None:
+        """Apply an operation on the cluster-wide marks; ``then`` gets its outcome.
+        One task applies them in order, batched."""
         self._mark_ops.append((op, then))
         if self._marks_idle.is_set():
             self._marks_idle.clear()
@@ -262,16 +287,12 @@ class Outbox:
         try:
             while self._mark_ops:
                 batch, self._mark_ops = self._mark_ops, []
-                ops = [op for op, _ in batch if op is not None]
-                outcome: list[bool | None] | None = None  # None: outcome unknown
-                if ops:
-                    try:
-                        outcome = await self._marks.apply(ops)
-                    except Exception:
-                        log.exception("webhook hold marks could not be applied")
-                results = iter(outcome or [None] * len(ops))
-                for op, then in batch:
-                    result = next(results) if op is not None else True
+                results: list[bool | None] = [None] * len(batch)  # None: outcome unknown
+                try:
+                    results[:] = await self._marks.apply([op for op, _ in batch]) or results
+                except Exception:
+                    log.exception("webhook hold marks could not be applied")
+                for (_, then), result in zip(batch, results, strict=True):
                     if then is not None:
                         then(result)
         finally:

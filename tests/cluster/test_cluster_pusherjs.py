@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import RedisServer, cluster_config
-from tests.cluster.test_cluster import api, ready
+from tests.cluster.test_cluster import api, ready, whole
 from tests.conftest import RunningServer
 from tests.integration.pusherjs import Driver, JsClient
 
@@ -196,7 +196,7 @@ def test_redis_restart_keeps_pusherjs_subscriptions(
     redis_server.kill()
     until(lambda: ready(a) == 503 and ready(b) == 503, 10, "both nodes not ready")
     redis_server.start()  # empty: the nodes must register everything again
-    until(lambda: ready(a) == 200 and ready(b) == 200, 15, "both nodes ready again")
+    until(lambda: whole(a) and whole(b), 15, "both nodes back, each seeing the other")
 
     api(a).trigger("resilient", "after", {"n": 1})
     assert on_b.wait_event("resilient", "after", since=since)["data"] == {"n": 1}

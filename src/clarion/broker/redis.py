@@ -97,11 +97,12 @@ class RedisLink:
         self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.up = False
         self.up_since = 0.0  # time.monotonic() when the link last came up
-        # The other nodes last seen in the cluster, and whether all of them are known to
-        # be on the link again after an outage (until then a publish may miss some, and
-        # the cluster state may lack their sockets).
+        # The other nodes last seen in the cluster, and those of them not yet registered
+        # again since the link came back (until then a publish may miss them, and the
+        # cluster state may lack their sockets); waited for at most ``peer_wait`` seconds.
         self.peers: set[str] = set()
-        self.whole = True
+        self.waiting_for: set[str] = set()
+        self.peer_wait = 10.0
         self._on_up: list[Listener] = []
         self._watcher: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -110,6 +111,11 @@ class RedisLink:
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    @property
+    def whole(self) -> bool:
+        """Every node seen before the last outage is back (or has had its time)."""
+        return not self.waiting_for or time.monotonic() - self.up_since >= self.peer_wait
 
     def on_reconnect(self, listener: Listener, first: bool = False) -> None:
         """``listener`` re-registers this node's state after Redis came back. A ``first``
@@ -185,7 +191,7 @@ class RedisLink:
                     # Up before the listeners run: they write through the link (the
                     # first of them holds back what must not reach Redis ahead of it).
                     self.up, self.up_since = True, time.monotonic()
-                    self.whole = not self.peers
+                    self.waiting_for = set(self.peers)
                     for listener in self._on_up:
                         await listener()
                 except Exception as exc:  # whatever it is, the watcher must not die
@@ -237,20 +243,25 @@ class RedisBroker(Broker):
         return f"{self._channel_prefix}{app_id}:{channel}"
 
     def ready(self) -> bool:
-        return self.link.up and self.link.whole
+        # Not "whole": a node waiting for its peers after an outage still serves its
+        # clients, and all nodes waiting at once must not leave the balancer with none.
+        return self.link.up
 
     def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
         assert self._deliver is not None
         self._deliver(app_id, channel, frame, exclude)
         if not self.link.up:
-            raise BrokerUnavailable("Redis is unavailable")
+            raise BrokerUnavailable(
+                "the Redis link is down: delivered to this node's subscribers only"
+            )
         payload = self._node + (exclude or "").encode() + b"\x00" + frame
         self._outgoing.append((self._redis_channel(app_id, channel), payload))
         if len(self._outgoing) == 1:
             self._wake.set()
         if not self.link.whole:
             raise BrokerUnavailable(
-                "Redis is back but not every node has reconnected yet: those may miss it"
+                "sent to the nodes on the Redis link, but not every node has reconnected "
+                "since the outage: subscribers on those may miss it"
             )
 
     async def _writer(self) -> None:
@@ -650,6 +661,7 @@ class RedisState(ChannelState):
         self._on_reaped: Reaped | None = None
         self._task: asyncio.Task[None] | None = None
         self._conn_task: asyncio.Task[None] | None = None
+        link.peer_wait = lease  # a node not back within its lease is dead
         self._elsewhere: dict[str, int] = {}  # app -> connections on the other nodes
         self._info_codec = msgspec.json.Encoder()
         self._changing = 0  # changes to this node's share under way
@@ -868,14 +880,9 @@ class RedisState(ChannelState):
         return self._elsewhere
 
     def _note_peers(self, present: set[str]) -> None:
-        """After an outage the cluster is whole again once every node seen before it is
-        registered again, or a lease has passed (the missing ones are dead)."""
+        """Track the other nodes: after an outage, those seen before it come back."""
         link = self.link
-        if not link.whole and (
-            link.peers <= present or time.monotonic() - link.up_since >= self.lease
-        ):
-            link.whole = True
-            log.info("every node is back on the cluster link")
+        link.waiting_for -= present
         if link.whole and present != link.peers:
             log.info(
                 "cluster: %d other node(s) (joined %s, gone %s)",
@@ -889,7 +896,12 @@ class RedisState(ChannelState):
         client, link = self.link.client, self.link
         own = link.key("conns", link.node_id)
         while True:
-            await asyncio.sleep(CONNECTION_SHARE_INTERVAL)
+            # Faster while peers are awaited after an outage: publishes answer 503 until
+            # this node has seen them back.
+            waiting = link.waiting_for and not link.whole
+            await asyncio.sleep(
+                CONNECTION_SHARE_INTERVAL / 10 if waiting else CONNECTION_SHARE_INTERVAL
+            )
             if not link.up:
                 continue  # the last known counts stand until Redis is back
             try:
@@ -915,6 +927,8 @@ class RedisState(ChannelState):
                 self._elsewhere.update(totals)
             except (RedisError, OSError) as exc:
                 link.failed(exc)
+            except Exception:  # the exchange must go on, whatever happened
+                log.exception("exchanging connection counts failed; retrying")
 
     async def _beat(self) -> list[str]:
         result = await self._call(
@@ -1003,6 +1017,7 @@ class RedisState(ChannelState):
         """Leave the cluster: this node's share is removed at once (not after its lease),
         and what that implies (members removed, channels vacated) is reported."""
         self._stopped = True
+        self.link.waiting_for.clear()  # leaving: what is held is decided as things are
         await stop_tasks([t for t in (self._task, self._conn_task) if t is not None])
         if self.link.up:
             with contextlib.suppress(RedisError, OSError):

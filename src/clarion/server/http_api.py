@@ -106,7 +106,7 @@ class HttpApi:
         except ApiError as exc:
             return exc.status, api.error_body(exc.status, exc.message)
         except BrokerUnavailable as exc:
-            message = f"Delivered to this node's subscribers only; the cluster link is down: {exc}"
+            message = f"Not delivered to the whole cluster: {exc}"
             return 503, api.error_body(503, message)
         except Exception:
             log.exception("HTTP API request failed: %s %s", method, raw_path)
