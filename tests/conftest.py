@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pusher
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,3 +202,22 @@ def self_signed_certificate(directory: Path, name: str) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+def python_sdk(
+    server: RunningServer,
+    app_id: str = "1",
+    key: str = "app-key",
+    secret: str = "app-secret",
+    **options: Any,
+) -> pusher.Pusher:
+    """The PyPI ``pusher`` SDK pointed at ``server`` (plain HTTP; ``options`` go to it)."""
+    return pusher.Pusher(
+        app_id=app_id,
+        key=key,
+        secret=secret,
+        host=server.host,
+        port=server.port,
+        ssl=False,
+        **options,
+    )

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.cluster.conftest import RedisServer, cluster_config
-from tests.conftest import ROOT, RunningServer
+from tests.conftest import ROOT, RunningServer, python_sdk
 from tests.lowlevel.helpers import established, eventually, recv_json, subscribe, ws_connect
 from tests.webhooks.receiver import Receiver, running_receiver
 
@@ -27,9 +27,7 @@ SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret")
 
 
 def api(node: RunningServer) -> pusher.Pusher:
-    return pusher.Pusher(
-        app_id="1", key="app-key", secret="app-secret", host=node.host, port=node.port, ssl=False
-    )
+    return python_sdk(node)
 
 
 async def connect(node: RunningServer) -> tuple[ClientConnection, str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pusher
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, python_sdk
 from tests.integration.pusherjs import Driver
 
 
@@ -26,14 +26,6 @@ def js(server: RunningServer, make_driver: Callable[[RunningServer], Driver]) ->
 def uid() -> str:
     """A suffix that makes this test's channel and event names its own."""
     return uuid.uuid4().hex[:10]
-
-
-def python_sdk(
-    server: RunningServer, app_id: str = "1", key: str = "app-key", secret: str = "app-secret"
-) -> pusher.Pusher:
-    return pusher.Pusher(
-        app_id=app_id, key=key, secret=secret, host=server.host, port=server.port, ssl=False
-    )
 
 
 @pytest.fixture

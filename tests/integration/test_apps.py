@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from pusher.errors import PusherBadAuth, PusherBadStatus, PusherForbidden
 
-from tests.conftest import RunningServer
-from tests.integration.conftest import python_sdk
+from tests.conftest import RunningServer, python_sdk
 from tests.integration.pusherjs import Driver
 
 

@@ -12,8 +12,7 @@ import base64
 
 import pusher
 
-from tests.conftest import RunningServer
-from tests.integration.conftest import python_sdk
+from tests.conftest import RunningServer, python_sdk
 from tests.integration.pusherjs import Driver, JsClient
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()

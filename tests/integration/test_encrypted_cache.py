@@ -12,22 +12,14 @@ import json
 
 import pusher
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, python_sdk
 from tests.integration.pusherjs import Driver
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def _encrypting_sdk(server: RunningServer) -> pusher.Pusher:
-    return pusher.Pusher(
-        app_id="1",
-        key="app-key",
-        secret="app-secret",
-        host=server.host,
-        port=server.port,
-        ssl=False,
-        encryption_master_key_base64=MASTER_KEY,
-    )
+    return python_sdk(server, encryption_master_key_base64=MASTER_KEY)
 
 
 def test_cache_miss_passes_through_pusher_js_on_an_encrypted_cache_channel(

@@ -7,7 +7,7 @@ import json
 
 import pusher
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, python_sdk
 from tests.integration.pusherjs import Driver
 
 
@@ -187,15 +187,7 @@ def test_encrypted_channel_payload_is_relayed_untouched(
     channel = f"private-encrypted-{uid}"
     client = js.client("client", raw=True, master_key=MASTER_KEY)
     client.subscribe(channel)
-    encrypting = pusher.Pusher(
-        app_id="1",
-        key="app-key",
-        secret="app-secret",
-        host=server.host,
-        port=server.port,
-        ssl=False,
-        encryption_master_key_base64=MASTER_KEY,
-    )
+    encrypting = python_sdk(server, encryption_master_key_base64=MASTER_KEY)
 
     encrypting.trigger(channel, "from-python", {"secret": "message"})
     reply = js.node_sdk("trigger", channel, "from-node", {"also": "secret"}, master_key=MASTER_KEY)

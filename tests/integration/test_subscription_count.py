@@ -12,8 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.conftest import RunningServer
-from tests.integration.conftest import python_sdk
+from tests.conftest import RunningServer, python_sdk
 from tests.integration.pusherjs import Driver
 
 COUNT_CONFIG = """

@@ -13,8 +13,7 @@ from collections.abc import Callable
 import pusher
 import pytest
 
-from tests.conftest import RunningServer
-from tests.integration.conftest import python_sdk
+from tests.conftest import RunningServer, python_sdk
 from tests.integration.pusherjs import Driver, JsClient
 
 

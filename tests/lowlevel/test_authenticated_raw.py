@@ -16,7 +16,7 @@ import pusher
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, python_sdk
 from tests.lowlevel.helpers import established, recv_json, signed, subscribe, ws_connect
 
 MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -176,14 +176,7 @@ def test_server_to_user_channel_only_for_that_user(server: RunningServer) -> Non
         reply = await subscribe(ws, "#server-to-user-dave", auth="")
         assert reply["event"] == "pusher_internal:subscription_succeeded"
         await asyncio.to_thread(
-            pusher.Pusher(
-                app_id="1",
-                key="app-key",
-                secret="app-secret",
-                host=server.host,
-                port=server.port,
-                ssl=False,
-            ).send_to_user,
+            python_sdk(server).send_to_user,
             "dave",
             "note",
             {"n": 1},

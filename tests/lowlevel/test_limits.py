@@ -10,7 +10,7 @@ import pusher
 import pytest
 from pusher.errors import PusherBadStatus
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, python_sdk
 from tests.lowlevel.helpers import established, recv_json, signed, subscribe, ws_connect
 
 LIMITED = """
@@ -33,17 +33,9 @@ secret = "other-secret"
 """
 
 
-def _sdk(
-    server: RunningServer, app_id: str = "1", key: str = "app-key", secret: str = "app-secret"
-) -> pusher.Pusher:
-    return pusher.Pusher(
-        app_id=app_id, key=key, secret=secret, host=server.host, port=server.port, ssl=False
-    )
-
-
 def test_backend_event_rate_limit_is_429_per_app(make_server: Callable[..., RunningServer]) -> None:
     server = make_server(LIMITED)
-    client = _sdk(server)
+    client = python_sdk(server)
     # Five channels count five events: the bucket is empty now.
     client.trigger([f"c{i}" for i in range(5)], "e", "x")
     with pytest.raises(PusherBadStatus) as info:
@@ -58,17 +50,17 @@ def test_backend_event_rate_limit_is_429_per_app(make_server: Callable[..., Runn
     )
     assert status == 429 and body["code"] == 429 and "per second" in body["error"]
     # Another app is not affected.
-    assert _sdk(server, "2", "other-key", "other-secret").trigger("c0", "e", "x") == {}
+    assert python_sdk(server, "2", "other-key", "other-secret").trigger("c0", "e", "x") == {}
 
 
 def test_read_request_rate_limit_is_429(make_server: Callable[..., RunningServer]) -> None:
     server = make_server(LIMITED)
-    client = _sdk(server)
+    client = python_sdk(server)
     for _ in range(3):
         assert client.channels_info() == {"channels": {}}
     with pytest.raises(PusherBadStatus):
         client.channels_info()
-    assert _sdk(server, "2", "other-key", "other-secret").channels_info() == {"channels": {}}
+    assert python_sdk(server, "2", "other-key", "other-secret").channels_info() == {"channels": {}}
 
 
 def test_presence_member_limit_and_channels_per_connection(

@@ -15,9 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 
-import pusher
-
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, python_sdk
 from tests.lowlevel.helpers import (
     established,
     eventually,
@@ -67,14 +65,7 @@ def test_metrics_follow_a_scripted_run(make_server: Callable[..., RunningServer]
     _, before = scrape(url)
     uid = uuid.uuid4().hex[:12]
     alpha, beta = f"metrics-alpha-{uid}", f"metrics-beta-{uid}"
-    sdk = pusher.Pusher(
-        app_id="1",
-        key="app-key",
-        secret="app-secret",
-        host=server.host,
-        port=server.port,
-        ssl=False,
-    )
+    sdk = python_sdk(server)
 
     def delta(samples: Samples, name: str, **labels: str) -> float:
         return value(samples, name, **labels) - value(before, name, **labels)

@@ -23,7 +23,7 @@ import pusher
 import pytest
 from pusher.errors import PusherForbidden
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, python_sdk
 from tests.integration.pusherjs import Driver, JsClient
 from tests.ops.test_app_stores import cli
 
@@ -58,14 +58,7 @@ class Store:
 
     def sdk(self, server: RunningServer, app_id: str) -> pusher.Pusher:
         key = KEEP_KEY if app_id == KEEP_ID else STOP_KEY
-        return pusher.Pusher(
-            app_id=app_id,
-            key=key,
-            secret=self.secrets[app_id],
-            host=server.host,
-            port=server.port,
-            ssl=False,
-        )
+        return python_sdk(server, app_id=app_id, key=key, secret=self.secrets[app_id])
 
     def client(self, js: Driver, name: str, app_id: str, **options: Any) -> JsClient:
         key = KEEP_KEY if app_id == KEEP_ID else STOP_KEY

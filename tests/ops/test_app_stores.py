@@ -14,7 +14,7 @@ import pusher
 import pytest
 from pusher.errors import PusherBadAuth
 
-from tests.conftest import ROOT, RunningServer
+from tests.conftest import ROOT, RunningServer, python_sdk
 from tests.lowlevel.helpers import eventually, recv_json, ws_connect
 
 
@@ -130,14 +130,7 @@ refresh_seconds = 0.2
         assert await connects()
 
         def client(key_secret: str) -> pusher.Pusher:
-            return pusher.Pusher(
-                app_id="77",
-                key="store-key",
-                secret=key_secret,
-                host=server.host,
-                port=server.port,
-                ssl=False,
-            )
+            return python_sdk(server, app_id="77", key="store-key", secret=key_secret)
 
         assert client(secret).trigger("c", "e", {}) == {}
         rotated = cli(

@@ -19,7 +19,7 @@ import pusher
 import pytest
 from pusher.requests import RequestsBackend
 
-from tests.conftest import ROOT, RunningServer, self_signed_certificate
+from tests.conftest import ROOT, RunningServer, python_sdk, self_signed_certificate
 from tests.integration.pusherjs import Driver
 from tests.lowlevel.helpers import established, eventually, recv_json, subscribe, ws_connect
 from tests.webhooks.receiver import Receiver, running_receiver
@@ -259,14 +259,7 @@ secret = "app-secret"
     async def main() -> None:
         ws = await ws_connect(server.ws())
         await established(ws)
-        client = pusher.Pusher(
-            app_id="1",
-            key="app-key",
-            secret="app-secret",
-            host=server.host,
-            port=server.port,
-            ssl=False,
-        )
+        client = python_sdk(server)
         client.trigger("logged", "e", {})
         await ws.close()
 
