@@ -18,6 +18,7 @@ from tests.cluster.conftest import RedisServer, cluster_config
 from tests.cluster.test_cluster import api, ready, whole
 from tests.conftest import RunningServer
 from tests.integration.pusherjs import Driver, JsClient
+from tests.lowlevel.helpers import until
 
 
 def on(js: Driver, name: str, node: RunningServer) -> JsClient:
@@ -32,15 +33,6 @@ def member(user_id: str) -> dict[str, Any]:
 def member_ids(client: JsClient, kind: str, channel: str) -> list[str]:
     """The user ids of the member_added / member_removed events ``client`` saw."""
     return [r["member"]["id"] for r in client.find(type=kind, channel=channel)]
-
-
-def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll server state that no event announces (an HTTP endpoint, a Redis key)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def test_publish_on_one_node_reaches_pusherjs_on_the_others_with_exclusion(

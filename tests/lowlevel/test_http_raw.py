@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningServer
-from tests.lowlevel.helpers import http_request, sign_params, signed
+from tests.lowlevel.helpers import http_request, sign_params, signed, until
 
 
 def _event(**overrides: Any) -> dict[str, Any]:
@@ -376,7 +376,4 @@ def test_idle_sockets_count_against_the_address_limit(
     assert status == 503 and body["code"] == 503
     for sock in idle:
         sock.close()
-    deadline = time.monotonic() + 5
-    while http_request(server.host, server.port, "GET", "/up")[0] != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    until(lambda: http_request(server.host, server.port, "GET", "/up")[0] == 200, 5, "slots freed")

@@ -123,11 +123,7 @@ refresh_seconds = 0.2
             frame = await first_frame(server, "store-key")
             return frame["event"] == "pusher:connection_established"
 
-        for _ in range(100):
-            if await connects():
-                break
-            await asyncio.sleep(0.05)
-        assert await connects()
+        await eventually(connects)
 
         def client(key_secret: str) -> pusher.Pusher:
             return python_sdk(server, app_id="77", key="store-key", secret=key_secret)
@@ -156,11 +152,7 @@ refresh_seconds = 0.2
             frame = await first_frame(server, "store-key")
             return frame["event"] == "pusher:error" and frame["data"]["code"] == 4003  # type: ignore[index]
 
-        for _ in range(100):
-            if await refused_4003():
-                break
-            await asyncio.sleep(0.05)
-        assert await refused_4003()
+        await eventually(refused_4003)
 
     asyncio.run(main())
 
