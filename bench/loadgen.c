@@ -49,6 +49,8 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -64,208 +66,25 @@
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------------------- */
-/* MD5 and SHA-256 / HMAC-SHA256 (for Pusher request signing)                             */
+/* MD5 and HMAC-SHA256 for Pusher request signing, from OpenSSL's libcrypto                */
 /* ------------------------------------------------------------------------------------- */
 
-static const uint32_t MD5_K[64] = {
-    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613,
-    0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193,
-    0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d,
-    0x02441453, 0xd8a1e681, 0xe7d3fbc8, 0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed,
-    0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122,
-    0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
-    0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665, 0xf4292244,
-    0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
-    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb,
-    0xeb86d391};
-static const uint8_t MD5_S[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-                                  5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
-                                  4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-                                  6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
-
-#define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
-#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void md5_block(uint32_t st[4], const uint8_t *p) {
-    uint32_t m[16];
-    for (int i = 0; i < 16; i++)
-        m[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
-               (uint32_t)p[4 * i + 3] << 24;
-    uint32_t a = st[0], b = st[1], c = st[2], d = st[3];
-    for (int i = 0; i < 64; i++) {
-        uint32_t f;
-        int g;
-        if (i < 16) {
-            f = (b & c) | (~b & d);
-            g = i;
-        } else if (i < 32) {
-            f = (d & b) | (~d & c);
-            g = (5 * i + 1) & 15;
-        } else if (i < 48) {
-            f = b ^ c ^ d;
-            g = (3 * i + 5) & 15;
-        } else {
-            f = c ^ (b | ~d);
-            g = (7 * i) & 15;
-        }
-        f = f + a + MD5_K[i] + m[g];
-        a = d;
-        d = c;
-        c = b;
-        b = b + ROL(f, MD5_S[i]);
-    }
-    st[0] += a;
-    st[1] += b;
-    st[2] += c;
-    st[3] += d;
-}
+static const char *hmac_key = "";
+static int hmac_key_len;
 
 static void md5(const uint8_t *data, size_t len, uint8_t out[16]) {
-    uint32_t st[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
-    size_t i = 0;
-    for (; i + 64 <= len; i += 64) md5_block(st, data + i);
-    uint8_t tail[128];
-    size_t rest = len - i;
-    memcpy(tail, data + i, rest);
-    tail[rest++] = 0x80;
-    size_t padded = rest <= 56 ? 64 : 128;
-    memset(tail + rest, 0, padded - rest);
-    uint64_t bits = (uint64_t)len * 8;
-    for (int k = 0; k < 8; k++) tail[padded - 8 + k] = (uint8_t)(bits >> (8 * k));
-    md5_block(st, tail);
-    if (padded == 128) md5_block(st, tail + 64);
-    for (int k = 0; k < 4; k++)
-        for (int j = 0; j < 4; j++) out[4 * k + j] = (uint8_t)(st[k] >> (8 * j));
+    unsigned int n = 16;
+    EVP_Digest(data, len, out, &n, EVP_md5(), NULL);
 }
-
-static const uint32_t SHA_K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
-
-typedef struct {
-    uint32_t h[8];
-    uint64_t len;
-    uint8_t buf[64];
-    size_t n;
-} sha256_ctx;
-
-static void sha256_block(uint32_t h[8], const uint8_t *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = hh + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) +
-                      SHA_K[i] + w[i];
-        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        hh = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    h[0] += a;
-    h[1] += b;
-    h[2] += c;
-    h[3] += d;
-    h[4] += e;
-    h[5] += f;
-    h[6] += g;
-    h[7] += hh;
-}
-
-static void sha256_init(sha256_ctx *c) {
-    static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(c->h, H0, sizeof H0);
-    c->len = 0;
-    c->n = 0;
-}
-
-static void sha256_update(sha256_ctx *c, const uint8_t *p, size_t len) {
-    c->len += len;
-    if (c->n) {
-        size_t take = 64 - c->n < len ? 64 - c->n : len;
-        memcpy(c->buf + c->n, p, take);
-        c->n += take;
-        p += take;
-        len -= take;
-        if (c->n < 64) return;
-        sha256_block(c->h, c->buf);
-        c->n = 0;
-    }
-    for (; len >= 64; len -= 64, p += 64) sha256_block(c->h, p);
-    memcpy(c->buf, p, len);
-    c->n = len;
-}
-
-static void sha256_final(sha256_ctx *c, uint8_t out[32]) {
-    uint64_t bits = c->len * 8;
-    uint8_t pad = 0x80;
-    sha256_update(c, &pad, 1);
-    uint8_t zero = 0;
-    while (c->n != 56) sha256_update(c, &zero, 1);
-    uint8_t be[8];
-    for (int k = 0; k < 8; k++) be[k] = (uint8_t)(bits >> (56 - 8 * k));
-    sha256_update(c, be, 8);
-    for (int k = 0; k < 8; k++) {
-        out[4 * k] = (uint8_t)(c->h[k] >> 24);
-        out[4 * k + 1] = (uint8_t)(c->h[k] >> 16);
-        out[4 * k + 2] = (uint8_t)(c->h[k] >> 8);
-        out[4 * k + 3] = (uint8_t)c->h[k];
-    }
-}
-
-/* HMAC with the key's inner and outer states computed once. */
-static sha256_ctx hmac_inner, hmac_outer;
 
 static void hmac_setup(const char *key) {
-    uint8_t k[64] = {0};
-    size_t klen = strlen(key);
-    if (klen > 64) {
-        sha256_ctx c;
-        sha256_init(&c);
-        sha256_update(&c, (const uint8_t *)key, klen);
-        sha256_final(&c, k);
-    } else {
-        memcpy(k, key, klen);
-    }
-    uint8_t ipad[64], opad[64];
-    for (int i = 0; i < 64; i++) {
-        ipad[i] = k[i] ^ 0x36;
-        opad[i] = k[i] ^ 0x5c;
-    }
-    sha256_init(&hmac_inner);
-    sha256_update(&hmac_inner, ipad, 64);
-    sha256_init(&hmac_outer);
-    sha256_update(&hmac_outer, opad, 64);
+    hmac_key = key;
+    hmac_key_len = (int)strlen(key);
 }
 
 static void hmac_sha256(const uint8_t *msg, size_t len, uint8_t out[32]) {
-    sha256_ctx c = hmac_inner;
-    uint8_t inner[32];
-    sha256_update(&c, msg, len);
-    sha256_final(&c, inner);
-    c = hmac_outer;
-    sha256_update(&c, inner, 32);
-    sha256_final(&c, out);
+    unsigned int n = 32;
+    HMAC(EVP_sha256(), hmac_key, hmac_key_len, msg, len, out, &n);
 }
 
 static void hexify(const uint8_t *p, size_t n, char *out) {

@@ -95,12 +95,12 @@ def build_loadgen() -> None:
     if LOADGEN.exists() and LOADGEN.stat().st_mtime >= LOADGEN_SRC.stat().st_mtime:
         return
     LOADGEN.parent.mkdir(parents=True, exist_ok=True)
-    cmd = ["gcc", "-O2", "-Wall", "-o", str(LOADGEN), str(LOADGEN_SRC)]
+    cmd = ["gcc", "-O2", "-Wall", "-o", str(LOADGEN), str(LOADGEN_SRC), "-lcrypto"]
     print("building the load generator:", " ".join(cmd), flush=True)
     try:
         subprocess.run(cmd, check=True)
     except FileNotFoundError:
-        sys.exit("bench: gcc is needed to build bench/loadgen.c (apt-get install gcc)")
+        sys.exit("bench: gcc is needed to build bench/loadgen.c (apt-get install gcc libssl-dev)")
     selftest()
 
 
