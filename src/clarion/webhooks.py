@@ -76,7 +76,7 @@ class _Job:
 class _Held:
     handle: asyncio.TimerHandle
     event: WebhookEvent
-    token: str = ""  # this hold's mark in the cluster (a newer hold replaces it)
+    token: str  # this hold's mark in the cluster (a newer hold replaces it)
 
 
 @dataclass

@@ -150,7 +150,3 @@ def check_auth_token(token: object, credentials: Credentials, signed: str) -> st
     if not _equal(signature, credentials.sign(signed)):
         return f"Invalid signature: Expected HMAC SHA256 hex digest of {signed}"
     return None
-
-
-def webhook_signature(secret: str, body: bytes) -> str:
-    return sign(secret, body)
