@@ -13,6 +13,7 @@ import msgspec
 
 from clarion.protocol import names
 from clarion.protocol.errors import ApiError
+from clarion.protocol.messages import TooDeep, check_depth
 
 
 class _EventBody(msgspec.Struct):
@@ -104,8 +105,9 @@ def _event(body: _EventBody, where: str) -> PublishRequest:
 
 def parse_publish(raw: bytes) -> PublishRequest:
     try:
+        check_depth(raw)
         body = _decode_event(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, TooDeep, RecursionError) as exc:
         raise ApiError(400, f"Invalid JSON body: {exc}") from None
     return _event(body, "")
 
@@ -113,8 +115,9 @@ def parse_publish(raw: bytes) -> PublishRequest:
 def parse_batch(raw: bytes) -> list[PublishRequest]:
     """A batch is validated whole before anything is published (spec §4)."""
     try:
+        check_depth(raw)
         body = _decode_batch(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, TooDeep, RecursionError) as exc:
         raise ApiError(400, f"Invalid JSON body: {exc}") from None
     items = body.batch
     if not isinstance(items, list) or not items:

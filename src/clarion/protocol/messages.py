@@ -8,6 +8,7 @@ written to each of them. ``data`` of event frames is a JSON *string* (spec §3);
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,58 @@ import msgspec
 from clarion.protocol.errors import BadMessage
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
+_msgspec_decode = msgspec.json.Decoder().decode
+
+# JSON from a client may nest at most this deep. msgspec itself gives up only near the
+# interpreter's recursion limit (about 1,000 levels), and a value it decoded just below
+# that limit can no longer be encoded again from deeper in the stack (a presence
+# member's user_info, a client event's size check), so the limit is set far below it:
+# no real payload nests 64 levels.
+MAX_JSON_DEPTH = 64
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = re.compile(rb"[^\[\]{}]+")
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def check_depth(raw: bytes | str) -> None:
+    """Raise :class:`TooDeep` when ``raw`` nests deeper than :data:`MAX_JSON_DEPTH`.
+
+    Almost every payload has fewer brackets than the limit, which two C-speed counts
+    prove; only the others are scanned, one nesting level per regex pass.
+    """
+    if isinstance(raw, str):
+        if raw.count("[") + raw.count("{") <= MAX_JSON_DEPTH:
+            return
+        data = raw.encode("utf-8", "surrogatepass")
+    elif raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    else:
+        data = raw
+    brackets = _NOT_BRACKETS.sub(b"", _STRINGS.sub(b"", data))
+    for _ in range(MAX_JSON_DEPTH):
+        inner = _INNERMOST.sub(b"", brackets)
+        if len(inner) == len(brackets):
+            return  # nothing left to peel (or unbalanced: the decoder says so)
+        brackets = inner
+    if brackets:
+        raise TooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Decode client JSON; raise ``msgspec.DecodeError`` for anything unusable, including
+    nesting deeper than :data:`MAX_JSON_DEPTH`."""
+    try:
+        check_depth(raw)
+        return _msgspec_decode(raw)
+    except (TooDeep, RecursionError) as exc:
+        raise msgspec.DecodeError(str(exc) or "JSON nested too deeply") from None
+
+
+_decode = decode_json
 
 
 def ws_text(payload: bytes) -> bytes:
