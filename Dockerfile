@@ -1,4 +1,7 @@
 # Clarion in a container: slim, non-root, health-checked on /up.
+# It listens on all interfaces, so it needs an app of its own: pass CLARION_APP_ID,
+# CLARION_APP_KEY and CLARION_APP_SECRET (or a config file); without one it exits with
+# code 2 rather than serve the demo app, whose secret is public.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

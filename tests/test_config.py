@@ -173,3 +173,25 @@ def test_cli_prints_effective_config_without_secret(tmp_path: Path) -> None:
     )
     assert "do-not-print-me" not in out.stdout
     assert 'key = "app-key"' in out.stdout
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "example.com"])
+def test_demo_app_refused_on_a_reachable_host(host: str) -> None:
+    with pytest.raises(ConfigError, match="demo app"):
+        load(env={"CLARION_HOST": host})
+    with pytest.raises(ConfigError, match="public secret"):
+        load(env={"CLARION_HOST": host, "CLARION_APP_ID": "5"})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.9.9.9", "::1", "[::1]", "localhost"])
+def test_demo_app_served_on_loopback(host: str) -> None:
+    assert [app.id for app in load(env={"CLARION_HOST": host}).apps] == ["1"]
+
+
+def test_demo_app_on_a_reachable_host_when_opted_in(tmp_path: Path) -> None:
+    assert load(env={"CLARION_HOST": "0.0.0.0", "CLARION_ALLOW_DEMO_APP": "1"}).apps
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nhost = "0.0.0.0"\nallow_demo_app = true\n')
+    assert load(str(config), env={}).server.allow_demo_app
+    own = {"CLARION_HOST": "0.0.0.0", "CLARION_APP_SECRET": "not-the-demo-secret"}
+    assert load(env=own).apps[0].secret == "not-the-demo-secret"

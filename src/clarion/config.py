@@ -4,6 +4,7 @@ then command-line flags (each overriding the one before), validated once at star
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +22,9 @@ class ConfigError(Exception):
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
+    # The demo app's secret is public (it is in the README): an app using it is served
+    # on a loopback host only, unless this is set (also CLARION_ALLOW_DEMO_APP=1).
+    allow_demo_app: bool = False
     port: int = 6001
     # Optional path prefix before /app/{key} (pusher-js option wsPath).
     path_prefix: str = ""
@@ -165,6 +169,7 @@ _ENV_SERVER = {
     "CLARION_PORT": "port",
     "CLARION_LOG_LEVEL": "log_level",
     "CLARION_DRAIN_WINDOW": "drain_window",
+    "CLARION_ALLOW_DEMO_APP": "allow_demo_app",
 }
 _ENV_CLUSTER = {"CLARION_CLUSTER_ADAPTER": "adapter", "CLARION_REDIS_URL": "redis_url"}
 _ENV_APP = {"CLARION_APP_ID": "id", "CLARION_APP_KEY": "key", "CLARION_APP_SECRET": "secret"}
@@ -240,6 +245,7 @@ def load(
     except msgspec.ValidationError as exc:
         raise ConfigError(f"Invalid configuration: {_where(str(exc))}") from None
     _validate(settings)
+    _check_demo_app(settings)
     return settings
 
 
@@ -251,6 +257,36 @@ def _where(message: str) -> str:
 def validate_apps(apps: list[AppConfig]) -> None:
     """The per-app rules of _validate, for apps that come from a store."""
     _validate(Settings(apps=apps))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _check_demo_app(settings: Settings) -> None:
+    """Refuse to serve the demo app's public secret where others can reach it."""
+    host = settings.server.host
+    if settings.server.allow_demo_app or is_loopback(host):
+        return
+    demo = [app.id for app in settings.apps if app.secret == DEMO_APP["secret"]]
+    if not demo:
+        return
+    if settings.apps == [msgspec.convert(DEMO_APP, AppConfig)]:
+        what = "No app is configured, so the demo app (whose secret is public) would be served"
+    else:
+        what = f"App {demo[0]} uses the demo app's public secret and would be served"
+    raise ConfigError(
+        f"{what} on {host}, where anyone who reaches the port could publish. Configure an app "
+        "with CLARION_APP_ID, CLARION_APP_KEY and CLARION_APP_SECRET (or [[apps]] in the "
+        "config file, or an [apps_store]), listen on 127.0.0.1, or opt in with "
+        "--allow-demo-app (CLARION_ALLOW_DEMO_APP=1, [server] allow_demo_app = true)."
+    )
 
 
 def _validate(settings: Settings) -> None:

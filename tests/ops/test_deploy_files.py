@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, RunningServer
@@ -50,20 +51,50 @@ def test_health_check_command(make_server: Callable[..., RunningServer]) -> None
     assert down.returncode == 1
 
 
-def test_entrypoint_with_the_container_environment(tmp_path: Path) -> None:
-    """ENTRYPOINT + CMD with the image's environment start a server on all interfaces."""
-    env = {
-        **os.environ,
-        "CLARION_HOST": "0.0.0.0",
-        "CLARION_PORT": "0",
-        "CLARION_METRICS_PORT": "0",
-        "CLARION_METRICS_HOST": "0.0.0.0",
-        "PYTHONUNBUFFERED": "1",
-    }
+CONTAINER_ENV = {
+    "CLARION_HOST": "0.0.0.0",
+    "CLARION_PORT": "0",
+    "CLARION_METRICS_PORT": "0",
+    "CLARION_METRICS_HOST": "0.0.0.0",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def test_entrypoint_refuses_the_demo_app_on_all_interfaces() -> None:
+    """The image listens on 0.0.0.0: without an app of its own it must not serve the demo
+    app, whose secret is public."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "clarion", "serve"],
+        cwd=ROOT,
+        env={**env, **CONTAINER_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "demo app" in result.stderr
+    for hint in ("CLARION_APP_SECRET", "--allow-demo-app", "CLARION_ALLOW_DEMO_APP"):
+        assert hint in result.stderr
+    assert "Clarion listening" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"CLARION_APP_ID": "7", "CLARION_APP_KEY": "k7", "CLARION_APP_SECRET": "a-real-secret"},
+        {"CLARION_ALLOW_DEMO_APP": "1"},
+    ],
+    ids=["own-app", "opted-in"],
+)
+def test_entrypoint_with_the_container_environment(extra: dict[str, str]) -> None:
+    """ENTRYPOINT + CMD with the image's environment and an app (or the explicit opt-in)
+    start a server on all interfaces."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "clarion", "serve"],
         cwd=ROOT,
-        env=env,
+        env={**env, **CONTAINER_ENV, **extra},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -90,6 +121,8 @@ def test_compose_file_has_redis_two_nodes_and_nginx() -> None:
         environment = services[name]["environment"]
         assert environment["CLARION_CLUSTER_ADAPTER"] == "redis"
         assert environment["CLARION_REDIS_URL"].startswith("redis://redis:")
+        # The secret comes from the operator's environment; compose stops without it.
+        assert environment["CLARION_APP_SECRET"].startswith("${CLARION_APP_SECRET:?")
     nginx = (ROOT / "deploy" / "nginx.conf").read_text()
     for upstream in ("clarion-1:6001", "clarion-2:6001"):
         assert upstream in nginx
