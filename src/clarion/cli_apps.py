@@ -127,7 +127,7 @@ def main(args: argparse.Namespace, store_url: str | None) -> int:
         )
         return 2
     try:
-        store = open_store(store_url)
+        store = open_store(store_url, create=True)
     except StoreError as exc:
         print(f"clarion apps: {exc}", file=sys.stderr)
         return 2

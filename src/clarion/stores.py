@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import msgspec
 
@@ -136,22 +136,33 @@ class _Sql(AppStore):
 
 
 class SqliteStore(_Sql):
-    def __init__(self, path: str) -> None:
-        self.path = path
+    """A SQLite file. Only the CLI (``create=True``) makes the file and its table: a
+    server whose file was moved away gets an error, and keeps the apps it has, instead
+    of a new empty store that would switch every app off."""
 
-    async def _fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    def __init__(self, path: str, create: bool = False) -> None:
+        self.path = path
+        self.create = create
+
+    def _connect(self) -> Any:
         import aiosqlite
 
-        async with aiosqlite.connect(self.path) as db:
-            await db.execute(self.create_table)
+        if self.create or self.path == ":memory:":
+            return aiosqlite.connect(self.path)
+        # mode=rw: open an existing file, never create one.
+        return aiosqlite.connect(f"file:{quote(self.path)}?mode=rw", uri=True)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        async with self._connect() as db:
+            if self.create:
+                await db.execute(self.create_table)
             async with db.execute(sql, args) as cursor:
                 return [tuple(row) for row in await cursor.fetchall()]
 
     async def _execute(self, sql: str, *args: Any) -> None:
-        import aiosqlite
-
-        async with aiosqlite.connect(self.path) as db:
-            await db.execute(self.create_table)
+        async with self._connect() as db:
+            if self.create:
+                await db.execute(self.create_table)
             await db.execute(sql, args)
             await db.commit()
 
@@ -224,9 +235,11 @@ class MysqlStore(_Sql):
             await self._pool.wait_closed()
 
 
-def open_store(url: str) -> AppStore:
+def open_store(url: str, create: bool = False) -> AppStore:
+    """The store at ``url``; ``create``: make a SQLite file and table that do not exist
+    (the CLI), never done for a server."""
     if url.startswith("sqlite:///"):
-        return SqliteStore(url[len("sqlite:///") :] or ":memory:")
+        return SqliteStore(url[len("sqlite:///") :] or ":memory:", create)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
     if url.startswith(("mysql://", "mariadb://")):

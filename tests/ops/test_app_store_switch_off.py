@@ -167,3 +167,42 @@ def test_removing_an_app_closes_its_connections_with_4001(
 
     _assert_refused(doomed, 4001, "Application does not exist", since)
     _assert_untouched(keep, store.sdk(server, KEEP_ID), since)
+
+
+def _until_logged(server: RunningServer, text: str, after: int, timeout: float = 10.0) -> str:
+    """The first line of the server's output after line ``after`` that holds ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in server.output[after:]:
+            if text in line:
+                return line
+        time.sleep(0.02)
+    raise AssertionError(f"the server never logged {text!r}:\n" + "".join(server.output[after:]))
+
+
+def test_a_store_file_moved_away_keeps_the_apps(
+    store: Store,
+    make_server: Callable[..., RunningServer],
+    make_driver: Callable[[RunningServer], Driver],
+) -> None:
+    """The file behind a SQLite store disappears (moved, a volume unmounted): the server
+    neither creates an empty one nor drops its apps; every client stays connected."""
+    server, js, keep, doomed = _start(store, make_server, make_driver)
+    since = js.mark()
+    moved = store.path.with_suffix(".moved")
+    after = len(server.output)
+    store.path.rename(moved)
+
+    _until_logged(server, "apps store unavailable", after)
+    # A few more reloads come and go; none of them makes a file.
+    _until_logged(server, "apps store unavailable", len(server.output))
+    assert not store.path.exists()
+    _assert_untouched(keep, store.sdk(server, KEEP_ID), since)
+    for client in doomed:
+        assert client.inspect()["state"] == "connected"
+        assert client.find(type="pusher_error", since=since) == []
+
+    # Back in place: reloads read it again, and changes made to it take effect.
+    moved.rename(store.path)
+    assert cli(store.url, "disable", "--id", STOP_ID).returncode == 0
+    _assert_refused(doomed, 4003, "Application disabled", since)
