@@ -195,3 +195,21 @@ def test_demo_app_on_a_reachable_host_when_opted_in(tmp_path: Path) -> None:
     assert load(str(config), env={}).server.allow_demo_app
     own = {"CLARION_HOST": "0.0.0.0", "CLARION_APP_SECRET": "not-the-demo-secret"}
     assert load(env=own).apps[0].secret == "not-the-demo-secret"
+
+
+def test_per_app_event_limits(tmp_path: Path) -> None:
+    from clarion.apps import App
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\nmax_event_payload_kb = 64\n'
+        "max_event_name_length = 50\nmax_channel_name_length = 120\n"
+        "max_event_channels = 20\nmax_batch_size = 25\n"
+    )
+    limits = App(load(str(config), env={}).apps[0]).limits
+    assert limits.max_event_payload_bytes == 64 * 1024
+    assert (limits.max_event_name_length, limits.max_channel_name_length) == (50, 120)
+    assert (limits.max_event_channels, limits.max_batch_size) == (20, 25)
+    config.write_text('[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\nmax_batch_size = 0\n')
+    with pytest.raises(ConfigError, match="max_batch_size must be at least 1"):
+        load(str(config), env={})

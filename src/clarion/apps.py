@@ -6,13 +6,14 @@ from collections.abc import Iterable, Iterator
 
 from clarion import metrics
 from clarion.config import AppConfig
+from clarion.protocol.names import EventLimits
 from clarion.protocol.signing import Credentials
 
 
 class App:
     """One configured app, with what the data plane needs at hand."""
 
-    __slots__ = ("config", "credentials", "id", "key", "opened", "received")
+    __slots__ = ("config", "credentials", "id", "key", "limits", "opened", "received")
 
     def __init__(self, config: AppConfig) -> None:
         self.id = config.id
@@ -30,10 +31,21 @@ class App:
         self.config = config
         self.key = config.key
         self.credentials = Credentials(config.key, config.secret)
+        self.limits = limits_of(config)
 
     @property
     def enabled(self) -> bool:
         return self.config.enabled
+
+
+def limits_of(config: AppConfig) -> EventLimits:
+    return EventLimits(
+        max_event_payload_bytes=config.max_event_payload_kb * 1024,
+        max_event_name_length=config.max_event_name_length,
+        max_channel_name_length=config.max_channel_name_length,
+        max_event_channels=config.max_event_channels,
+        max_batch_size=config.max_batch_size,
+    )
 
 
 class AppRegistry:

@@ -144,6 +144,14 @@ class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Seconds a connection may stay without signing in (or subscribing to an authorised
     # channel) before it is closed with 4009 (None: never).
     user_authentication_timeout: float | None = None
+    # What one event may carry, from the HTTP API and from clients (Pusher's limits by
+    # default): data size in KiB (413 / pusher:error when larger), event and channel name
+    # lengths, channels per publish, events per batch (400 when over).
+    max_event_payload_kb: int = 10
+    max_event_name_length: int = 200
+    max_channel_name_length: int = 200
+    max_event_channels: int = 100
+    max_batch_size: int = 10
     # Webhook targets of this app ([[apps.webhooks]]).
     webhooks: list[WebhookTarget] = msgspec.field(default_factory=list)
     # Seconds channel_vacated / member_removed / user_offline are held back; cancelled
@@ -338,6 +346,11 @@ def _validate(settings: Settings) -> None:
             "max_read_requests_per_second",
             "max_presence_members",
             "max_channels_per_connection",
+            "max_event_payload_kb",
+            "max_event_name_length",
+            "max_channel_name_length",
+            "max_event_channels",
+            "max_batch_size",
         ):
             value = getattr(app, limit)
             if value is not None and value < 1:

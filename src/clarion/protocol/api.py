@@ -63,8 +63,8 @@ def parse_info(raw: object, allowed: frozenset[str]) -> frozenset[str]:
     return attributes
 
 
-def _event(body: _EventBody, where: str) -> PublishRequest:
-    name_error = names.event_name_error(body.name)
+def _event(body: _EventBody, where: str, limits: names.EventLimits) -> PublishRequest:
+    name_error = names.event_name_error(body.name, limits.max_event_name_length)
     if name_error:
         raise ApiError(400, where + name_error)
     if body.channels is not None:
@@ -75,12 +75,12 @@ def _event(body: _EventBody, where: str) -> PublishRequest:
         channels = [body.channel]
     else:
         raise ApiError(400, where + "Missing channels (or channel)")
-    if len(channels) > names.MAX_CHANNELS_PER_PUBLISH:
+    if len(channels) > limits.max_event_channels:
         raise ApiError(
-            400, where + f"Too many channels: {len(channels)} > {names.MAX_CHANNELS_PER_PUBLISH}"
+            400, where + f"Too many channels: {len(channels)} > {limits.max_event_channels}"
         )
     for channel in channels:
-        channel_error = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_HTTP)
+        channel_error = names.channel_name_error(channel, limits.max_channel_name_length)
         if channel_error:
             raise ApiError(400, where + channel_error)
     if body.data is None:
@@ -88,14 +88,11 @@ def _event(body: _EventBody, where: str) -> PublishRequest:
     # SDKs always send a string; anything else (hand-written requests) is JSON-encoded.
     data = body.data if isinstance(body.data, str) else msgspec.json.encode(body.data).decode()
     # A character is at most 4 bytes in UTF-8: short strings need no encoding to measure.
-    if (
-        len(data) * 4 > names.MAX_EVENT_DATA_BYTES
-        and len(data.encode()) > names.MAX_EVENT_DATA_BYTES
-    ):
+    most = limits.max_event_payload_bytes
+    if len(data) * 4 > most and len(data.encode()) > most:
         raise ApiError(
             413,
-            where + "The data content of this event exceeds the allowed maximum "
-            f"({names.MAX_EVENT_DATA_BYTES} bytes)",
+            where + f"The data content of this event exceeds the allowed maximum ({most} bytes)",
         )
     if body.socket_id is not None and not names.is_valid_socket_id(body.socket_id):
         raise ApiError(400, where + f"Invalid socket_id {body.socket_id!r}: expected digits.digits")
@@ -103,16 +100,18 @@ def _event(body: _EventBody, where: str) -> PublishRequest:
     return PublishRequest(body.name, list(dict.fromkeys(channels)), data, body.socket_id, info)
 
 
-def parse_publish(raw: bytes) -> PublishRequest:
+def parse_publish(raw: bytes, limits: names.EventLimits = names.DEFAULT_LIMITS) -> PublishRequest:
     try:
         check_depth(raw)
         body = _decode_event(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, TooDeep, RecursionError) as exc:
         raise ApiError(400, f"Invalid JSON body: {exc}") from None
-    return _event(body, "")
+    return _event(body, "", limits)
 
 
-def parse_batch(raw: bytes) -> list[PublishRequest]:
+def parse_batch(
+    raw: bytes, limits: names.EventLimits = names.DEFAULT_LIMITS
+) -> list[PublishRequest]:
     """A batch is validated whole before anything is published (spec §4)."""
     try:
         check_depth(raw)
@@ -122,8 +121,8 @@ def parse_batch(raw: bytes) -> list[PublishRequest]:
     items = body.batch
     if not isinstance(items, list) or not items:
         raise ApiError(400, "batch must be a non-empty array of events")
-    if len(items) > names.MAX_BATCH_EVENTS:
-        raise ApiError(400, f"Too many events in batch: {len(items)} > {names.MAX_BATCH_EVENTS}")
+    if len(items) > limits.max_batch_size:
+        raise ApiError(400, f"Too many events in batch: {len(items)} > {limits.max_batch_size}")
     requests: list[PublishRequest] = []
     errors: list[ApiError] = []
     for index, item in enumerate(items):
@@ -131,7 +130,7 @@ def parse_batch(raw: bytes) -> list[PublishRequest]:
         if not isinstance(item, dict):
             raise ApiError(400, where + "each event must be an object")
         try:
-            requests.append(_event(msgspec.convert(item, _EventBody), where))
+            requests.append(_event(msgspec.convert(item, _EventBody), where, limits))
         except ApiError as exc:
             errors.append(exc)
         except msgspec.ValidationError as exc:

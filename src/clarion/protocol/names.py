@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import Enum
 
 # Limits (spec websocket-protocol.md §19, http-api.md §9).
@@ -17,6 +18,29 @@ MAX_PRESENCE_USER_ID = 128
 MAX_PRESENCE_USER_INFO_BYTES = 1024
 
 SERVER_TO_USER_PREFIX = "#server-to-user-"
+
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """One app's limits on what is published, by the HTTP API and by clients alike.
+
+    The defaults are Pusher's; an app may set its own (``max_event_payload_kb`` and
+    friends in its configuration). A subscribe keeps Pusher's 164-character cap on
+    channel names unless the app's cap is lower.
+    """
+
+    max_event_payload_bytes: int = MAX_EVENT_DATA_BYTES
+    max_event_name_length: int = MAX_EVENT_NAME
+    max_channel_name_length: int = MAX_CHANNEL_NAME_HTTP
+    max_event_channels: int = MAX_CHANNELS_PER_PUBLISH
+    max_batch_size: int = MAX_BATCH_EVENTS
+
+    @property
+    def max_subscribe_channel_name(self) -> int:
+        return min(MAX_CHANNEL_NAME_SUBSCRIBE, self.max_channel_name_length)
+
+
+DEFAULT_LIMITS = EventLimits()
 
 _CHANNEL_RE = re.compile(r"[-a-zA-Z0-9_=@,.;]+")
 _SOCKET_ID_RE = re.compile(r"[0-9]+\.[0-9]+")
@@ -85,12 +109,12 @@ def channel_name_error(name: object, max_length: int) -> str | None:
     return None
 
 
-def event_name_error(name: object) -> str | None:
+def event_name_error(name: object, max_length: int = MAX_EVENT_NAME) -> str | None:
     """Why ``name`` cannot be published through the HTTP API, or None."""
     if not isinstance(name, str) or not name:
         return "Event name must be a non-empty string"
-    if len(name) > MAX_EVENT_NAME:
-        return f"Event name is longer than {MAX_EVENT_NAME} characters"
+    if len(name) > max_length:
+        return f"Event name is longer than {max_length} characters"
     if name.startswith(("pusher:", "pusher_internal:")):
         return f"Event name {name!r} is reserved: names starting with pusher: are the protocol's"
     return None
