@@ -1,151 +1,23 @@
-"""A real redis-server per test module, started (and killable) by the tests themselves."""
+"""A real redis-server per test, started (and killable) by the tests themselves, and two
+nodes on it."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import ssl
-import subprocess
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningServer
-
-
-@dataclass
-class RedisServer:
-    port: int
-    workdir: Path
-    process: subprocess.Popen[bytes] | None = None
-    password: str | None = None
-    tls: tuple[Path, Path] | None = None  # certificate and key: TLS only, on ``port``
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        if self.tls is None:
-            return f"redis://{auth}127.0.0.1:{self.port}/0"
-        return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
-
-    def _options(self) -> list[str]:
-        options = ["--requirepass", self.password] if self.password else []
-        if self.tls is None:
-            return [*options, "--port", str(self.port)]
-        cert, key = self.tls
-        return [
-            *options,
-            "--port",
-            "0",
-            "--tls-port",
-            str(self.port),
-            "--tls-cert-file",
-            str(cert),
-            "--tls-key-file",
-            str(key),
-            "--tls-auth-clients",
-            "no",
-        ]
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            message = (
-                "redis-server (Debian package redis-server) is not on the PATH: "
-                "the cluster tests need it"
-            )
-            # CI sets CLARION_REQUIRE_REDIS=1: there a missing redis-server is a failure.
-            if os.environ.get("CLARION_REQUIRE_REDIS") == "1":
-                pytest.fail(message)
-            pytest.skip(message)
-        self.process = subprocess.Popen(
-            [
-                binary,
-                *self._options(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.ping():
-                return
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def ping(self) -> bool:
-        try:
-            return b"+PONG" in self.command("PING", timeout=0.5)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def command(self, *args: str, timeout: float = 2.0) -> bytes:
-        """One raw command (inline protocol), for inspecting keys in tests."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as raw:
-            conn = raw
-            if self.tls is not None:
-                context = ssl.create_default_context(cafile=str(self.tls[0]))
-                conn = context.wrap_socket(raw, server_hostname="127.0.0.1")
-            line = " ".join(args) + "\r\n"
-            if self.password:
-                line = f"AUTH {self.password}\r\n" + line
-            conn.sendall(line.encode())
-            reply = conn.recv(65536)
-            if self.password and reply == b"+OK\r\n":
-                reply = conn.recv(65536)  # the answer to the command itself
-            return reply.removeprefix(b"+OK\r\n") if self.password else reply
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.cluster import RedisServer, cluster_config, free_port
+from tests.support.server import RunningServer
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(_free_port(), tmp_path)
+    server = RedisServer(free_port(), tmp_path)
     server.start()
     yield server
     server.kill()
-
-
-def cluster_config(
-    redis: RedisServer, lease: float = 3.0, app_extra: str = "", webhook_delay: float = 0
-) -> str:
-    return f"""
-[cluster]
-adapter = "redis"
-redis_url = "{redis.url}"
-prefix = "test"
-node_lease = {lease}
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-client_events = true
-webhook_delay = {webhook_delay}
-{app_extra}
-"""
 
 
 @pytest.fixture

@@ -10,29 +10,21 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
 import pusher
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.cluster.conftest import RedisServer, cluster_config
-from tests.conftest import ROOT, RunningServer, python_sdk
-from tests.lowlevel.helpers import established, eventually, recv_json, subscribe, ws_connect
-from tests.webhooks.receiver import Receiver, running_receiver
+from tests.support.cluster import RedisServer, api, cluster_config, connect, ready, whole
+from tests.support.paths import ROOT
+from tests.support.polling import eventually
+from tests.support.raw import recv_json, subscribe, ws_connect
+from tests.support.server import RunningServer
+from tests.support.webhook_receiver import Receiver
 
 SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret")
-
-
-def api(node: RunningServer) -> pusher.Pusher:
-    return python_sdk(node)
-
-
-async def connect(node: RunningServer) -> tuple[ClientConnection, str]:
-    ws = await ws_connect(node.ws())
-    return ws, await established(ws)
 
 
 async def pong_next(ws: ClientConnection) -> None:
@@ -40,31 +32,9 @@ async def pong_next(ws: ClientConnection) -> None:
     assert (await recv_json(ws))["event"] == "pusher:pong"
 
 
-def whole(node: RunningServer) -> bool:
-    """The node counts the whole cluster again after an outage (every node it knew is
-    back): its state queries answer (they say 503 until then)."""
-    try:
-        api(node).channels_info()
-    except pusher.errors.PusherBadStatus:
-        return False
-    return True
-
-
-def ready(node: RunningServer) -> int:
-    try:
-        with urllib.request.urlopen(node.http + "/ready", timeout=2) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-
-
-def webhooks_to(receiver: Receiver, *event_types: str) -> str:
-    """The app's webhook target (appended to the app's table in the config)."""
-    return f"""
-[[apps.webhooks]]
-url = "{receiver.url}/hooks"
-event_types = {json.dumps(list(event_types))}
-"""
+def webhooks_to(receiver: Receiver, *event_types: str) -> list[dict[str, Any]]:
+    """The app's webhook targets: one, on the receiver."""
+    return [{"url": f"{receiver.url}/hooks", "event_types": list(event_types)}]
 
 
 async def visit(node: RunningServer, presence: str, plain: str, user_id: str) -> ClientConnection:
@@ -73,11 +43,6 @@ async def visit(node: RunningServer, presence: str, plain: str, user_id: str) ->
     await subscribe(ws, presence, **SDK.authenticate(presence, sid, {"user_id": user_id}))
     await subscribe(ws, plain)
     return ws
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from running_receiver()
 
 
 def test_publish_on_one_node_reaches_subscribers_on_every_node(
@@ -273,7 +238,7 @@ def test_dead_node_is_cleaned_up_once_within_the_lease(
     hooks = webhooks_to(
         receiver, "channel_occupied", "channel_vacated", "member_added", "member_removed"
     )
-    config = cluster_config(redis_server, lease=2.0, app_extra=hooks)
+    config = cluster_config(redis_server, lease=2.0, webhooks=hooks)
     a, b, c = make_server(config), make_server(config), make_server(config)
 
     async def main() -> None:
@@ -333,7 +298,7 @@ def test_a_reload_that_lands_on_another_node_sends_no_webhooks(
     hooks = webhooks_to(
         receiver, "channel_occupied", "channel_vacated", "member_added", "member_removed"
     )
-    config = cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0)
+    config = cluster_config(redis_server, webhooks=hooks, webhook_delay=1.0)
     a, b = make_server(config), make_server(config)
 
     def named(*names: str) -> list[tuple[str, str, str | None]]:
@@ -372,7 +337,7 @@ def test_max_connections_holds_for_the_cluster(
 ) -> None:
     """Each node counts the others' connections (exchanged every second) against the
     app's quota; a connection over it is refused with 4004 wherever it lands."""
-    config = cluster_config(redis_server, app_extra="max_connections = 3")
+    config = cluster_config(redis_server, max_connections=3)
     a, b = make_server(config), make_server(config)
 
     async def attempt(node: RunningServer) -> tuple[ClientConnection, int | None]:
@@ -429,7 +394,7 @@ def test_a_vacated_seen_by_one_node_during_an_outage_is_checked_before_it_is_sen
     channel_vacated. The held event is checked against the cluster once Redis is back,
     and dropped, since another node's socket is still there."""
     hooks = webhooks_to(receiver, "channel_occupied", "channel_vacated")
-    config = cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0)
+    config = cluster_config(redis_server, webhooks=hooks, webhook_delay=1.0)
     a, b = make_server(config), make_server(config)
 
     def vacated() -> list[str]:
@@ -466,7 +431,7 @@ def test_a_held_vacated_whose_mark_redis_lost_is_still_sent(
     """The marks only cancel pairs: a mark gone (Redis flushed, or its expiry passed
     during an outage) leaves the cluster state to decide, not a silent drop."""
     hooks = webhooks_to(receiver, "channel_occupied", "channel_vacated")
-    node = make_server(cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0))
+    node = make_server(cluster_config(redis_server, webhooks=hooks, webhook_delay=1.0))
 
     async def main() -> None:
         ws, _ = await connect(node)
@@ -487,7 +452,7 @@ def test_webhooks_keep_their_order_behind_a_cluster_check(
     """channel_occupied asks Redis whether it cancels a held vacated; the member_added
     right behind it (whose opposite is not wanted here) must not overtake it."""
     hooks = webhooks_to(receiver, "channel_occupied", "channel_vacated", "member_added")
-    node = make_server(cluster_config(redis_server, app_extra=hooks, webhook_delay=1.0))
+    node = make_server(cluster_config(redis_server, webhooks=hooks, webhook_delay=1.0))
 
     async def main() -> None:
         for round_ in range(5):
@@ -562,7 +527,7 @@ def test_a_drained_client_that_moves_to_another_node_sends_no_webhooks(
     hooks = webhooks_to(
         receiver, "channel_occupied", "channel_vacated", "member_added", "member_removed"
     )
-    config = cluster_config(redis_server, app_extra=hooks, webhook_delay=2.0)
+    config = cluster_config(redis_server, webhooks=hooks, webhook_delay=2.0)
     a, b = make_server(config), make_server(config)
 
     async def main() -> None:

@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import RedisServer, cluster_config
-from tests.cluster.test_cluster import api, ready, whole
-from tests.conftest import RunningServer
-from tests.integration.pusherjs import Driver, JsClient
-from tests.lowlevel.helpers import until
+from tests.support.cluster import RedisServer, api, cluster_config, ready, whole
+from tests.support.polling import until
+from tests.support.pusherjs import Driver, JsClient
+from tests.support.server import RunningServer
 
 
 def on(js: Driver, name: str, node: RunningServer) -> JsClient:
@@ -285,7 +284,7 @@ def test_subscription_count_events_keep_one_interval_for_the_cluster(
     """Counts change on two nodes; the event still goes out once per 5 s for the cluster
     (the node whose turn it is sends the cluster-wide count), not once per node. Waits
     out one interval (about 5 s)."""
-    config = cluster_config(redis_server, app_extra="subscription_count_events = true")
+    config = cluster_config(redis_server, subscription_count_events=True)
     a, b = make_server(config), make_server(config)
     js = make_driver(a)
     channel = "counted"

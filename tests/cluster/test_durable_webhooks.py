@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pusher
-import pytest
 
-from tests.cluster.conftest import RedisServer, cluster_config
-from tests.conftest import RunningServer
-from tests.lowlevel.helpers import established, subscribe, ws_connect
-from tests.webhooks.receiver import Receiver, running_receiver
+from tests.support.cluster import RedisServer, cluster_config
+from tests.support.raw import established, subscribe, ws_connect
+from tests.support.server import RunningServer
+from tests.support.webhook_receiver import Receiver
 
 SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from running_receiver()
 
 
 def test_pending_deliveries_are_sent_after_a_restart(
     receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
     receiver.scripts["/later"] = [503]  # down until the test says otherwise
-    hooks = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/later"
-event_types = ["channel_occupied"]
-"""
-    config = cluster_config(redis_server, app_extra=hooks)
+    hooks = [{"url": f"{receiver.url}/later", "event_types": ["channel_occupied"]}]
+    config = cluster_config(redis_server, webhooks=hooks)
     first = make_server(config)
 
     async def main() -> None:

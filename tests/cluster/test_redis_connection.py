@@ -9,22 +9,15 @@ and the password never reaches the logs.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.cluster.conftest import RedisServer, cluster_config
-from tests.cluster.test_cluster import api, connect, ready
-from tests.conftest import RunningServer, self_signed_certificate
-from tests.lowlevel.helpers import recv_json, subscribe
+from tests.support.certificates import self_signed_certificate
+from tests.support.cluster import RedisServer, api, cluster_config, connect, free_port, ready
+from tests.support.raw import recv_json, subscribe
+from tests.support.server import RunningServer
 
 PASSWORD = "n0t-in-the-logs"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _two_nodes_deliver(a: RunningServer, b: RunningServer) -> None:
@@ -43,7 +36,7 @@ def _two_nodes_deliver(a: RunningServer, b: RunningServer) -> None:
 def test_a_password_protected_redis(
     tmp_path: Path, make_server: Callable[..., RunningServer]
 ) -> None:
-    redis = RedisServer(_free_port(), tmp_path, password=PASSWORD)
+    redis = RedisServer(free_port(), tmp_path, password=PASSWORD)
     redis.start()
     try:
         assert b"NOAUTH" in RedisServer(redis.port, tmp_path).command("PING")
@@ -59,7 +52,7 @@ def test_a_password_protected_redis(
 
 
 def test_redis_over_tls(tmp_path: Path, make_server: Callable[..., RunningServer]) -> None:
-    redis = RedisServer(_free_port(), tmp_path, tls=self_signed_certificate(tmp_path, "redis"))
+    redis = RedisServer(free_port(), tmp_path, tls=self_signed_certificate(tmp_path, "redis"))
     redis.start()
     try:
         assert redis.url.startswith("rediss://")

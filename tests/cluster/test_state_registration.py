@@ -12,7 +12,7 @@ import asyncio
 
 from clarion.broker.base import Member
 from clarion.broker.redis import RedisLink, RedisState
-from tests.cluster.conftest import RedisServer
+from tests.support.cluster import RedisServer
 
 
 async def _counts(link: RedisLink, app_id: str) -> dict[str, int]:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 import pusher
 import pytest
 
-from tests.conftest import RunningServer, python_sdk
-from tests.integration.pusherjs import Driver
+from tests.support.pusherjs import Driver
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pusher.errors import PusherBadAuth, PusherBadStatus, PusherForbidden
 
-from tests.conftest import RunningServer, python_sdk
-from tests.integration.pusherjs import Driver
+from tests.support.pusherjs import Driver
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 
 def test_events_never_cross_apps(js: Driver, server: RunningServer, uid: str) -> None:

@@ -12,8 +12,9 @@ import base64
 
 import pusher
 
-from tests.conftest import RunningServer, python_sdk
-from tests.integration.pusherjs import Driver, JsClient
+from tests.support.pusherjs import Driver, JsClient
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import pusher
 
-from tests.conftest import RunningServer
-from tests.integration.pusherjs import Driver, JsClient
+from tests.support.config import QUOTA_APP, build_config
+from tests.support.pusherjs import Driver, JsClient
+from tests.support.server import RunningServer
 
 
 def test_connection_established_frame_and_socket_id(
@@ -85,16 +86,7 @@ def test_disabled_app_is_refused_with_4003_and_not_retried(js: Driver) -> None:
     _assert_refused(client, 4003)
 
 
-QUOTA_CONFIG = """
-[server]
-host = "127.0.0.1"
-
-[[apps]]
-id = "4"
-key = "quota-key"
-secret = "quota-secret"
-max_connections = 2
-"""
+QUOTA_CONFIG = build_config(QUOTA_APP)
 
 
 def test_connection_over_quota_is_refused_with_4004_until_one_leaves(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pusher
 
-from tests.integration.pusherjs import Driver
+from tests.support.pusherjs import Driver
 
 
 def test_private_listen_receives_broadcasts_with_echo_event_names(

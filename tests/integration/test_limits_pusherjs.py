@@ -13,31 +13,17 @@ from collections.abc import Callable
 import pytest
 from pusher.errors import PusherBadStatus
 
-from tests.conftest import RunningServer, python_sdk
-from tests.integration.pusherjs import Driver
-
-BASE = """
-[server]
-host = "127.0.0.1"
-{server}
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-{app}
-"""
-
-
-def _config(server: str = "", app: str = "") -> str:
-    return BASE.format(server=server, app=app)
+from tests.support.config import app, build_config
+from tests.support.pusherjs import Driver
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 
 def test_app_connection_quota_closes_the_extra_socket_with_4004(
     make_server: Callable[..., RunningServer],
     make_driver: Callable[[RunningServer], Driver],
 ) -> None:
-    server = make_server(_config(app="max_connections = 1"))
+    server = make_server(build_config(app(max_connections=1)))
     js = make_driver(server)
     first = js.client("first")
     first.signin({"id": "first"})
@@ -58,7 +44,7 @@ def test_connections_per_ip_over_the_cap_get_4100_and_retry_after_a_second(
     make_server: Callable[..., RunningServer],
     make_driver: Callable[[RunningServer], Driver],
 ) -> None:
-    server = make_server(_config(server="max_connections_per_ip = 2"))
+    server = make_server(build_config(app(), server={"max_connections_per_ip": 2}))
     js = make_driver(server)
     first, second = js.client("first"), js.client("second")
     # The extra client in a driver of its own, so every socket close it reports is its own.
@@ -87,7 +73,7 @@ def test_presence_channel_member_limit(
     make_driver: Callable[[RunningServer], Driver],
     uid: str,
 ) -> None:
-    server = make_server(_config(app="max_presence_members = 2"))
+    server = make_server(build_config(app(max_presence_members=2)))
     js = make_driver(server)
     sdk = python_sdk(server)
     room = f"presence-room-{uid}"
@@ -120,7 +106,7 @@ def test_channels_per_connection_limit(
     make_driver: Callable[[RunningServer], Driver],
     uid: str,
 ) -> None:
-    server = make_server(_config(app="max_channels_per_connection = 2"))
+    server = make_server(build_config(app(max_channels_per_connection=2)))
     js = make_driver(server)
     sdk = python_sdk(server)
     one, two, three, four = (f"ch{n}-{uid}" for n in range(1, 5))
@@ -165,7 +151,7 @@ def test_backend_events_per_second(
     make_driver: Callable[[RunningServer], Driver],
     uid: str,
 ) -> None:
-    server = make_server(_config(app="max_backend_events_per_second = 5"))
+    server = make_server(build_config(app(max_backend_events_per_second=5)))
     js = make_driver(server)
     sdk = python_sdk(server)
     channel = f"limited-{uid}"
@@ -195,7 +181,7 @@ def test_each_channel_of_a_trigger_counts_once(
     make_driver: Callable[[RunningServer], Driver],
     uid: str,
 ) -> None:
-    server = make_server(_config(app="max_backend_events_per_second = 5"))
+    server = make_server(build_config(app(max_backend_events_per_second=5)))
     js = make_driver(server)
     sdk = python_sdk(server)
     channel = f"limited-{uid}"
@@ -218,7 +204,7 @@ def test_read_requests_per_second(
     make_driver: Callable[[RunningServer], Driver],
     uid: str,
 ) -> None:
-    server = make_server(_config(app="max_read_requests_per_second = 3"))
+    server = make_server(build_config(app(max_read_requests_per_second=3)))
     js = make_driver(server)
     sdk = python_sdk(server)
     channel = f"read-{uid}"

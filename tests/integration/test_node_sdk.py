@@ -8,7 +8,7 @@ for the state endpoints, and terminateUserConnections.
 
 from __future__ import annotations
 
-from tests.integration.pusherjs import Driver, JsClient
+from tests.support.pusherjs import Driver, JsClient
 
 
 def _member(js: Driver, name: str, channel: str, user_id: str) -> JsClient:

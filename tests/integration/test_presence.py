@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pusher
 
-from tests.integration.pusherjs import Driver, JsClient
+from tests.support.pusherjs import Driver, JsClient
 
 ALICE = {"user_id": "alice", "user_info": {"name": "Alice"}}
 BOB = {"user_id": "bob", "user_info": {"name": "Bob"}}

@@ -7,8 +7,9 @@ import json
 
 import pusher
 
-from tests.conftest import RunningServer, python_sdk
-from tests.integration.pusherjs import Driver
+from tests.support.pusherjs import Driver
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 
 def test_private_channel_with_node_sdk_auth_receives_events(

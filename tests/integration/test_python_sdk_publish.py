@@ -14,7 +14,7 @@ import json
 
 import pusher
 
-from tests.integration.pusherjs import Driver
+from tests.support.pusherjs import Driver
 
 
 def test_trigger_one_channel_reaches_subscriber_as_the_sdk_encoded_it(

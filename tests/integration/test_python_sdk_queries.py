@@ -12,7 +12,7 @@ import pusher
 import pytest
 from pusher.errors import PusherBadRequest
 
-from tests.integration.pusherjs import Driver, JsClient
+from tests.support.pusherjs import Driver, JsClient
 
 
 def _join(js: Driver, name: str, channel: str, user_id: str) -> JsClient:

@@ -12,7 +12,7 @@ import pusher
 import pytest
 from pusher.errors import PusherBadRequest, PusherBadStatus
 
-from tests.integration.pusherjs import Driver
+from tests.support.pusherjs import Driver
 
 LIMIT = 10 * 1024
 

@@ -12,24 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.conftest import RunningServer, python_sdk
-from tests.integration.pusherjs import Driver
+from tests.support.config import OTHER_APP, app, build_config
+from tests.support.pusherjs import Driver
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
-COUNT_CONFIG = """
-[server]
-host = "127.0.0.1"
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-subscription_count_events = true
-
-[[apps]]
-id = "2"
-key = "other-key"
-secret = "other-secret"
-"""
+COUNT_CONFIG = build_config(app(subscription_count_events=True), OTHER_APP)
 
 INTERVAL = 5.0
 # The first event follows the change within the sweep (0.5 s); allow for a slow machine.

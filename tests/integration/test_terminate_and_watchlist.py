@@ -13,8 +13,10 @@ from collections.abc import Callable
 import pusher
 import pytest
 
-from tests.conftest import RunningServer, python_sdk
-from tests.integration.pusherjs import Driver, JsClient
+from tests.support.config import app, build_config
+from tests.support.pusherjs import Driver, JsClient
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 
 def _signed_in(js: Driver, name: str, user_id: str, **extra: object) -> JsClient:
@@ -255,16 +257,7 @@ def test_watchlists_are_per_app(js: Driver, server: RunningServer, uid: str) -> 
     assert watcher.watchlist() == [("offline", [bob]), ("online", [bob]), ("offline", [bob])]
 
 
-NO_WATCHLIST_CONFIG = """
-[server]
-host = "127.0.0.1"
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-watchlist_events = false
-"""
+NO_WATCHLIST_CONFIG = build_config(app(watchlist_events=False))
 
 
 def test_watchlist_events_off_in_the_app_config(

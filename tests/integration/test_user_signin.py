@@ -13,7 +13,7 @@ import json
 import pusher
 from pusher.signature import sign
 
-from tests.integration.pusherjs import Driver, JsClient
+from tests.support.pusherjs import Driver, JsClient
 
 
 def _user(user_id: str, **extra: object) -> dict[str, object]:

@@ -16,8 +16,10 @@ import pusher
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import RunningServer, python_sdk
-from tests.lowlevel.helpers import established, recv_json, signed, subscribe, ws_connect
+from tests.support.config import app, build_config
+from tests.support.raw import established, recv_json, signed, subscribe, ws_connect
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 SDK = pusher.Pusher(
@@ -252,16 +254,7 @@ def test_client_events_reach_others_not_the_sender_and_are_rate_limited(
     asyncio.run(main())
 
 
-AUTH_TIMEOUT = """
-[server]
-pong_timeout = 30
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-user_authentication_timeout = 1
-"""
+AUTH_TIMEOUT = build_config(app(user_authentication_timeout=1), server={"pong_timeout": 30})
 
 
 def test_sign_in_deadline(make_server: Callable[..., RunningServer]) -> None:

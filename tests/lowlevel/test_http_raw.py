@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningServer
-from tests.lowlevel.helpers import http_request, sign_params, signed, until
+from tests.support.config import app, build_config
+from tests.support.polling import until
+from tests.support.raw import http_request, sign_params, signed
+from tests.support.server import RunningServer
 
 
 def _event(**overrides: Any) -> dict[str, Any]:
@@ -366,10 +368,7 @@ def test_bad_websocket_key_is_400(server: RunningServer) -> None:
 def test_idle_sockets_count_against_the_address_limit(
     make_server: Callable[..., RunningServer],
 ) -> None:
-    server = make_server(
-        '[server]\nmax_connections_per_ip = 3\n\n[[apps]]\nid = "1"\nkey = "app-key"\n'
-        'secret = "app-secret"\n'
-    )
+    server = make_server(build_config(app(), server={"max_connections_per_ip": 3}))
     idle = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(3)]
     # Sockets that never sent a byte hold their slots: the fourth connection is refused.
     status, body, _ = http_request(server.host, server.port, "GET", "/up")

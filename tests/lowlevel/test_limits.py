@@ -10,27 +10,21 @@ import pusher
 import pytest
 from pusher.errors import PusherBadStatus
 
-from tests.conftest import RunningServer, python_sdk
-from tests.lowlevel.helpers import established, recv_json, signed, subscribe, ws_connect
+from tests.support.config import OTHER_APP, app, build_config
+from tests.support.raw import established, recv_json, signed, subscribe, ws_connect
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
-LIMITED = """
-[server]
-max_connections_per_ip = 5
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-max_backend_events_per_second = 5
-max_read_requests_per_second = 3
-max_presence_members = 2
-max_channels_per_connection = 3
-
-[[apps]]
-id = "2"
-key = "other-key"
-secret = "other-secret"
-"""
+LIMITED = build_config(
+    app(
+        max_backend_events_per_second=5,
+        max_read_requests_per_second=3,
+        max_presence_members=2,
+        max_channels_per_connection=3,
+    ),
+    OTHER_APP,
+    server={"max_connections_per_ip": 5},
+)
 
 
 def test_backend_event_rate_limit_is_429_per_app(make_server: Callable[..., RunningServer]) -> None:

@@ -9,27 +9,12 @@ import socket
 import time
 from collections.abc import Callable
 
-from tests.conftest import RunningServer
-from tests.lowlevel.helpers import (
-    established,
-    eventually,
-    occupied,
-    recv_json,
-    signed,
-    subscribe,
-    ws_connect,
-)
+from tests.support.config import app, build_config
+from tests.support.polling import eventually
+from tests.support.raw import established, occupied, recv_json, signed, subscribe, ws_connect
+from tests.support.server import RunningServer
 
-FAST_TIMEOUTS = """
-[server]
-pong_timeout = 1.0
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-activity_timeout = 1
-"""
+FAST_TIMEOUTS = build_config(app(activity_timeout=1), server={"pong_timeout": 1.0})
 
 
 def test_quiet_client_is_pinged_first_then_closed_with_4201(
@@ -78,15 +63,7 @@ def test_client_that_answers_pings_stays_connected(
     asyncio.run(main())
 
 
-SLOW = """
-[server]
-write_buffer_limit = 65536
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-"""
+SLOW = build_config(app(), server={"write_buffer_limit": 65536})
 
 
 def test_subscriber_that_stops_reading_is_closed_and_others_keep_receiving(

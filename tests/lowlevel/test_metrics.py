@@ -15,15 +15,10 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 
-from tests.conftest import RunningServer, python_sdk
-from tests.lowlevel.helpers import (
-    established,
-    eventually,
-    recv_json,
-    signed,
-    subscribe,
-    ws_connect,
-)
+from tests.support.polling import eventually
+from tests.support.raw import established, recv_json, signed, subscribe, ws_connect
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

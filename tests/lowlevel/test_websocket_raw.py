@@ -10,14 +10,8 @@ import re
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import RunningServer
-from tests.lowlevel.helpers import (
-    established,
-    recv_json,
-    signed,
-    subscribe,
-    ws_connect,
-)
+from tests.support.raw import established, recv_json, signed, subscribe, ws_connect
+from tests.support.server import RunningServer
 
 
 async def _closed_with(ws: object, code: int) -> dict[str, object]:

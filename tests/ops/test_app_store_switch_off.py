@@ -23,22 +23,15 @@ import pusher
 import pytest
 from pusher.errors import PusherForbidden
 
-from tests.conftest import RunningServer, python_sdk
-from tests.integration.pusherjs import Driver, JsClient
-from tests.ops.test_app_stores import cli
+from tests.support.apps_cli import cli
+from tests.support.config import build_config
+from tests.support.pusherjs import Driver, JsClient
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 KEEP_ID, KEEP_KEY = "81", "keep-key"
 STOP_ID, STOP_KEY = "82", "stop-key"
 CHANNEL = "news"
-
-CONFIG = """
-[server]
-host = "127.0.0.1"
-
-[apps_store]
-url = "{url}"
-refresh_seconds = 0.2
-"""
 
 
 class Store:
@@ -80,7 +73,7 @@ def _start(
 ) -> Started:
     """A server on the store, one client of the kept app and two of the other, all
     subscribed to the same channel name."""
-    server = make_server(CONFIG.format(url=store.url))
+    server = make_server(build_config(apps_store={"url": store.url, "refresh_seconds": 0.2}))
     js = make_driver(server)
     keep = store.client(js, "keep", KEEP_ID)
     keep.subscribe(CHANNEL)

@@ -4,8 +4,6 @@ running server without a restart (SQLite, and the PostgreSQL and MariaDB service
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +12,12 @@ import pusher
 import pytest
 from pusher.errors import PusherBadAuth
 
-from tests.conftest import ROOT, RunningServer, python_sdk
-from tests.lowlevel.helpers import eventually, recv_json, ws_connect
+from tests.support.apps_cli import cli
+from tests.support.config import build_config
+from tests.support.polling import eventually
+from tests.support.raw import recv_json, ws_connect
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
 
 
 def _postgres() -> Iterator[str]:
@@ -69,16 +71,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield from _mysql()
 
 
-def cli(store: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clarion", "apps", "--store", store, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 async def first_frame(server: RunningServer, key: str) -> dict[str, object]:
     ws = await ws_connect(server.ws(key))
     try:
@@ -91,13 +83,7 @@ def test_apps_change_without_a_restart(
     store_url: str, make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     assert cli(store_url, "list").returncode == 0  # creates the table; empty
-    server = make_server(
-        f"""
-[apps_store]
-url = "{store_url}"
-refresh_seconds = 0.2
-"""
-    )
+    server = make_server(build_config(apps_store={"url": store_url, "refresh_seconds": 0.2}))
     secret_file = tmp_path / "secret"
     made = cli(
         store_url,

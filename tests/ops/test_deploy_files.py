@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from tests.conftest import ROOT, RunningServer
+from tests.support.paths import ROOT
+from tests.support.server import RunningServer
 
 
 def _dockerfile() -> dict[str, list[str]]:

@@ -12,17 +12,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pusher
 import pytest
 from pusher.requests import RequestsBackend
 
-from tests.conftest import ROOT, RunningServer, python_sdk, self_signed_certificate
-from tests.integration.pusherjs import Driver
-from tests.lowlevel.helpers import established, eventually, recv_json, subscribe, ws_connect
-from tests.webhooks.receiver import Receiver, running_receiver
+from tests.support.certificates import self_signed_certificate
+from tests.support.config import app, build_config
+from tests.support.paths import ROOT
+from tests.support.polling import eventually
+from tests.support.pusherjs import Driver
+from tests.support.raw import established, recv_json, subscribe, ws_connect
+from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
+from tests.support.webhook_receiver import Receiver
 
 
 def status(url: str, context: ssl.SSLContext | None = None) -> int:
@@ -33,28 +38,14 @@ def status(url: str, context: ssl.SSLContext | None = None) -> int:
         return int(exc.code)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from running_receiver()
-
-
 def test_sigterm_drains_connections_gradually_with_4200_and_keeps_webhooks(
     receiver: Receiver, make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
-    config = f"""
-[server]
-max_connections_per_ip = 0
-pid_file = "{tmp_path / "clarion.pid"}"
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-webhook_delay = 3
-[[apps.webhooks]]
-url = "{receiver.url}/hooks"
-event_types = ["channel_occupied", "channel_vacated"]
-"""
+    hooks = {"url": f"{receiver.url}/hooks", "event_types": ["channel_occupied", "channel_vacated"]}
+    config = build_config(
+        app(webhook_delay=3, webhooks=[hooks]),
+        server={"max_connections_per_ip": 0, "pid_file": tmp_path / "clarion.pid"},
+    )
     server = make_server(config, env={"CLARION_DRAIN_WINDOW": "2.0"})
     count = 200
 
@@ -105,17 +96,7 @@ event_types = ["channel_occupied", "channel_vacated"]
 
 
 def test_ready_reports_draining_and_thresholds(make_server: Callable[..., RunningServer]) -> None:
-    server = make_server(
-        """
-[server]
-ready_max_open_files = 1
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-"""
-    )
+    server = make_server(build_config(app(), server={"ready_max_open_files": 1}))
     assert status(server.http + "/ready") == 503  # over the file-descriptor threshold
     assert status(server.http + "/up") == 200  # alive all the same
     normal = make_server(env={"CLARION_DRAIN_WINDOW": "3.0"})
@@ -168,18 +149,7 @@ def test_tls_for_websocket_and_http_api_with_reload(
     live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
     live_cert.write_bytes(first_cert.read_bytes())
     live_key.write_bytes(first_key.read_bytes())
-    server = make_server(
-        f"""
-[server]
-tls_cert = "{live_cert}"
-tls_key = "{live_key}"
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-"""
-    )
+    server = make_server(build_config(app(), server={"tls_cert": live_cert, "tls_key": live_key}))
     assert server.tls and server.http.startswith("https://")
 
     def trusting(cert: Path) -> ssl.SSLContext:
@@ -216,9 +186,8 @@ secret = "app-secret"
 
 def test_unreadable_certificate_is_a_clear_startup_error(tmp_path: Path) -> None:
     config = tmp_path / "clarion.toml"
-    config.write_text(
-        f'[server]\ntls_cert = "{tmp_path}/missing.pem"\ntls_key = "{tmp_path}/missing.key"\n'
-    )
+    missing = {"tls_cert": tmp_path / "missing.pem", "tls_key": tmp_path / "missing.key"}
+    config.write_text(build_config(server=missing))
     out = subprocess.run(
         [sys.executable, "-m", "clarion", "serve", "--config", str(config)],
         capture_output=True,
@@ -230,7 +199,7 @@ def test_unreadable_certificate_is_a_clear_startup_error(tmp_path: Path) -> None
     assert "tls_cert" in out.stderr and "cannot read" in out.stderr
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
-    config.write_text(f'[server]\ntls_cert = "{garbage}"\ntls_key = "{garbage}"\nport = 0\n')
+    config.write_text(build_config(server={"tls_cert": garbage, "tls_key": garbage, "port": 0}))
     out = subprocess.run(
         [sys.executable, "-m", "clarion", "serve", "--config", str(config)],
         capture_output=True,
@@ -244,17 +213,7 @@ def test_unreadable_certificate_is_a_clear_startup_error(tmp_path: Path) -> None
 
 
 def test_logs_are_json_lines_without_secrets(make_server: Callable[..., RunningServer]) -> None:
-    server = make_server(
-        """
-[server]
-log_requests = true
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-"""
-    )
+    server = make_server(build_config(app(), server={"log_requests": True}))
 
     async def main() -> None:
         ws = await ws_connect(server.ws())
@@ -287,18 +246,7 @@ def test_pusher_js_over_tls(
 ) -> None:
     """pusher-js with forceTLS (wss://) and the Python SDK with ssl=True, end to end."""
     cert, key = self_signed_certificate(tmp_path, "pusherjs")
-    server = make_server(
-        f"""
-[server]
-tls_cert = "{cert}"
-tls_key = "{key}"
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-"""
-    )
+    server = make_server(build_config(app(), server={"tls_cert": cert, "tls_key": key}))
     js = make_driver(server, env={"NODE_EXTRA_CA_CERTS": str(cert)})
     client = js.client("secure", tls=True)
     client.subscribe("tls-channel")
@@ -311,8 +259,7 @@ def test_drain_with_200_pusher_js_clients(
 ) -> None:
     """SIGTERM closes 200 connected pusher-js clients with 4200, spread over the window."""
     server = make_server(
-        '[server]\nmax_connections_per_ip = 0\n\n[[apps]]\nid = "1"\nkey = "app-key"\n'
-        'secret = "app-secret"\n',
+        build_config(app(), server={"max_connections_per_ip": 0}),
         env={"CLARION_DRAIN_WINDOW": "2.0"},
     )
     js = make_driver(server)

@@ -6,22 +6,18 @@ import asyncio
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pusher
-import pytest
 
-from tests.conftest import ROOT, RunningServer
-from tests.lowlevel.helpers import (
-    established,
-    eventually,
-    recv_json,
-    signed,
-    subscribe,
-    ws_connect,
-)
-from tests.webhooks.receiver import Received, Receiver, running_receiver
+from tests.support.config import OTHER_APP, app, build_config
+from tests.support.paths import ROOT
+from tests.support.polling import eventually
+from tests.support.raw import established, recv_json, signed, subscribe, ws_connect
+from tests.support.server import RunningServer
+from tests.support.webhook_receiver import Received, Receiver
 
 SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret")
 ALL_TYPES = [
@@ -37,31 +33,15 @@ ALL_TYPES = [
 ]
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    yield from running_receiver()
-
-
-def _config(receiver: Receiver, app_extra: str = "", targets: str | None = None) -> str:
+def _config(
+    receiver: Receiver, targets: list[dict[str, Any]] | None = None, **app_settings: Any
+) -> str:
     if targets is None:
-        targets = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/all"
-event_types = {json.dumps(ALL_TYPES)}
-"""
-    return f"""
-[webhooks]
-timeout = 2.0
-
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-client_events = true
-subscription_count_events = true
-{app_extra}
-{targets}
-"""
+        targets = [{"url": f"{receiver.url}/all", "event_types": ALL_TYPES}]
+    return build_config(
+        app(client_events=True, subscription_count_events=True, webhooks=targets, **app_settings),
+        webhooks={"timeout": 2.0},
+    )
 
 
 def _node_valid(requests: list[Received]) -> list[bool]:
@@ -101,7 +81,7 @@ def _names(receiver: Receiver, path: str | None = None) -> list[str]:
 def test_every_event_type_arrives_signed_and_valid(
     receiver: Receiver, make_server: Callable[..., RunningServer]
 ) -> None:
-    server = make_server(_config(receiver, "webhook_delay = 0"))
+    server = make_server(_config(receiver, webhook_delay=0))
 
     async def main() -> None:
         alice = await ws_connect(server.ws())
@@ -162,7 +142,7 @@ def test_every_event_type_arrives_signed_and_valid(
 def test_tampered_webhook_is_rejected_by_the_validators(
     receiver: Receiver, make_server: Callable[..., RunningServer]
 ) -> None:
-    server = make_server(_config(receiver, "webhook_delay = 0"))
+    server = make_server(_config(receiver, webhook_delay=0))
 
     async def main() -> None:
         ws = await ws_connect(server.ws())
@@ -182,7 +162,7 @@ def test_tampered_webhook_is_rejected_by_the_validators(
 def test_vacated_is_held_and_cancelled_by_a_quick_rejoin(
     receiver: Receiver, make_server: Callable[..., RunningServer]
 ) -> None:
-    server = make_server(_config(receiver, "webhook_delay = 1.0\nwebhook_batch_window = 0"))
+    server = make_server(_config(receiver, webhook_delay=1.0, webhook_batch_window=0))
 
     async def main() -> None:
         ws = await ws_connect(server.ws())
@@ -214,7 +194,7 @@ def test_vacated_is_held_and_cancelled_by_a_quick_rejoin(
 def test_events_in_a_window_are_batched(
     receiver: Receiver, make_server: Callable[..., RunningServer]
 ) -> None:
-    server = make_server(_config(receiver, "webhook_delay = 0\nwebhook_batch_window = 0.5"))
+    server = make_server(_config(receiver, webhook_delay=0, webhook_batch_window=0.5))
 
     async def main() -> None:
         ws = await ws_connect(server.ws())
@@ -233,12 +213,8 @@ def test_failed_deliveries_are_retried_and_arrive_once(
     receiver: Receiver, make_server: Callable[..., RunningServer]
 ) -> None:
     receiver.scripts["/flaky"] = [500, 500, 200]
-    targets = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/flaky"
-event_types = ["channel_occupied"]
-"""
-    server = make_server(_config(receiver, "webhook_delay = 0", targets))
+    targets = [{"url": f"{receiver.url}/flaky", "event_types": ["channel_occupied"]}]
+    server = make_server(_config(receiver, targets, webhook_delay=0))
 
     async def main() -> None:
         ws = await ws_connect(server.ws())
@@ -268,34 +244,16 @@ def test_a_hanging_receiver_does_not_delay_other_targets_or_apps(
     receiver: Receiver, make_server: Callable[..., RunningServer]
 ) -> None:
     receiver.scripts["/hang"] = ["hang"]
-    config = f"""
-[webhooks]
-timeout = 20.0
-shutdown_deadline = 0.5
 
-[[apps]]
-id = "1"
-key = "app-key"
-secret = "app-secret"
-webhook_delay = 0
-webhook_batch_window = 0
-[[apps.webhooks]]
-url = "{receiver.url}/hang"
-event_types = ["channel_occupied"]
-[[apps.webhooks]]
-url = "{receiver.url}/same-app"
-event_types = ["channel_occupied"]
+    def occupied_to(*paths: str) -> list[dict[str, Any]]:
+        return [{"url": receiver.url + path, "event_types": ["channel_occupied"]} for path in paths]
 
-[[apps]]
-id = "2"
-key = "other-key"
-secret = "other-secret"
-webhook_delay = 0
-webhook_batch_window = 0
-[[apps.webhooks]]
-url = "{receiver.url}/other-app"
-event_types = ["channel_occupied"]
-"""
+    unbatched = {"webhook_delay": 0, "webhook_batch_window": 0}
+    config = build_config(
+        app(**unbatched, webhooks=occupied_to("/hang", "/same-app")),
+        {**OTHER_APP, **unbatched, "webhooks": occupied_to("/other-app")},
+        webhooks={"timeout": 20.0, "shutdown_deadline": 0.5},
+    )
     server = make_server(config)
 
     async def main() -> None:
@@ -319,7 +277,7 @@ event_types = ["channel_occupied"]
 def test_held_webhooks_are_flushed_on_graceful_shutdown(
     receiver: Receiver, make_server: Callable[..., RunningServer]
 ) -> None:
-    server = make_server(_config(receiver, "webhook_delay = 60"))
+    server = make_server(_config(receiver, webhook_delay=60))
 
     async def main() -> None:
         ws = await ws_connect(server.ws())
@@ -337,12 +295,9 @@ def test_a_token_in_the_webhook_url_stays_out_of_the_logs(
     receiver: Receiver, make_server: Callable[..., RunningServer]
 ) -> None:
     token = "t0ken-in-the-url"
-    targets = f"""
-[[apps.webhooks]]
-url = "{receiver.url}/tokened?token={token}"
-event_types = ["channel_occupied"]
-"""
-    server = make_server(_config(receiver, targets=targets))
+    url = f"{receiver.url}/tokened?token={token}"
+    targets = [{"url": url, "event_types": ["channel_occupied"]}]
+    server = make_server(_config(receiver, targets))
 
     async def main() -> None:
         ws = await ws_connect(server.ws())

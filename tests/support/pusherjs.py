@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-JS_DIR = Path(__file__).resolve().parent.parent / "js"
+from tests.support.paths import JS_DIR, NODE_MODULES
+
 DRIVER = JS_DIR / "driver.js"
-NODE_MODULES = JS_DIR / "node_modules"
 
 # Long enough for a loaded CI machine, short enough that a missing event fails fast.
 TIMEOUT = 5.0

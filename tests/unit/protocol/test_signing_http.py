@@ -17,15 +17,7 @@ import pytest
 
 from clarion.protocol import signing
 from clarion.protocol.errors import ApiError
-from tests.protocol.sdk import (
-    APP_ID,
-    KEY,
-    SECRET,
-    Captured,
-    CaptureServer,
-    capture_server,
-    run_node,
-)
+from tests.support.sdk import APP_ID, KEY, SECRET, Captured, CaptureServer, capture_server, run_node
 
 CREDENTIALS = signing.Credentials(KEY, SECRET)
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"

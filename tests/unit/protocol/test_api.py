@@ -11,7 +11,7 @@ from pusher.pusher_client import PusherClient
 
 from clarion.protocol import api
 from clarion.protocol.errors import ApiError
-from tests.protocol.sdk import APP_ID, KEY, SECRET
+from tests.support.sdk import APP_ID, KEY, SECRET
 
 # The Python SDK's client builds request bodies without sending them (make_request).
 SDK = PusherClient(app_id=APP_ID, key=KEY, secret=SECRET, ssl=False, host="127.0.0.1", port=1)

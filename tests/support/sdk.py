@@ -1,4 +1,5 @@
-"""Ground truth from the official server SDKs: a capture HTTP server and a Node runner.
+"""The official server SDKs: as ground truth (a capture HTTP server and a Node runner) and
+as clients of a running server (``python_sdk``).
 
 The Python SDK (PyPI ``pusher``) is imported directly; the Node SDK (npm ``pusher``, installed
 in ``tests/js/node_modules``) is driven by small scripts run with ``node``. Nothing here reads
@@ -16,18 +17,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
+import pusher
 import pytest
+
+from tests.support.paths import JS_DIR, NODE_MODULES
+from tests.support.server import RunningServer
 
 # The credentials of Pusher's own documentation examples.
 APP_ID = "3"
 KEY = "278d425bdf160c739803"
 SECRET = "7ad3773142a6692b25b8"
-
-JS_DIR = Path(__file__).resolve().parent.parent / "js"
-NODE_MODULES = JS_DIR / "node_modules"
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,22 @@ def run_node(script: str, *args: str) -> Any:
     if result.returncode != 0:
         raise RuntimeError(f"node failed ({result.returncode}):\n{result.stderr}")
     return json.loads(result.stdout)
+
+
+def python_sdk(
+    server: RunningServer,
+    app_id: str = "1",
+    key: str = "app-key",
+    secret: str = "app-secret",
+    **options: Any,
+) -> pusher.Pusher:
+    """The PyPI ``pusher`` SDK pointed at ``server`` (plain HTTP; ``options`` go to it)."""
+    return pusher.Pusher(
+        app_id=app_id,
+        key=key,
+        secret=secret,
+        host=server.host,
+        port=server.port,
+        ssl=False,
+        **options,
+    )

@@ -1,4 +1,5 @@
-"""Plain WebSocket and HTTP helpers for low-level tests (no Pusher library involved)."""
+"""Plain WebSocket and HTTP helpers: frames and signed requests written by hand, no Pusher
+library involved."""
 
 from __future__ import annotations
 
@@ -100,33 +101,6 @@ def signed(
     raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body else b"")
     params = sign_params(method, path, raw, key, secret, **kwargs)
     return http_request(host, port, method, path, raw, params)
-
-
-async def eventually(check: Any, timeout: float = 5.0) -> None:
-    """Wait for server-side state that no frame announces (e.g. cleanup after a close).
-    ``check`` may be a plain function or a coroutine function."""
-    import asyncio
-    import inspect
-
-    deadline = time.monotonic() + timeout
-    while True:
-        met = check()
-        if inspect.isawaitable(met):
-            met = await met
-        if met:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
-def until(check: Any, timeout: float = 5.0, what: str = "the condition") -> None:
-    """``eventually`` for synchronous tests (an HTTP endpoint, a Redis key, a log line)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def occupied(server_host: str, server_port: int, app_id: str = "1") -> dict[str, Any]:

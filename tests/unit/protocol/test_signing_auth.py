@@ -17,7 +17,7 @@ import pusher
 import pytest
 
 from clarion.protocol import signing
-from tests.protocol.sdk import APP_ID, KEY, SECRET, run_node
+from tests.support.sdk import APP_ID, KEY, SECRET, run_node
 
 CREDENTIALS = signing.Credentials(KEY, SECRET)
 MASTER_KEY_B64 = base64.b64encode(bytes(range(32))).decode()
