@@ -35,7 +35,7 @@ import httpx
 import msgspec
 
 from clarion import __version__, metrics
-from clarion.broker.base import HeldKey, HeldMarks, JobStore, MarkOp
+from clarion.cluster.interfaces import HeldKey, HeldMarks, JobStore, MarkOp
 from clarion.config import AppConfig, WebhookSettings, WebhookTarget, redact_url
 from clarion.protocol import webhooks as shapes
 from clarion.protocol.webhooks import WebhookEvent

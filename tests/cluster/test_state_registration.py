@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
-from clarion.broker.base import Member
-from clarion.broker.redis import RedisLink, RedisState
+from clarion.cluster.interfaces import Member
+from clarion.cluster.redis import RedisLink, RedisState
 from tests.support.cluster import RedisServer
 
 
 async def _counts(link: RedisLink, app_id: str) -> dict[str, int]:
-    raw = await link.client.hgetall(link.key("subs", app_id))
+    raw = await link.client.hgetall(link.keys.subs(app_id))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
@@ -37,12 +37,12 @@ def test_a_subscribe_racing_a_registration_is_neither_lost_nor_counted_twice(
                 await asyncio.gather(
                     state.join("1", channel, "1.2", None, 100),
                     state.join("1", f"presence-{round_}", "1.2", member, 100),
-                    state._register_again(),
+                    state.membership.register_again(),
                     state.leave("1", "first", "1.1", None) if round_ == 10 else asyncio.sleep(0),
                 )
                 local = (await state.local.occupied_channels("1", "", False)).names
                 assert await _counts(link, "1") == dict.fromkeys(local, 1)
-                users = await link.client.hgetall(link.key("usercount", "1"))
+                users = await link.client.hgetall(link.keys.usercount("1"))
                 assert {k.decode(): int(v) for k, v in users.items()} == {
                     f"presence-{r}": 1 for r in range(round_ + 1)
                 }

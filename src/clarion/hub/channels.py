@@ -1,7 +1,7 @@
 """This node's channels and their local subscribers, and the one place that publishes.
 
 The hub keeps, per app, which local sockets are subscribed to which channel (what
-fan-out needs) and asks the :class:`~clarion.broker.base.ChannelState` what a join or a
+fan-out needs) and asks the :class:`~clarion.cluster.interfaces.ChannelState` what a join or a
 leave means for the whole cluster (occupied? vacated? a user's first or last socket?).
 It then tells the broker what every node's subscribers must see and the event sink what
 webhooks are due. ``publish()`` encodes a frame once per channel and hands it to the
@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from clarion import metrics
-from clarion.broker.base import Broker, BrokerUnavailable, ChannelState, Member, PresenceFull
+from clarion.cluster.interfaces import (
+    Broker,
+    BrokerUnavailable,
+    ChannelState,
+    ChannelVacated,
+    Member,
+    MemberRemoved,
+    PresenceFull,
+    Reaped,
+)
 from clarion.config import AppConfig
 from clarion.hub.fanout import Subscriber, Writer, write_to_all
 from clarion.hub.users import Users
@@ -262,16 +271,17 @@ class Hub:
         with contextlib.suppress(BrokerUnavailable):
             self.broker.publish(app_id, channel, frame, exclude)
 
-    async def reaped(self, items: list[tuple[str, ...]]) -> None:
+    async def reaped(self, items: list[Reaped]) -> None:
         """A dead node's sockets were removed from the cluster state: tell what it means."""
         for item in items:
-            kind, app_id = item[0], item[1]
-            if kind == "r":
-                self._member_removed(app_id, item[2], item[3])
-            elif kind == "v" and not item[2].startswith(names.SERVER_TO_USER_PREFIX):
-                self.events.emit(app_id, hooks.channel_event("channel_vacated", item[2]))
-            elif kind == "o":
-                self._user_offline(app_id, item[2])
+            if isinstance(item, MemberRemoved):
+                self._member_removed(item.app_id, item.channel, item.user_id)
+            elif isinstance(item, ChannelVacated):
+                if not item.channel.startswith(names.SERVER_TO_USER_PREFIX):
+                    vacated = hooks.channel_event("channel_vacated", item.channel)
+                    self.events.emit(item.app_id, vacated)
+            else:
+                self._user_offline(item.app_id, item.user_id)
 
     def _user_offline(self, app_id: str, user_id: str) -> None:
         self.events.emit(app_id, hooks.user_event("user_offline", user_id))

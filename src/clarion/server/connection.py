@@ -27,7 +27,7 @@ from websockets.utils import accept_key
 
 from clarion import metrics
 from clarion.apps import App, AppRegistry
-from clarion.broker.base import Member, PresenceFull
+from clarion.cluster.interfaces import Member, PresenceFull
 from clarion.config import ServerSettings
 from clarion.hub.channels import Hub
 from clarion.protocol import messages, names, signing

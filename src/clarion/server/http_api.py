@@ -17,7 +17,7 @@ import msgspec
 
 from clarion import metrics
 from clarion.apps import App, AppRegistry
-from clarion.broker.base import BrokerUnavailable, ChannelState, RateLimiter
+from clarion.cluster.interfaces import BrokerUnavailable, ChannelState, RateLimiter
 from clarion.hub.channels import Hub
 from clarion.protocol import api, names
 from clarion.protocol.api import PublishRequest

@@ -24,9 +24,9 @@ from prometheus_client import start_http_server
 
 from clarion import logs, metrics
 from clarion.apps import App, AppRegistry
-from clarion.broker.base import Broker, ChannelState, RateLimiter
-from clarion.broker.memory import MemoryBroker, MemoryRateLimiter, MemoryState
-from clarion.broker.redis import (
+from clarion.cluster.interfaces import Broker, ChannelState, RateLimiter
+from clarion.cluster.memory import MemoryBroker, MemoryRateLimiter, MemoryState
+from clarion.cluster.redis import (
     RedisBroker,
     RedisHeldMarks,
     RedisJobStore,

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from clarion.broker.base import Member, PresenceFull
-from clarion.broker.memory import MemoryBroker, MemoryState
+from clarion.cluster.interfaces import Member, PresenceFull
+from clarion.cluster.memory import MemoryBroker, MemoryState
 from clarion.config import AppConfig
 from clarion.hub.channels import SUBSCRIPTION_COUNT_INTERVAL, Hub
 from clarion.protocol import messages

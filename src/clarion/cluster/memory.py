@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from clarion.broker.base import (
+from clarion.cluster.interfaces import (
     Broker,
     CachedEvent,
     ChannelCounts,

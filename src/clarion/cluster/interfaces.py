@@ -9,9 +9,12 @@
   queries from it.
 * :class:`RateLimiter` counts requests against per-app limits.
 * :class:`JobStore` and :class:`HeldMarks` let the nodes share the webhook outbox.
+* :data:`Reaped` is what removing a dead node's sockets from the cluster state implied
+  (:class:`MemberRemoved`, :class:`ChannelVacated`, :class:`UserOffline`): the hub turns
+  each into the frames and webhooks a normal leave would have caused.
 
-In-memory implementations live in :mod:`clarion.broker.memory`; swapping them for
-clustered ones changes nothing above this package.
+In-memory implementations live in :mod:`clarion.cluster.memory`, the Redis ones in
+:mod:`clarion.cluster.redis`; swapping one for the other changes nothing above this package.
 """
 
 from __future__ import annotations
@@ -76,6 +79,36 @@ class CachedEvent:
     event: str
     data: str
     ttl: int  # seconds left
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    """A reaped node held the user's last sockets in a presence channel."""
+
+    app_id: str
+    channel: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelVacated:
+    """A reaped node held the channel's last sockets."""
+
+    app_id: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserOffline:
+    """A reaped node held the signed-in user's last sockets."""
+
+    app_id: str
+    user_id: str
+
+
+# One change implied by reaping a node. A reaper reports every MemberRemoved before any
+# ChannelVacated, as a normal leave does.
+Reaped = MemberRemoved | ChannelVacated | UserOffline
 
 
 class PresenceFull(Exception):

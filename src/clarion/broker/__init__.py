@@ -1,1 +1,0 @@
-"""The one door to other nodes: fan-out between nodes and the shared channel state."""

@@ -1,0 +1,172 @@
+"""The Redis key schema of a Clarion cluster: every key and per-node hash field, here only.
+
+Every node of a cluster reads and writes these keys, so their names and value formats
+are the cluster's wire format: a change here must keep old and new nodes agreeing.
+P is the configured prefix, A an app id, C a channel name, U a user id, N a node id,
+Q a webhook queue, S the field separator :data:`SEP`.
+
+=========================  ====================================================  ========
+Key                        Holds                                                  Type
+=========================  ====================================================  ========
+``P:subs:A``               channel -> sockets subscribed, cluster-wide            hash
+``P:members:A:C``          presence user -> that user's sockets in C              hash
+``P:info:A:C``             presence user -> user_info (JSON) given at join         hash
+``P:usercount:A``          presence channel -> distinct users                     hash
+``P:ver:A``                grows with every change to A's channel/user counts     string
+                           (never behind the Redis clock in microseconds)
+``P:users:A``              signed-in user -> signed-in sockets                    hash
+``P:cache:A:C``            the cache channel's last event, ``[event, data]`` JSON string
+``P:countturn:A:C``        "1" while a node holds the turn to send C's count      string
+``P:node:N``               node N's share of the counts above (fields below)      hash
+``P:nodes``                node -> lease expiry (ms, Redis clock)                 zset
+``P:conns:N``              app -> node N's open connections (expires)             hash
+``P:ch:A:C``               pub/sub channel: frames of C (see :mod:`.pubsub`)      channel
+``P:rate:K:T``             requests in rate-limit bucket K during second T        string
+``P:held:A S E S C S U``   a webhook E held back: the holding node's token, or    string
+                           "taken" (C or U empty when E has none)
+``P:wh:jobs:Q``            webhook job id -> payload                              hash
+``P:wh:due:Q``             webhook job id -> due time (ms, Redis clock)           zset
+=========================  ====================================================  ========
+
+Fields of ``P:node:N`` (built by the Lua scripts from the separator they are given, and
+parsed by ``_subtract_node.lua``), each counting node N's sockets:
+
+=========================  ====================================================
+Field                      Counts
+=========================  ====================================================
+``s S A S C``              sockets of N subscribed to channel C
+``m S A S C S U``          sockets of N that are user U in presence channel C
+``u S A S U``              sockets of N signed in as user U
+=========================  ====================================================
+
+The reaping scripts build the keys of whatever apps a node's share names from the
+templates of :meth:`RedisKeys.script_templates` (``%s`` for the app id and channel),
+so that they too take their keys from here.
+
+Needs a standalone Redis (or a primary with replicas), not Redis Cluster mode: the
+scripts touch keys of many apps at once.
+"""
+
+from __future__ import annotations
+
+from clarion.cluster.interfaces import HeldKey
+
+# Between the parts of a per-node hash field and of a held mark's key. Assumed absent
+# from app ids, channels and user ids (user ids are not checked for it yet).
+SEP = "\x1f"
+
+
+def _template(prefix: str, kind: str, parts: int) -> str:
+    """``P:kind:%s[:%s]``: a key with ``parts`` slots for ``%`` formatting (in Python)
+    and ``string.format`` (in Lua); a ``%`` in the prefix is escaped for both."""
+    return ":".join((prefix.replace("%", "%%"), kind, *["%s"] * parts))
+
+
+class RedisKeys:
+    """The keys of one cluster (one prefix), as seen by node ``node_id``."""
+
+    __slots__ = (
+        "_cache",
+        "_countturn",
+        "_info",
+        "_members",
+        "_subs",
+        "_usercount",
+        "_users",
+        "_ver",
+        "channel_prefix",
+        "node_id",
+        "nodes",
+        "own_conns",
+        "own_node",
+        "prefix",
+    )
+
+    def __init__(self, prefix: str, node_id: str) -> None:
+        self.prefix = prefix
+        self.node_id = node_id
+        self._subs = _template(prefix, "subs", 1)
+        self._members = _template(prefix, "members", 2)
+        self._info = _template(prefix, "info", 2)
+        self._usercount = _template(prefix, "usercount", 1)
+        self._ver = _template(prefix, "ver", 1)
+        self._users = _template(prefix, "users", 1)
+        self._cache = _template(prefix, "cache", 2)
+        self._countturn = _template(prefix, "countturn", 2)
+        self.nodes = f"{prefix}:nodes"
+        self.own_node = self.node(node_id)
+        self.own_conns = self.conns(node_id)
+        # Pub/sub channels are this prefix followed by "A:C".
+        self.channel_prefix = f"{prefix}:ch:"
+
+    # --- cluster state ------------------------------------------------------------------
+
+    def subs(self, app_id: str) -> str:
+        return self._subs % app_id
+
+    def members(self, app_id: str, channel: str) -> str:
+        return self._members % (app_id, channel)
+
+    def info(self, app_id: str, channel: str) -> str:
+        return self._info % (app_id, channel)
+
+    def usercount(self, app_id: str) -> str:
+        return self._usercount % app_id
+
+    def ver(self, app_id: str) -> str:
+        return self._ver % app_id
+
+    def users(self, app_id: str) -> str:
+        return self._users % app_id
+
+    def cache(self, app_id: str, channel: str) -> str:
+        return self._cache % (app_id, channel)
+
+    def countturn(self, app_id: str, channel: str) -> str:
+        return self._countturn % (app_id, channel)
+
+    def channel_keys(self, app_id: str, channel: str) -> list[str]:
+        """KEYS of ``join.lua`` and ``leave.lua``, in their order."""
+        return [
+            self._subs % app_id,
+            self.own_node,
+            self._members % (app_id, channel),
+            self._info % (app_id, channel),
+            self._usercount % app_id,
+            self._ver % app_id,
+        ]
+
+    def script_templates(self) -> list[str]:
+        """The key templates ``_keys.lua`` reads from the end of ARGV, in its order."""
+        return [self._ver, self._subs, self._members, self._info, self._usercount, self._users]
+
+    # --- nodes ------------------------------------------------------------------------
+
+    def node(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}"
+
+    def conns(self, node_id: str) -> str:
+        return f"{self.prefix}:conns:{node_id}"
+
+    # --- fan-out, rate limits, webhooks -----------------------------------------------
+
+    def redis_channel(self, app_id: str, channel: str) -> str:
+        return f"{self.channel_prefix}{app_id}:{channel}"
+
+    def rate(self, bucket: str, window: int) -> str:
+        return f"{self.prefix}:rate:{bucket}:{window}"
+
+    def held(self, key: HeldKey) -> str:
+        return f"{self.prefix}:held:{SEP.join(key)}"
+
+    def held_condition(self, key: HeldKey) -> tuple[str, str]:
+        """The cluster hash and field whose absence means the held event still holds."""
+        if key.name == "channel_vacated":
+            return self._subs % key.app_id, key.channel
+        if key.name == "member_removed":
+            return self._members % (key.app_id, key.channel), key.user_id
+        return self._users % key.app_id, key.user_id
+
+    def job_keys(self, queue: str) -> list[str]:
+        """KEYS of the job scripts: the due times, then the payloads."""
+        return [f"{self.prefix}:wh:due:{queue}", f"{self.prefix}:wh:jobs:{queue}"]

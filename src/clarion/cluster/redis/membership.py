@@ -1,0 +1,258 @@
+"""This node's membership of the Redis cluster: its lease, the reaping of dead nodes,
+registering its share again after an outage, and the exchange of connection counts.
+
+Every node records its own contribution to the cluster counts in a per-node hash
+(``P:node:N``) and renews a lease in ``P:nodes``. When a node dies without saying
+goodbye, the first survivor to notice removes that node's contribution in one script
+(``reap.lua``) and reports what it implies (:data:`~clarion.cluster.interfaces.Reaped`)
+exactly once. When Redis comes back after an outage (or this node's lease had run out),
+``register.lua`` replaces this node's share by what it holds now, in one step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from clarion.cluster.interfaces import ChannelVacated, MemberRemoved, Reaped, UserOffline
+from clarion.cluster.memory import MemoryState
+from clarion.cluster.redis import scripts
+from clarion.cluster.redis.keys import SEP
+from clarion.cluster.redis.link import RedisLink, stop_tasks, text
+
+log = logging.getLogger("clarion.redis")
+
+CONNECTION_SHARE_INTERVAL = 1.0  # seconds between two exchanges of connection counts
+OnReaped = Callable[[list[Reaped]], Awaitable[None]]
+
+
+class ShareGate:
+    """Changes to this node's share (its local counts and their Redis copy) against its
+    registration: a change waits while the share is being registered again, and a
+    registration waits for the changes under way to end, so that the share it reads
+    and writes is never one change behind."""
+
+    __slots__ = ("changing", "registering", "settled")
+
+    def __init__(self) -> None:
+        self.changing = 0  # changes to this node's share under way
+        self.registering: asyncio.Event | None = None  # set when a registration ends
+        self.settled: asyncio.Event | None = None  # set when no change is under way
+
+
+class Membership:
+    """Leases, reaping, re-registration and connection counts of one node."""
+
+    def __init__(self, link: RedisLink, local: MemoryState, lease: float) -> None:
+        self.link = link
+        self.keys = link.keys
+        self.local = local
+        self.lease = lease
+        self.gate = ShareGate()
+        client = link.client
+        self._reap = scripts.register(client, "reap")
+        self._register = scripts.register(client, "register")
+        self._heartbeat = scripts.register(client, "heartbeat")
+        self._on_reaped: OnReaped | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._conn_task: asyncio.Task[None] | None = None
+        link.peer_wait = lease  # a node not back within its lease is dead
+        self.elsewhere: dict[str, int] = {}  # app -> connections on the other nodes
+        self._info_codec = msgspec.json.Encoder()
+        self._register_lock = asyncio.Lock()
+        self._stopped = False
+        # First: the gate closes before any other listener lets a change through.
+        link.on_reconnect(self.register_again, first=True)
+
+    def on_reaped(self, callback: OnReaped) -> None:
+        self._on_reaped = callback
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script; None when Redis is not there."""
+        return await self.link.guarded(lambda: script(keys=keys, args=args))
+
+    async def start(self) -> None:
+        await self._beat()
+        self._task = asyncio.create_task(self._leases())
+
+    def share_connections(self, mine: Callable[[], dict[str, int]]) -> dict[str, int]:
+        """Every second, write this node's open connections per app (``mine()``) and
+        read the other nodes': the returned dict holds their sum per app, kept current,
+        so that an app's ``max_connections`` holds for the cluster (within a second).
+
+        ``P:conns:N`` expires a lease after its last write: a dead node's connections
+        stop counting when its lease would, with no reaping needed.
+        """
+        self._conn_task = asyncio.create_task(self._share_connections(mine))
+        return self.elsewhere
+
+    def _note_peers(self, present: set[str]) -> None:
+        """Track the other nodes: after an outage, those seen before it come back."""
+        link = self.link
+        link.waiting_for -= present
+        if link.whole and present != link.peers:
+            log.info(
+                "cluster: %d other node(s) (joined %s, gone %s)",
+                len(present),
+                sorted(present - link.peers) or "-",
+                sorted(link.peers - present) or "-",
+            )
+            link.peers = present
+
+    async def _share_connections(self, mine: Callable[[], dict[str, int]]) -> None:
+        link = self.link
+        while True:
+            # Faster while peers are awaited after an outage: publishes answer 503 until
+            # this node has seen them back.
+            waiting = link.waiting_for and not link.whole
+            await asyncio.sleep(
+                CONNECTION_SHARE_INTERVAL / 10 if waiting else CONNECTION_SHARE_INTERVAL
+            )
+            try:
+                # While the link is down, the last known counts stand.
+                await link.guarded(lambda: self._exchange_connections(mine))
+            except Exception:  # the exchange must go on, whatever happened
+                log.exception("exchanging connection counts failed; retrying")
+
+    async def _exchange_connections(self, mine: Callable[[], dict[str, int]]) -> None:
+        client, keys = self.link.client, self.keys
+        counts: dict[Any, int] = {app: n for app, n in mine().items() if n > 0}
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.own_conns)
+            if counts:
+                pipe.hset(keys.own_conns, mapping=counts)
+                pipe.pexpire(keys.own_conns, int(self.lease * 1000))
+            pipe.zrange(keys.nodes, 0, -1)
+            nodes = (await pipe.execute())[-1]
+        others = [text(n) for n in nodes if text(n) != keys.node_id]
+        self._note_peers(set(others))
+        async with client.pipeline(transaction=False) as pipe:
+            for node in others:
+                pipe.hgetall(keys.conns(node))
+            replies = await pipe.execute() if others else []
+        totals: dict[str, int] = {}
+        for reply in replies:
+            for app, n in reply.items():
+                totals[text(app)] = totals.get(text(app), 0) + int(n)
+        self.elsewhere.clear()
+        self.elsewhere.update(totals)
+
+    async def _beat(self) -> list[str]:
+        result = await self._run(
+            self._heartbeat, [self.keys.nodes], [self.keys.node_id, int(self.lease * 1000)]
+        )
+        return [text(n) for n in result or []]
+
+    async def _leases(self) -> None:
+        """Renew this node's lease, and reap nodes whose lease ran out."""
+        while True:
+            await asyncio.sleep(self.lease / 4)
+            try:
+                if not await self._still_member():
+                    # Our lease ran out (a stalled loop?) and others removed our share:
+                    # put it back as after an outage.
+                    log.warning("this node's lease had expired: registering its state again")
+                    await self.register_again()
+                for dead in await self._beat():
+                    if dead != self.keys.node_id:
+                        await self._reap_node(dead)
+            except Exception:
+                log.exception("lease renewal failed; retrying")
+
+    async def _still_member(self) -> bool:
+        if not self.link.up:
+            return True  # nothing to tell while the link is down
+        score = await self.link.client.zscore(self.keys.nodes, self.keys.node_id)
+        return score is not None
+
+    async def _reap_node(self, node_id: str) -> None:
+        keys = self.keys
+        result = await self._run(
+            self._reap,
+            [keys.nodes, keys.node(node_id)],
+            [node_id, "1", SEP, *keys.script_templates()],
+        )
+        if not result:
+            return  # another node got there first
+        log.warning("node %s stopped renewing its lease: its sockets were removed", node_id)
+        if self._on_reaped is not None:
+            await self._on_reaped(reaped_changes(result))
+
+    async def register_again(self) -> None:
+        """After an outage: replace this node's share in Redis by what it holds now.
+
+        Changes wait from the start (a leave of a socket that joined during the outage,
+        reaching Redis first, would count against the other nodes' sockets)."""
+        gate = self.gate
+        async with self._register_lock:
+            gate.registering = registering = asyncio.Event()
+            try:
+                if self._stopped:
+                    return  # left the cluster already: nothing to put back
+                while gate.changing:
+                    gate.settled = asyncio.Event()
+                    await gate.settled.wait()
+                gate.settled = None
+                await self._write_share()
+            finally:
+                gate.registering = None
+                registering.set()
+
+    async def _write_share(self) -> None:
+        sockets, members_of, signed_in = self.local.shares()
+        share: list[list[Any]] = []
+        for app_id, channels in sockets.items():
+            share.extend(["s", app_id, channel, n] for channel, n in channels.items())
+        for (app_id, channel), members in members_of.items():
+            share.extend(
+                ["m", app_id, channel, user, n, self._info_codec.encode(info).decode()]
+                for user, (info, n) in members.items()
+            )
+        share.extend(["u", app_id, user, n] for (app_id, user), n in signed_in.items())
+        keys = self.keys
+        await self._register(
+            keys=[keys.nodes, keys.own_node],
+            args=[
+                keys.node_id,
+                SEP,
+                int(self.lease * 1000),
+                self._info_codec.encode(share),
+                *keys.script_templates(),
+            ],
+        )
+
+    async def stop(self) -> None:
+        """Leave the cluster: this node's share is removed at once (not after its lease),
+        and what that implies (members removed, channels vacated) is reported."""
+        self._stopped = True
+        self.link.waiting_for.clear()  # leaving: what is held is decided as things are
+        await stop_tasks([t for t in (self._task, self._conn_task) if t is not None])
+        keys = self.keys
+        await self.link.guarded(lambda: self.link.client.delete(keys.own_conns))
+        result = await self._run(
+            self._reap,
+            [keys.nodes, keys.own_node],
+            [keys.node_id, "0", SEP, *keys.script_templates()],
+        )
+        if result and self._on_reaped is not None:
+            await self._on_reaped(reaped_changes(result))
+
+
+def reaped_changes(result: list[Any]) -> list[Reaped]:
+    """What ``reap.lua`` reports ('r'/'v'/'o', app, channel or user, user; joined by SEP),
+    as typed changes: members removed before channels vacated, as for a normal leave."""
+    items = [text(entry).split(SEP, 3) for entry in result]
+    items.sort(key=lambda item: "rvo".index(item[0]))
+    changes: list[Reaped] = []
+    for item in items:
+        if item[0] == "r":
+            changes.append(MemberRemoved(item[1], item[2], item[3]))
+        elif item[0] == "v":
+            changes.append(ChannelVacated(item[1], item[2]))
+        else:
+            changes.append(UserOffline(item[1], item[2]))
+    return changes
