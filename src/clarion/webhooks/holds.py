@@ -141,6 +141,10 @@ class Holds:
         finally:
             self._idle.set()
 
+    async def settled(self) -> None:
+        """Return once every operation asked for so far is applied (and answered)."""
+        await self._idle.wait()
+
     # --- shutdown ---------------------------------------------------------------------
 
     async def close(self, deadline: float) -> None:
@@ -157,4 +161,4 @@ class Holds:
             self._held[key].timer.cancel()
             self._release(key)  # sent now, unless another node's event took its mark
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), deadline)
+            await asyncio.wait_for(self.settled(), deadline)
