@@ -165,6 +165,7 @@ class Deliveries:
         self._volatile = store if isinstance(store, MemoryJobStore) else None
         self._clock = clock
         self._poster = poster
+        self._limit = settings.max_queue
         self._closing = False
         self._adds: set[asyncio.Task[None]] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
@@ -175,17 +176,24 @@ class Deliveries:
         return self._settings.shutdown_deadline
 
     def add(self, target: Target, job: Job) -> None:
-        self._spawn(self._add(target, job), self._adds)
+        """Queue a job for the target (a store of this process takes it at once; a
+        shared one in a task of its own)."""
+        payload = encode_job(target.config.url, job)
+        if self._volatile is not None:
+            self._added(target, self._volatile.add_now(target.queue_id, payload, self._limit))
+        else:
+            self._spawn(self._add(target, payload, len(job.events)), self._adds)
 
-    async def _add(self, target: Target, job: Job) -> None:
+    async def _add(self, target: Target, payload: bytes, events: int) -> None:
         try:
-            dropped = await self._store.add(
-                target.queue_id, encode_job(target.config.url, job), self._settings.max_queue
-            )
+            dropped = await self._store.add(target.queue_id, payload, self._limit)
         except Exception as exc:
-            target.stats.dropped += len(job.events)
-            log.error("webhook store unavailable (%s): %d event(s) lost", exc, len(job.events))
+            target.stats.dropped += events
+            log.error("webhook store unavailable (%s): %d event(s) lost", exc, events)
             return
+        self._added(target, dropped)
+
+    def _added(self, target: Target, dropped: int) -> None:
         if dropped:
             target.stats.dropped += dropped
             log.warning(
@@ -231,7 +239,8 @@ class Deliveries:
                 continue  # maybe more are due
             target.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(target.wake.wait(), POLL)
+                async with asyncio.timeout(POLL):  # (no task per wait, as wait_for makes)
+                    await target.wake.wait()
 
     async def _deliver(self, target: Target, job: Job) -> None:
         assert job.id is not None

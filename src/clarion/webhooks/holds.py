@@ -63,6 +63,7 @@ class Holds:
         self._token_prefix = secrets.token_hex(4) + "."
         self._tokens = itertools.count()
         self._ops: list[tuple[MarkOp, MarkDone | None]] = []
+        self._applying: asyncio.Task[None] | None = None  # the task applying them
         self._idle = asyncio.Event()  # no batch of marks being applied
         self._idle.set()
         self._flushing = False  # shutdown: held events go out, checked or not
@@ -122,9 +123,10 @@ class Holds:
             return
         # The cluster's: one task applies them in order, batched.
         self._ops.append((op, then))
-        if self._idle.is_set():
+        if self._applying is None:
             self._idle.clear()
-            asyncio.get_running_loop().create_task(self._apply())
+            self._applying = asyncio.get_running_loop().create_task(self._apply())
+            self._applying.add_done_callback(self._applied)
 
     async def _apply(self) -> None:
         try:
@@ -139,7 +141,13 @@ class Holds:
                     if then is not None:
                         then(result)
         finally:
+            self._applying = None
             self._idle.set()
+
+    @staticmethod
+    def _applied(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook task failed", exc_info=task.exception())
 
     async def settled(self) -> None:
         """Return once every operation asked for so far is applied (and answered)."""

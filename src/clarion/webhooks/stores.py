@@ -84,7 +84,8 @@ class MemoryJobStore(JobStore):
     def _put(self, q: _Queue, job_id: str, payload: bytes, when: float) -> None:
         if job_id not in q.payloads:
             self._jobs += 1
-            self._empty.clear()
+            if self._jobs == 1:
+                self._empty.clear()
         q.payloads[job_id] = payload
         q.leased.discard(job_id)
         q.schedule(job_id, when, next(self._arrivals))
@@ -97,8 +98,10 @@ class MemoryJobStore(JobStore):
                 self._empty.set()
 
     def add_now(self, queue: str, payload: bytes, limit: int) -> int:
-        q = self._queue(queue)
+        q = self._queues.get(queue) or self._queue(queue)
         self._put(q, str(next(self._ids)), payload, self._now())
+        if len(q.payloads) <= limit:
+            return 0
         dropped = 0
         while len(q.payloads) > limit:
             # The earliest due goes, as ZPOPMIN does: waiting jobs before leased ones.
