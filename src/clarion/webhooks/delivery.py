@@ -315,7 +315,13 @@ class Deliveries:
     def _spawn(self, coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         tasks.add(task)
-        task.add_done_callback(lambda done: _task_done(done, tasks))
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._adds.discard(task)
+        self._deliveries.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook task failed", exc_info=task.exception())
 
     # --- reporting and shutdown ---------------------------------------------------------
 
@@ -393,12 +399,6 @@ class Deliveries:
             timer.cancel()
         target.stats.retrying -= len(target.retries)
         target.retries.clear()
-
-
-def _task_done(task: asyncio.Task[None], tasks: set[asyncio.Task[None]]) -> None:
-    tasks.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.error("webhook task failed", exc_info=task.exception())
 
 
 def _log_retry(target: Target, job: Job, error: str, gap: float) -> None:
