@@ -305,3 +305,53 @@ def test_events_wait_in_order_behind_the_cluster_answer(taken: bool) -> None:
         await rig.outbox.close()
 
     run(main)
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_after_a_reconfiguration_waiting_jobs_follow_their_url(moved: bool) -> None:
+    configs = {"1": _app()("1")}
+    rig = Rig(configs.get, "HTTP 500")
+    second = shapes.channel_event("channel_occupied", "second")
+
+    async def main() -> None:
+        rig.outbox.emit("1", OCCUPIED)
+        await rig.request()
+        gap = await rig.retry_scheduled()  # waiting in the store, due later
+        url = "http://moved.test/" if moved else URL
+        configs["1"] = _app(_target("channel_occupied", url=url))("1")
+        rig.outbox.reconfigure("1")
+        assert not rig.outbox.wants("1", "member_added")  # the new targets' event types
+        rig.clock.advance(gap)
+        rig.outbox.emit("1", second)
+        requests = [await rig.request() for _ in range(1 if moved else 2)]
+        got = [(r.url, msgspec.json.decode(r.body)["events"]) for r in requests]
+        if moved:  # nowhere to send the old one: dropped
+            assert got == [(url, [second])]
+            assert await rig.counts() == (1, 0, 0, 1)
+        else:
+            assert got == [(URL, [OCCUPIED]), (URL, [second])]
+            assert await rig.counts() == (2, 0, 0, 0)
+        assert await rig.outbox.close() == 0
+
+    run(main)
+
+
+def test_an_app_without_webhooks_costs_nothing_and_sends_nothing() -> None:
+    rig = Rig(lambda app_id: None)
+
+    async def main() -> None:
+        assert not rig.outbox.wants("9", "channel_occupied")
+        rig.outbox.emit("9", OCCUPIED)
+        rig.outbox.emit("9", VACATED)
+        assert rig.clock.pending() == 0 and rig.outbox.queue_sizes() == {"9": 0}
+        assert await rig.outbox.status("9") == {
+            "sent": 0,
+            "failed": 0,
+            "retrying": 0,
+            "dropped": 0,
+            "targets": [],
+        }
+        assert await rig.outbox.close() == 0
+        assert rig.poster.requests.empty()
+
+    run(main)
