@@ -60,7 +60,6 @@ from __future__ import annotations
 from clarion.cluster.interfaces import HeldKey
 
 
-
 def encode(*parts: str) -> str:
     """``parts`` as one string, each written ``<its length in UTF-8 bytes>:<itself>``:
     no two different lists of parts give the same string, whatever they contain

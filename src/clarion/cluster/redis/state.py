@@ -131,9 +131,7 @@ class RedisState(ChannelState):
         )
         if result is None:
             return local
-        return Left(
-            vacated=result[0] == 1, member_removed=result[1] == 1, version=int(result[2])
-        )
+        return Left(vacated=result[0] == 1, member_removed=result[1] == 1, version=int(result[2]))
 
     async def presence_members(self, app_id: str, channel: str) -> dict[str, Any]:
         return await self.link.guarded(
