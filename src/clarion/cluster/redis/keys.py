@@ -9,8 +9,9 @@ No part of a key or field that a client chooses is ever told from the next by a
 separator: user ids may hold any character (U+001F, NUL, ':' ...). Where a key or field
 holds several such parts they are length-prefixed (:func:`encode`); elsewhere the
 client-chosen part is the last one, after parts that cannot contain ':' (the prefix and
-app ids are checked for it; channel names other than server-to-user ones have no ':',
-and a server-to-user channel is always the last part).
+app ids are checked for it): a channel name, or a user id in the hub's internal pub/sub
+channels ``#watch:U`` and ``#terminate:U`` (no Pusher channel name starts with '#' but
+``#server-to-user-``).
 
 =========================  ====================================================  ========
 Key                        Holds                                                  Type
