@@ -6,44 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pusher
 from websockets.asyncio.client import ClientConnection
 
 from tests.cluster.conftest import redis_server, two_nodes  # noqa: F401 - fixtures
 from tests.support.cluster import api, connect
+from tests.support.recorder import Recorder
 from tests.support.server import RunningServer
 
 SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret")
 ROUNDS = 30
-TIMEOUT = 10.0
 
 
-class Client:
-    """One socket in the round's channel, every frame it got kept in order."""
+class Client(Recorder):
+    """One socket in the round's channel, as ``user``."""
 
     def __init__(self, ws: ClientConnection, socket_id: str, user: str) -> None:
-        self.ws, self.socket_id, self.user = ws, socket_id, user
-        self.frames: list[dict[str, Any]] = []
-        self.changed = asyncio.Event()
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for raw in self.ws:
-            self.frames.append(json.loads(raw))
-            self.changed.set()
-
-    async def wait_for(self, check: Any) -> None:
-        async def waiting() -> None:
-            while not check():
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(waiting(), TIMEOUT)
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [f for f in self.frames if f.get("event") == name]
+        super().__init__(ws)
+        self.socket_id, self.user = socket_id, user
 
     def sightings(self, other: str) -> tuple[int, int]:
         """How often ``other`` came in the member list, and as member_added."""
@@ -100,8 +81,7 @@ def test_simultaneous_joins_on_two_nodes_announce_each_member_once(
                 if listed + added != 1:
                     wrong.append(f"{channel}: {me.user} saw {other.user} {listed}+{added} times")
             for c in (ann, ben):
-                await c.ws.close()
-                await c.reader
+                await c.close()
         return wrong
 
     wrong = asyncio.run(main())

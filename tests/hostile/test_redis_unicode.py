@@ -29,6 +29,7 @@ from tests.cluster.conftest import redis_server  # noqa: F401 - a fixture
 from tests.support.cluster import RedisServer, api, cluster_config, connect
 from tests.support.polling import eventually
 from tests.support.raw import recv_json, subscribe
+from tests.support.recorder import Recorder
 from tests.support.server import RunningServer
 
 SECRET = b"app-secret"
@@ -108,47 +109,29 @@ def _member(socket_id: str, room: str, user: str) -> dict[str, str]:
     return {"channel_data": channel_data, "auth": _auth(f"{socket_id}:{room}:{channel_data}")}
 
 
-class Observer:
-    """A socket on the survivor in both rooms, watching every user, that keeps its frames."""
+class Observer(Recorder):
+    """A socket on the survivor in both rooms, watching every user; frames before index
+    ``since`` are not counted."""
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.frames: list[dict[str, Any]] = []
-        self.since = 0  # frames before this index are not counted
-        self.changed = asyncio.Event()
-        self.task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for raw in self.ws:
-            self.frames.append(json.loads(raw))
-            self.changed.set()
-
-    async def wait_for(self, check: Callable[[], bool]) -> None:
-        async def waiting() -> None:
-            while not check():
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(waiting(), TIMEOUT)
+    since = 0
 
     def removed(self, room: str) -> Counter[str]:
         return Counter(
             json.loads(f["data"])["user_id"]
-            for f in self.frames[self.since :]
-            if f["event"] == "pusher_internal:member_removed" and f["channel"] == room
+            for f in self.events("pusher_internal:member_removed", self.since)
+            if f["channel"] == room
         )
 
     def offline(self) -> Counter[str]:
         gone: Counter[str] = Counter()
-        for f in self.frames[self.since :]:
-            if f["event"] == "pusher_internal:watchlist_events":
-                for event in json.loads(f["data"])["events"]:
-                    if event["name"] == "offline":
-                        gone.update(event["user_ids"])
+        for f in self.events("pusher_internal:watchlist_events", self.since):
+            for event in json.loads(f["data"])["events"]:
+                if event["name"] == "offline":
+                    gone.update(event["user_ids"])
         return gone
 
     def marked(self) -> bool:
-        return any(f["event"] == "marker" for f in self.frames[self.since :])
+        return bool(self.events("marker", self.since))
 
 
 def _hash(client: redis.Redis, key: str) -> dict[str, str]:
@@ -235,8 +218,7 @@ def test_unicode_ids_through_join_leave_and_a_nodes_death(
 
         for _, sock in sockets:
             await sock.close()
-        await observer.ws.close()
-        await observer.task
+        await observer.close()
 
     asyncio.run(main())
 

@@ -100,6 +100,16 @@ async def joining(state: VersionedState, socket_id: str) -> None:
     raise AssertionError("the join never reached the state")
 
 
+async def held_subscribe(
+    hub: Hub, state: VersionedState, sub: FakeSubscriber, user: str
+) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """A subscribe whose join has reached the state and waits there for the event."""
+    state.gates[sub.socket_id] = gate = asyncio.Event()
+    task = asyncio.create_task(subscribe(hub, sub, user))
+    await joining(state, sub.socket_id)
+    return task, gate
+
+
 async def subscribe(hub: Hub, sub: FakeSubscriber, user: str) -> None:
     subscribed = await hub.subscribe(APP, sub, ROOM, Member(user, None))
     for frame in subscribed.frames:
@@ -136,9 +146,7 @@ def test_frames_during_a_subscribe_follow_its_list_and_once_only() -> None:
     async def main() -> None:
         hub, state, _ = make_hub()
         sub = FakeSubscriber("1.1")
-        state.gates["1.1"] = gate = asyncio.Event()
-        task = asyncio.create_task(subscribe(hub, sub, "ann"))
-        await joining(state, "1.1")
+        task, gate = await held_subscribe(hub, state, sub, "ann")
         assert state.calls == [f"watch {ROOM}", "join 1.1"]  # listening before the join
         # While the join is on its way: a member event the list will hold (version 101
         # < the join's 102) and one it will not (103), and an ordinary event.
@@ -166,9 +174,7 @@ def test_a_socket_flooded_while_subscribing_is_closed(monkeypatch: Any) -> None:
     async def main() -> None:
         hub, state, _ = make_hub()
         sub = FakeSubscriber("1.1")
-        state.gates["1.1"] = gate = asyncio.Event()
-        task = asyncio.create_task(subscribe(hub, sub, "ann"))
-        await joining(state, "1.1")
+        task, gate = await held_subscribe(hub, state, sub, "ann")
         for _ in range(20):
             hub.deliver(APP, ROOM, messages.event("news", ROOM, "x" * 100), None)
         gate.set()
