@@ -23,8 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 
-from clarion.cluster.redis import scripts
-from clarion.cluster.redis.keys import encode
+from clarion.cluster.redis import keys, scripts
 from tests.cluster.conftest import redis_server  # noqa: F401 - a fixture
 from tests.support.cluster import RedisServer, api, cluster_config, connect
 from tests.support.polling import eventually
@@ -241,6 +240,6 @@ def test_the_scripts_encode_and_decode_as_python_does(
     parts: list[str],
 ) -> None:
     client = redis.Redis(port=redis_server.port)
-    encoded, decoded = client.eval(_CODEC, 1, encode(*parts), *parts)
-    assert encoded.decode() == encode(*parts)
+    encoded, decoded = client.eval(_CODEC, 1, keys.encode(*parts), *parts)
+    assert encoded.decode() == keys.encode(*parts)
     assert [p.decode() for p in decoded] == parts
