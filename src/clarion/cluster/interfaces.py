@@ -66,12 +66,16 @@ class Joined:
     occupied: bool  # the channel went from 0 to 1 socket
     member_added: bool  # presence: the user's first socket in the channel
     members: dict[str, Any] | None  # presence: every member's user_info, joiner included
+    # The cluster-wide version of this change, when the state orders changes: the
+    # members above hold every change of a version <= this one (see Hub.deliver).
+    version: int | None = None
 
 
 @dataclass(slots=True)
 class Left:
     vacated: bool  # the channel has no socket left
     member_removed: bool  # presence: that was the user's last socket in the channel
+    version: int | None = None  # as Joined.version
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,7 @@ class MemberRemoved:
     app_id: str
     channel: str
     user_id: str
+    version: int | None = None  # as Joined.version
 
 
 @dataclass(frozen=True, slots=True)

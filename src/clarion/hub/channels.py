@@ -13,6 +13,7 @@ transport (see :mod:`clarion.hub.fanout`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -46,6 +47,49 @@ SUBSCRIPTION_COUNT_INTERVAL = 5.0
 WATCH_PREFIX = "#watch:"
 TERMINATE_PREFIX = "#terminate:"
 TERMINATE = b""
+# A presence member event travels between nodes as VERSIONED, its version in decimal,
+# VERSIONED again, then the frame (a frame itself starts with "{"): see Hub.deliver.
+VERSIONED = b"\x00"
+# Frames for one socket held while its subscribe is under way (see JoinBuffer).
+JOIN_BUFFER_BYTES = 1 << 20
+
+
+def versioned(frame: bytes, version: int | None) -> bytes:
+    """``frame`` (a presence member event) with the cluster version of its change."""
+    return frame if version is None else b"%b%d%b%b" % (VERSIONED, version, VERSIONED, frame)
+
+
+def unversioned(frame: bytes) -> tuple[bytes, int | None]:
+    """The frame a broker carried, and its version when it has one."""
+    if frame[:1] != VERSIONED:
+        return frame, None
+    end = frame.index(VERSIONED, 1)
+    return frame[end + 1 :], int(frame[1:end])
+
+
+class JoinBuffer:
+    """The frames of a channel that reach a socket while its subscribe is under way: they
+    go out after subscription_succeeded, those its member list already accounts for
+    left out. Bounded in bytes: a socket that overflows it is closed (4100)."""
+
+    __slots__ = ("frames", "overflowed", "size")
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, int | None]] = []
+        self.size = 0
+        self.overflowed = False
+
+    def add(self, frame: bytes, version: int | None) -> None:
+        self.size += len(frame)
+        if self.size > JOIN_BUFFER_BYTES:
+            self.overflowed = True
+            self.frames.clear()
+        elif not self.overflowed:
+            self.frames.append((frame, version))
+
+    def after(self, version: int | None) -> list[bytes]:
+        """The frames held, but member events of a version <= ``version``."""
+        return [f for f, v in self.frames if v is None or version is None or v > version]
 
 
 class EventSink(Protocol):
@@ -81,6 +125,9 @@ class AppChannels:
         "channels",
         "count_due",
         "count_sent",
+        "joining",
+        "listed",
+        "listening",
         "members",
         "sent",
         "users",
@@ -95,6 +142,12 @@ class AppChannels:
         self.channels: dict[str, dict[Subscriber, Writer]] = {}
         # presence channel -> local subscriber -> its user_id
         self.members: dict[str, dict[Subscriber, str]] = {}
+        # presence channel -> local subscriber -> the version its member list was read at
+        self.listed: dict[str, dict[Subscriber, int]] = {}
+        # channel -> sockets whose subscribe is under way -> the frames held for them
+        self.joining: dict[str, dict[Subscriber, JoinBuffer]] = {}
+        # channel -> the broker's watch, while this node's first interest awaits it
+        self.listening: dict[str, asyncio.Future[None]] = {}
         self.users = Users()
         # channel -> when its next subscription_count event may go out
         self.count_due: dict[str, float] = {}
@@ -155,12 +208,26 @@ class Hub:
             raise unavailable
 
     def deliver(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
-        """Write a frame from the broker to this node's subscribers of ``channel``."""
+        """Write a frame from the broker to this node's subscribers of ``channel``.
+
+        A presence member event carries the version of its change: a subscriber whose
+        member list was read at that version or later has it in its list already, and
+        does not get it again (the join's reply and the event race through pub/sub).
+        """
         app = self._apps.get(app_id)
         if app is None:
             return
+        frame, version = unversioned(frame)
+        joining = app.joining.get(channel)
+        if joining is not None:
+            for sub, buffer in joining.items():
+                if sub.socket_id != exclude:
+                    buffer.add(frame, version)
         subscribers = app.channels.get(channel)
         if subscribers is not None:
+            if version is not None and channel in app.listed:
+                listed = app.listed[channel]
+                subscribers = {s: w for s, w in subscribers.items() if listed.get(s, 0) < version}
             count = write_to_all(subscribers, frame, exclude)
             app.sent.inc(count)
             app.bytes_sent.inc(count * len(frame))
@@ -193,33 +260,97 @@ class Hub:
             members = await self.state.presence_members(app_id, name) if presence else None
             return Subscribed(await self._welcome(app_id, name, members), new=False)
 
-        joined = await self.state.join(
-            app_id, name, sub.socket_id, member if presence else None, self.presence_limit(app_id)
-        )
-        local = app.channels.get(name)  # may have changed while waiting on the state
-        if local is None:
-            # The subscriber is in the table before the broker is asked to listen, so a
-            # socket that joins or leaves meanwhile sees a table that is not empty.
-            local = app.channels[name] = {sub: sub.transport.write}
-            if self.broker.needs_watch:
-                await self.broker.watch(app_id, name)
-        else:
-            local[sub] = sub.transport.write
-        if presence and member is not None:
-            app.members.setdefault(name, {})[sub] = member.user_id
+        joining = app.joining.get(name)
+        if joining is None:
+            joining = app.joining[name] = {}
+        joining[sub] = buffer = JoinBuffer()
+        try:
+            # Listen before the join is counted: a member event caused by any later
+            # change then reaches this node, and is held for this socket until its
+            # member list is out (a version tells which the list accounts for).
+            await self._listen(app, name, first=local is None and len(joining) == 1)
+            joined = await self.state.join(
+                app_id,
+                name,
+                sub.socket_id,
+                member if presence else None,
+                self.presence_limit(app_id),
+            )
+        except BaseException:
+            self._joined(app, name, sub)
+            if name not in app.channels and name not in app.joining:
+                self.broker.unwatch(app_id, name)
+            raise
+        try:
+            if presence and member is not None:
+                app.members.setdefault(name, {})[sub] = member.user_id
+            events = self.events
+            if joined.occupied and not name.startswith(names.SERVER_TO_USER_PREFIX):
+                events.emit(app_id, hooks.channel_event("channel_occupied", name))
+            if joined.member_added and member is not None:
+                events.emit(app_id, hooks.member_event("member_added", name, member.user_id))
+                info = {"user_id": member.user_id, "user_info": member.user_info}
+                added = messages.event(
+                    "pusher_internal:member_added", name, messages.json_string(info)
+                )
+                self._broadcast(app_id, name, versioned(added, joined.version), sub.socket_id)
+            self._count_changed(app, name)
+            if joined.members is None and not names.is_cache_channel(name):
+                frames = [messages.subscription_succeeded(name)]
+            else:
+                frames = await self._welcome(app_id, name, joined.members)
+        finally:
+            # Live from here: what was held follows the welcome, with no await between.
+            self._joined(app, name, sub, sub.transport.write)
+            if presence and joined.version is not None:
+                app.listed.setdefault(name, {})[sub] = joined.version
+        if buffer.overflowed:
+            sub.disconnect(4100, "Too many messages for the channel while subscribing")
+            return Subscribed(frames, new=True)
+        return Subscribed(frames + buffer.after(joined.version), new=True)
 
-        events = self.events
-        if joined.occupied and not name.startswith(names.SERVER_TO_USER_PREFIX):
-            events.emit(app_id, hooks.channel_event("channel_occupied", name))
-        if joined.member_added and member is not None:
-            events.emit(app_id, hooks.member_event("member_added", name, member.user_id))
-            info = {"user_id": member.user_id, "user_info": member.user_info}
-            added = messages.event("pusher_internal:member_added", name, messages.json_string(info))
-            self._broadcast(app_id, name, added, sub.socket_id)
-        self._count_changed(app, name)
-        if joined.members is None and not names.is_cache_channel(name):
-            return Subscribed([messages.subscription_succeeded(name)], new=True)
-        return Subscribed(await self._welcome(app_id, name, joined.members), new=True)
+    async def _listen(self, app: AppChannels, name: str, first: bool) -> None:
+        """Return once frames of ``name`` published on other nodes reach this one."""
+        if not self.broker.needs_watch:
+            return
+        if first:
+            watch = app.listening[name] = asyncio.ensure_future(self.broker.watch(app.app_id, name))
+            try:
+                await watch
+            finally:
+                if app.listening.get(name) is watch:
+                    del app.listening[name]
+        elif (pending := app.listening.get(name)) is not None:
+            # Another socket's watch, still on its way: wait for it, whatever becomes of
+            # it (that socket's subscribe may be cancelled; this one goes on).
+            await asyncio.wait([pending])
+
+    def _joined(
+        self, app: AppChannels, name: str, sub: Subscriber, write: Writer | None = None
+    ) -> None:
+        """``sub``'s subscribe is over: live in the channel with ``write``, or gone."""
+        joining = app.joining.get(name)
+        if joining is not None:
+            joining.pop(sub, None)
+            if not joining:
+                del app.joining[name]
+        if write is not None:
+            app.channels.setdefault(name, {})[sub] = write
+
+    def _forget_member(self, app: AppChannels, name: str, sub: Subscriber) -> str | None:
+        """Drop ``sub``'s presence records in ``name``; its user_id, if it had one."""
+        listed = app.listed.get(name)
+        if listed is not None:
+            listed.pop(sub, None)
+            if not listed:
+                del app.listed[name]
+        members = app.members.get(name)
+        if members is None:
+            return None
+        user_id = members.pop(sub, None)
+        if not members:
+            del app.members[name]
+        return user_id
 
     async def _welcome(self, app_id: str, name: str, members: dict[str, Any] | None) -> list[bytes]:
         data = messages.presence_data(members) if members is not None else "{}"
@@ -243,26 +374,24 @@ class Hub:
         del local[sub]
         if not local:
             del app.channels[name]
-            self.broker.unwatch(app_id, name)
-        user_id = None
-        members = app.members.get(name)
-        if members is not None:
-            user_id = members.pop(sub, None)
-            if not members:
-                del app.members[name]
+            if name not in app.joining:  # a subscribe under way still listens
+                self.broker.unwatch(app_id, name)
+        user_id = self._forget_member(app, name, sub)
         left = await self.state.leave(app_id, name, sub.socket_id, user_id)
         if left.member_removed and user_id is not None:
-            self._member_removed(app_id, name, user_id)
+            self._member_removed(app_id, name, user_id, left.version)
         if left.vacated and not name.startswith(names.SERVER_TO_USER_PREFIX):
             self.events.emit(app_id, hooks.channel_event("channel_vacated", name))
         self._count_changed(app, name)
         return True
 
-    def _member_removed(self, app_id: str, name: str, user_id: str) -> None:
+    def _member_removed(
+        self, app_id: str, name: str, user_id: str, version: int | None = None
+    ) -> None:
         removed = messages.event(
             "pusher_internal:member_removed", name, messages.json_string({"user_id": user_id})
         )
-        self._broadcast(app_id, name, removed, None)
+        self._broadcast(app_id, name, versioned(removed, version), None)
         self.events.emit(app_id, hooks.member_event("member_removed", name, user_id))
 
     def _broadcast(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
@@ -275,7 +404,7 @@ class Hub:
         """A dead node's sockets were removed from the cluster state: tell what it means."""
         for item in items:
             if isinstance(item, MemberRemoved):
-                self._member_removed(item.app_id, item.channel, item.user_id)
+                self._member_removed(item.app_id, item.channel, item.user_id, item.version)
             elif isinstance(item, ChannelVacated):
                 if not item.channel.startswith(names.SERVER_TO_USER_PREFIX):
                     vacated = hooks.channel_event("channel_vacated", item.channel)

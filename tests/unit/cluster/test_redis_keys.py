@@ -8,7 +8,7 @@ import pytest
 
 from clarion.cluster.interfaces import HeldKey
 from clarion.cluster.redis import scripts
-from clarion.cluster.redis.keys import SEP, RedisKeys
+from clarion.cluster.redis.keys import RedisKeys, encode
 
 
 @pytest.fixture
@@ -43,12 +43,17 @@ def test_fan_out_rate_limit_and_webhook_keys(keys: RedisKeys) -> None:
     assert keys.job_keys("Q") == ["P:wh:due:Q", "P:wh:jobs:Q"]
 
 
-def test_a_held_mark_joins_its_parts_with_the_separator(keys: RedisKeys) -> None:
-    assert SEP == "\x1f"
+def test_a_held_mark_length_prefixes_its_parts(keys: RedisKeys) -> None:
     key = HeldKey("A", "member_removed", "presence-c", "ann")
-    assert keys.held(key) == "P:held:A\x1fmember_removed\x1fpresence-c\x1fann"
+    assert keys.held(key) == "P:held:1:A14:member_removed10:presence-c3:ann"
     offline = HeldKey("A", "user_offline", "", "ann")
-    assert keys.held(offline) == "P:held:A\x1fuser_offline\x1f\x1fann"
+    assert keys.held(offline) == "P:held:1:A12:user_offline0:3:ann"
+    assert keys.held(offline) == "P:held:" + encode(*offline)
+
+
+def test_held_marks_of_different_events_never_share_a_key(keys: RedisKeys) -> None:
+    # Under a separator these two were one key: "1", "x", "c\x1fd", "" / "1", "x", "c", "d".
+    assert keys.held(HeldKey("1", "x", "c\x1fd", "")) != keys.held(HeldKey("1", "x", "c", "d"))
 
 
 def test_a_held_event_still_holds_while_its_field_is_absent(keys: RedisKeys) -> None:

@@ -48,10 +48,12 @@ def test_every_fragment_is_included_somewhere_and_only_by_name() -> None:
 
 
 def test_an_included_fragment_is_pasted_in_place() -> None:
+    codec = PACKAGE.joinpath("_codec.lua").read_text()
     counts = PACKAGE.joinpath("_counts.lua").read_text()
     join = scripts.source("join")
-    assert join.startswith(counts)
+    assert join.startswith(codec + counts)
     assert "local function bump(ver)" in join
+    assert "local function encode(...)" in join
 
 
 def test_an_unknown_script_is_refused() -> None:

@@ -36,7 +36,7 @@ def test_past_the_limit_is_a_decode_error(depth: int) -> None:
 
 
 def test_brackets_inside_strings_do_not_count() -> None:
-    text = json.dumps({"s": "[" * 5_000, "t": ["{" * 300, "\\\"[[["]})
+    text = json.dumps({"s": "[" * 5_000, "t": ["{" * 300, '\\"[[[']})
     assert messages.decode_json(text)["s"] == "[" * 5_000
 
 

@@ -1,9 +1,17 @@
 """The Redis key schema of a Clarion cluster: every key and per-node hash field, here only.
 
 Every node of a cluster reads and writes these keys, so their names and value formats
-are the cluster's wire format: a change here must keep old and new nodes agreeing.
-P is the configured prefix, A an app id, C a channel name, U a user id, N a node id,
-Q a webhook queue, S the field separator :data:`SEP`.
+are the cluster's wire format: all nodes sharing a prefix must run the same version
+(docs/cluster.md). P is the configured prefix, A an app id, C a channel name, U a user
+id, N a node id, Q a webhook queue; ``enc(...)`` is :func:`encode`.
+
+No part of a key or field that a client chooses is ever told from the next by a
+separator: user ids may hold any character (U+001F, NUL, ':' ...). Where a key or field
+holds several such parts they are length-prefixed (:func:`encode`); elsewhere the
+client-chosen part is the last one, after parts that cannot contain ':' (the prefix and
+app ids are checked for it): a channel name, or a user id in the hub's internal pub/sub
+channels ``#watch:U`` and ``#terminate:U`` (no Pusher channel name starts with '#' but
+``#server-to-user-``).
 
 =========================  ====================================================  ========
 Key                        Holds                                                  Type
@@ -13,7 +21,8 @@ Key                        Holds                                                
 ``P:info:A:C``             presence user -> user_info (JSON) given at join         hash
 ``P:usercount:A``          presence channel -> distinct users                     hash
 ``P:ver:A``                grows with every change to A's channel/user counts     string
-                           (never behind the Redis clock in microseconds)
+                           (never behind the Redis clock in microseconds); the
+                           version of each change, ordering member events
 ``P:users:A``              signed-in user -> signed-in sockets                    hash
 ``P:cache:A:C``            the cache channel's last event, ``[event, data]`` JSON string
 ``P:countturn:A:C``        "1" while a node holds the turn to send C's count      string
@@ -22,21 +31,21 @@ Key                        Holds                                                
 ``P:conns:N``              app -> node N's open connections (expires)             hash
 ``P:ch:A:C``               pub/sub channel: frames of C (see :mod:`.pubsub`)      channel
 ``P:rate:K:T``             requests in rate-limit bucket K during second T        string
-``P:held:A S E S C S U``   a webhook E held back: the holding node's token, or    string
+``P:held:enc(A,E,C,U)``    a webhook E held back: the holding node's token, or    string
                            "taken" (C or U empty when E has none)
 ``P:wh:jobs:Q``            webhook job id -> payload                              hash
 ``P:wh:due:Q``             webhook job id -> due time (ms, Redis clock)           zset
 =========================  ====================================================  ========
 
-Fields of ``P:node:N`` (built by the Lua scripts from the separator they are given, and
-parsed by ``_subtract_node.lua``), each counting node N's sockets:
+Fields of ``P:node:N`` (built by the Lua scripts with ``_codec.lua``, the Lua twin of
+:func:`encode`, and read back by ``_subtract_node.lua``), each counting node N's sockets:
 
 =========================  ====================================================
 Field                      Counts
 =========================  ====================================================
-``s S A S C``              sockets of N subscribed to channel C
-``m S A S C S U``          sockets of N that are user U in presence channel C
-``u S A S U``              sockets of N signed in as user U
+``enc(s, A, C)``           sockets of N subscribed to channel C
+``enc(m, A, C, U)``        sockets of N that are user U in presence channel C
+``enc(u, A, U)``           sockets of N signed in as user U
 =========================  ====================================================
 
 The reaping scripts build the keys of whatever apps a node's share names from the
@@ -51,9 +60,31 @@ from __future__ import annotations
 
 from clarion.cluster.interfaces import HeldKey
 
-# Between the parts of a per-node hash field and of a held mark's key. Assumed absent
-# from app ids, channels and user ids (user ids are not checked for it yet).
-SEP = "\x1f"
+
+def encode(*parts: str) -> str:
+    """``parts`` as one string, each written ``<its length in UTF-8 bytes>:<itself>``:
+    no two different lists of parts give the same string, whatever they contain
+    (``_codec.lua`` does the same in the scripts)."""
+    return "".join(f"{len(part.encode())}:{part}" for part in parts)
+
+
+def decode(encoded: str | bytes) -> list[str]:
+    """The parts of an :func:`encode`'d string (or of its UTF-8 bytes, as Redis returns
+    them). Raises ValueError for anything :func:`encode` cannot have written."""
+    data = encoded.encode() if isinstance(encoded, str) else encoded
+    parts = []
+    at = 0
+    while at < len(data):
+        colon = data.find(b":", at)
+        digits = data[at:colon]
+        if colon < 0 or not digits.isdigit() or (digits[:1] == b"0" and len(digits) > 1):
+            raise ValueError(f"not a length prefix at byte {at}")
+        end = colon + 1 + int(digits)
+        if end > len(data):
+            raise ValueError(f"a part runs past the end at byte {at}")
+        parts.append(data[colon + 1 : end].decode())
+        at = end
+    return parts
 
 
 def _template(prefix: str, kind: str, parts: int) -> str:
@@ -157,7 +188,7 @@ class RedisKeys:
         return f"{self.prefix}:rate:{bucket}:{window}"
 
     def held(self, key: HeldKey) -> str:
-        return f"{self.prefix}:held:{SEP.join(key)}"
+        return f"{self.prefix}:held:{encode(*key)}"
 
     def held_condition(self, key: HeldKey) -> tuple[str, str]:
         """The cluster hash and field whose absence means the held event still holds."""

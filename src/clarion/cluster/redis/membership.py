@@ -21,7 +21,6 @@ import msgspec
 from clarion.cluster.interfaces import ChannelVacated, MemberRemoved, Reaped, UserOffline
 from clarion.cluster.memory import MemoryState
 from clarion.cluster.redis import scripts
-from clarion.cluster.redis.keys import SEP
 from clarion.cluster.redis.link import RedisLink, stop_tasks, text
 
 log = logging.getLogger("clarion.redis")
@@ -174,7 +173,7 @@ class Membership:
         result = await self._run(
             self._reap,
             [keys.nodes, keys.node(node_id)],
-            [node_id, "1", SEP, *keys.script_templates()],
+            [node_id, "1", *keys.script_templates()],
         )
         if not result:
             return  # another node got there first
@@ -218,7 +217,6 @@ class Membership:
             keys=[keys.nodes, keys.own_node],
             args=[
                 keys.node_id,
-                SEP,
                 int(self.lease * 1000),
                 self._info_codec.encode(share),
                 *keys.script_templates(),
@@ -236,23 +234,24 @@ class Membership:
         result = await self._run(
             self._reap,
             [keys.nodes, keys.own_node],
-            [keys.node_id, "0", SEP, *keys.script_templates()],
+            [keys.node_id, "0", *keys.script_templates()],
         )
         if result and self._on_reaped is not None:
             await self._on_reaped(reaped_changes(result))
 
 
 def reaped_changes(result: list[Any]) -> list[Reaped]:
-    """What ``reap.lua`` reports ('r'/'v'/'o', app, channel or user, user; joined by SEP),
-    as typed changes: members removed before channels vacated, as for a normal leave."""
-    items = [text(entry).split(SEP, 3) for entry in result]
+    """What ``reap.lua`` reports (one array per change: 'r', version, app, channel, user;
+    'v', version, app, channel; 'o', 0, app, user), as typed changes: members removed
+    before channels vacated, as for a normal leave."""
+    items = [(text(kind), int(version), [text(p) for p in rest]) for kind, version, *rest in result]
     items.sort(key=lambda item: "rvo".index(item[0]))
     changes: list[Reaped] = []
-    for item in items:
-        if item[0] == "r":
-            changes.append(MemberRemoved(item[1], item[2], item[3]))
-        elif item[0] == "v":
-            changes.append(ChannelVacated(item[1], item[2]))
+    for kind, version, (app_id, *rest) in items:
+        if kind == "r":
+            changes.append(MemberRemoved(app_id, rest[0], rest[1], version))
+        elif kind == "v":
+            changes.append(ChannelVacated(app_id, rest[0]))
         else:
-            changes.append(UserOffline(item[1], item[2]))
+            changes.append(UserOffline(app_id, rest[0]))
     return changes

@@ -29,7 +29,6 @@ from clarion.cluster.interfaces import (
 )
 from clarion.cluster.memory import MemoryState
 from clarion.cluster.redis import scripts
-from clarion.cluster.redis.keys import SEP
 from clarion.cluster.redis.link import RedisLink, text, texts
 from clarion.cluster.redis.membership import Membership, OnReaped
 from clarion.protocol.names import listed_channels
@@ -102,7 +101,7 @@ class RedisState(ChannelState):
         result = await self._call(
             self._join,
             self.keys.channel_keys(app_id, channel),
-            [channel, app_id, user, info, member_limit, SEP],
+            [channel, app_id, user, info, member_limit],
         )
         if result is not None and result[0] == -1:
             raise PresenceFull(channel)
@@ -115,7 +114,12 @@ class RedisState(ChannelState):
             members = {
                 text(flat[i]): msgspec.json.decode(flat[i + 1]) for i in range(0, len(flat), 2)
             }
-        return Joined(occupied=result[0] == 1, member_added=result[1] == 1, members=members)
+        return Joined(
+            occupied=result[0] == 1,
+            member_added=result[1] == 1,
+            members=members,
+            version=int(result[3]),
+        )
 
     @_changes_share
     async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Left:
@@ -123,11 +127,11 @@ class RedisState(ChannelState):
         result = await self._call(
             self._leave,
             self.keys.channel_keys(app_id, channel),
-            [channel, app_id, user_id or "", SEP],
+            [channel, app_id, user_id or ""],
         )
         if result is None:
             return local
-        return Left(vacated=result[0] == 1, member_removed=result[1] == 1)
+        return Left(vacated=result[0] == 1, member_removed=result[1] == 1, version=int(result[2]))
 
     async def presence_members(self, app_id: str, channel: str) -> dict[str, Any]:
         return await self.link.guarded(
@@ -141,7 +145,7 @@ class RedisState(ChannelState):
 
     async def _signed(self, app_id: str, user_id: str, delta: int) -> int | None:
         keys = [self.keys.users(app_id), self.keys.own_node]
-        result = await self._call(self._sign, keys, [user_id, app_id, delta, SEP])
+        result = await self._call(self._sign, keys, [user_id, app_id, delta])
         return None if result is None else int(result)
 
     @_changes_share

@@ -1,18 +1,19 @@
+--!include _codec.lua
 --!include _counts.lua
 -- A socket joins a channel (and, in a presence channel, its user the members).
 -- KEYS: RedisKeys.channel_keys(). Returns {sockets now, 1 if the user was added,
--- every member's user_info (presence) or false}; {-1, 0, false} when the presence
--- channel is full.
+-- every member's user_info (presence) or false, the version of this change (P:ver:A)};
+-- {-1, 0, false, 0} when the presence channel is full.
 local subs, node, members, info, usercount = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local channel, app, user, user_info = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local limit, sep = tonumber(ARGV[5]), ARGV[6]
+local limit = tonumber(ARGV[5])
 if user ~= '' and redis.call('HEXISTS', members, user) == 0
    and redis.call('HLEN', members) >= limit then
-  return {-1, 0, false}
+  return {-1, 0, false, 0}
 end
 local count = redis.call('HINCRBY', subs, channel, 1)
-bump(KEYS[6])
-redis.call('HINCRBY', node, 's' .. sep .. app .. sep .. channel, 1)
+local version = bump(KEYS[6])
+redis.call('HINCRBY', node, encode('s', app, channel), 1)
 local added = 0
 local everyone = false
 if user ~= '' then
@@ -21,7 +22,7 @@ if user ~= '' then
     set_user_count(usercount, members, channel)
     added = 1
   end
-  redis.call('HINCRBY', node, 'm' .. sep .. app .. sep .. channel .. sep .. user, 1)
+  redis.call('HINCRBY', node, encode('m', app, channel, user), 1)
   everyone = redis.call('HGETALL', info)
 end
-return {count, added, everyone}
+return {count, added, everyone, version}

@@ -1,12 +1,14 @@
+--!include _codec.lua
 --!include _counts.lua
 -- A socket leaves a channel. KEYS: RedisKeys.channel_keys().
--- Returns {1 if the channel was vacated, 1 if the user's last socket left}.
+-- Returns {1 if the channel was vacated, 1 if the user's last socket left, the version
+-- of this change (P:ver:A)}.
 local subs, node, members, info, usercount = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local channel, app, user, sep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local channel, app, user = ARGV[1], ARGV[2], ARGV[3]
 local count = redis.call('HINCRBY', subs, channel, -1)
 if count <= 0 then redis.call('HDEL', subs, channel) end
-bump(KEYS[6])
-local field = 's' .. sep .. app .. sep .. channel
+local version = bump(KEYS[6])
+local field = encode('s', app, channel)
 if redis.call('HINCRBY', node, field, -1) <= 0 then redis.call('HDEL', node, field) end
 local removed = 0
 if user ~= '' then
@@ -17,9 +19,9 @@ if user ~= '' then
     set_user_count(usercount, members, channel)
     if left == 0 then removed = 1 end
   end
-  field = 'm' .. sep .. app .. sep .. channel .. sep .. user
+  field = encode('m', app, channel, user)
   if redis.call('HINCRBY', node, field, -1) <= 0 then redis.call('HDEL', node, field) end
 end
 local vacated = 0
 if count == 0 then vacated = 1 end
-return {vacated, removed}
+return {vacated, removed, version}
