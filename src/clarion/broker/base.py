@@ -17,12 +17,15 @@ clustered ones changes nothing above this package.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 # (app_id, channel, frame bytes, socket_id to skip or None) -> None
 Deliver = Callable[[str, str, bytes, str | None], None]
+# What the sockets of a node that died or left meant, reported to the hub:
+# ('r', app, channel, user) member removed / ('v', app, channel) vacated / ('o', app, user) offline.
+Reaped = Callable[[list[tuple[str, ...]]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,24 @@ class ChannelState(ABC):
 
     async def housekeeping(self) -> None:  # noqa: B027 - optional hook
         """Called every half minute or so: drop what has expired."""
+
+    # --- the node's membership of the cluster (a single process has no other nodes) ---
+
+    def on_reaped(self, callback: Reaped) -> None:  # noqa: B027 - optional hook
+        """Report to ``callback`` what the sockets of a node that died or left meant
+        (members removed, channels vacated, users offline). Set once, before start()."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Join the cluster: this node's share of the state is kept alive from now on."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Leave the cluster: this node's share is removed at once, with its events."""
+
+    def share_connections(self, mine: Callable[[], dict[str, int]]) -> dict[str, int]:
+        """Share this node's open connections per app (``mine()``) with the other nodes;
+        the returned dict is the sum of theirs per app, kept current, so that an app's
+        ``max_connections`` holds for the cluster. No other nodes: it stays empty."""
+        return {}
 
 
 class RateLimiter(ABC):
