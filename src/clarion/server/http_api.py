@@ -55,17 +55,6 @@ class HttpApi:
         self.is_ready = is_ready
         self.clock = clock
         self._listings: dict[tuple[str, str, frozenset[str]], tuple[int, bytes]] = {}
-        # (first segment after /apps/{id}, segments) -> endpoint, method, and the last
-        # segment when it is fixed. A table, not a match statement: read on every publish.
-        self._endpoints: dict[tuple[str, int], tuple[Endpoint, str, str | None]] = {
-            ("events", 1): (self.events, "POST", None),
-            ("batch_events", 1): (self.batch_events, "POST", None),
-            ("channels", 1): (self.channels, "GET", None),
-            ("channels", 2): (self.channel, "GET", None),
-            ("channels", 3): (self.users, "GET", "users"),
-            ("users", 3): (self.terminate_connections, "POST", "terminate_connections"),
-            ("webhooks", 2): (self.webhooks_status, "GET", "status"),
-        }
 
     async def handle(self, method: str, raw_path: str, raw_query: str, body: bytes) -> Response:
         """Answer one request: the one entry point of every endpoint, the signed publish
@@ -153,11 +142,22 @@ class HttpApi:
         return await endpoint(app, rest, params, body)
 
     def _endpoint(self, rest: list[str]) -> tuple[Endpoint, str]:
-        """The endpoint of the path after ``/apps/{id}`` and the method it takes."""
-        found = self._endpoints.get((rest[0], len(rest)))
-        if found is None or (found[2] is not None and rest[-1] != found[2]):
-            raise ApiError(404, "Not found: /" + "/".join(rest))
-        return found[0], found[1]
+        match rest:
+            case ["events"]:
+                return self.events, "POST"
+            case ["batch_events"]:
+                return self.batch_events, "POST"
+            case ["channels"]:
+                return self.channels, "GET"
+            case ["channels", _]:
+                return self.channel, "GET"
+            case ["channels", _, "users"]:
+                return self.users, "GET"
+            case ["users", _, "terminate_connections"]:
+                return self.terminate_connections, "POST"
+            case ["webhooks", "status"]:
+                return self.webhooks_status, "GET"
+        raise ApiError(404, "Not found: /" + "/".join(rest))
 
     # --- endpoints ------------------------------------------------------------------
 
