@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         return 0
     logs.setup(settings.server.log_level)
-    from clarion.server.listener import StartupError, run, run_workers
+    from clarion.server.node import StartupError
+    from clarion.server.serve import run
+    from clarion.server.supervisor import run_workers
 
     workers = getattr(args, "workers", 1)
     if workers < 1:

@@ -20,7 +20,7 @@ In-memory implementations live in :mod:`clarion.cluster.memory`, the Redis ones 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -114,6 +114,8 @@ class UserOffline:
 # One change implied by reaping a node. A reaper reports every MemberRemoved before any
 # ChannelVacated, as a normal leave does.
 Reaped = MemberRemoved | ChannelVacated | UserOffline
+# Told what the sockets of a node that died or left meant (see ChannelState.on_reaped).
+OnReaped = Callable[[list[Reaped]], Awaitable[None]]
 
 
 class PresenceFull(Exception):
@@ -230,6 +232,24 @@ class ChannelState(ABC):
 
     async def housekeeping(self) -> None:  # noqa: B027 - optional hook
         """Called every half minute or so: drop what has expired."""
+
+    # --- the node's membership of the cluster (a single process has no other nodes) ---
+
+    def on_reaped(self, callback: OnReaped) -> None:  # noqa: B027 - optional hook
+        """Report to ``callback`` what the sockets of a node that died or left meant
+        (members removed, channels vacated, users offline). Set once, before start()."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Join the cluster: this node's share of the state is kept alive from now on."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Leave the cluster: this node's share is removed at once, with its events."""
+
+    def share_connections(self, mine: Callable[[], dict[str, int]]) -> dict[str, int]:
+        """Share this node's open connections per app (``mine()``) with the other nodes;
+        the returned dict is the sum of theirs per app, kept current, so that an app's
+        ``max_connections`` holds for the cluster. No other nodes: it stays empty."""
+        return {}
 
 
 class RateLimiter(ABC):

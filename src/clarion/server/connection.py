@@ -373,11 +373,6 @@ class Connection(asyncio.Protocol):
                 426, error_body(426, "This is a WebSocket endpoint: upgrade required"), keep_alive
             )
             return
-        if method == "POST" and self.ctx.eager:
-            fast = self.ctx.api.publish_now(path, query, body)
-            if fast is not None:
-                self._http_reply(fast[0], fast[1], keep_alive)
-                return
         self._busy = True
         self._keep_alive = keep_alive
         run_eagerly(self.ctx.api.handle(method, path, query, body), self._served, self.ctx.eager)

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from clarion.cluster.interfaces import ChannelVacated, MemberRemoved, Reaped, UserOffline
+from clarion.cluster.interfaces import (
+    ChannelVacated,
+    MemberRemoved,
+    OnReaped,
+    Reaped,
+    UserOffline,
+)
 from clarion.cluster.memory import MemoryState
 from clarion.cluster.redis import scripts
 from clarion.cluster.redis.link import RedisLink, stop_tasks, text
@@ -26,7 +32,6 @@ from clarion.cluster.redis.link import RedisLink, stop_tasks, text
 log = logging.getLogger("clarion.redis")
 
 CONNECTION_SHARE_INTERVAL = 1.0  # seconds between two exchanges of connection counts
-OnReaped = Callable[[list[Reaped]], Awaitable[None]]
 
 
 class ShareGate:

@@ -25,12 +25,13 @@ from clarion.cluster.interfaces import (
     Left,
     Member,
     Occupied,
+    OnReaped,
     PresenceFull,
 )
 from clarion.cluster.memory import MemoryState
 from clarion.cluster.redis import scripts
 from clarion.cluster.redis.link import RedisLink, text, texts
-from clarion.cluster.redis.membership import Membership, OnReaped
+from clarion.cluster.redis.membership import Membership
 from clarion.protocol.names import listed_channels
 
 _P = ParamSpec("_P")
