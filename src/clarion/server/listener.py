@@ -115,7 +115,7 @@ class Server:
         state: ChannelState
         limiter: RateLimiter
         if cluster.adapter == "redis":
-            self.link = RedisLink(cluster.redis_url, cluster.prefix)
+            self.link = RedisLink(cluster.redis_url, cluster.prefix, cluster.publish_timeout)
             broker = RedisBroker(self.link)
             state = self.redis_state = RedisState(self.link, cluster.node_lease)
             limiter = RedisRateLimiter(self.link)

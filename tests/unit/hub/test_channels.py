@@ -180,11 +180,6 @@ def test_deliver_to_a_channel_or_app_without_local_subscribers_writes_nothing() 
     assert sub.transport.written == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write_to_all lets a transport's exception escape and end the fan-out: "
-    "the subscribers after the broken one miss the frame (fixed by a later issue)",
-)
 def test_a_subscriber_whose_transport_raises_does_not_stop_delivery_to_the_others() -> None:
     hub, _ = make_hub()
     before = FakeSubscriber("1.1")
