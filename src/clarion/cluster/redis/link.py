@@ -190,8 +190,11 @@ class RedisLink:
 
     async def _ping(self) -> None:
         """PING within the timeout (an absolute one: a frozen Redis never answers)."""
-        async with asyncio.timeout(self.timeout):
-            await self.client.ping()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.ping()
+        except TimeoutError as exc:  # say what happened: its own text is empty
+            raise TimeoutError(f"no answer from Redis within {self.timeout:g} s") from exc
 
     def closing(self) -> None:
         """Shutdown has begun: errors from here on are the connections going away."""
