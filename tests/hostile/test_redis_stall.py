@@ -14,14 +14,12 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pusher
-import pytest
 
-from tests.support.cluster import RedisServer, cluster_config, connect, free_port
+from tests.support.cluster import RedisServer, cluster_config, connect
 from tests.support.polling import eventually
 from tests.support.raw import subscribe
 from tests.support.sdk import python_sdk
@@ -30,16 +28,6 @@ from tests.support.server import RunningServer
 PUBLISH_TIMEOUT = 1.0  # the default of [cluster] publish_timeout
 MARGIN = 1.5  # a loaded test machine: the figure that matters is "about a second, not 5"
 STALL = 7.0  # longer than redis-py's 5 s socket timeout
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    if server.process is not None:
-        server.process.send_signal(signal.SIGCONT)  # a failed test must not leave it frozen
-    server.kill()
 
 
 @dataclass

@@ -230,7 +230,9 @@ class Hub:
                 closing = sub.transport.is_closing()
             except Exception:
                 closing = True
-            if not closing:
+            if closing:
+                log.debug("socket %s skipped in %s: its transport is gone", sub.socket_id, channel)
+            else:
                 log.warning("a write to socket %s failed: closing it", sub.socket_id)
                 with contextlib.suppress(Exception):
                     sub.disconnect(4200, "Server could not write to the connection")
