@@ -198,4 +198,5 @@ def test_subscribers_leaving_while_events_flow_touch_nobody_else(
 
         until(settled, 10, f"no phantom subscriber or member on {node.port}")
     for node in (a, b):
+        assert node.stop() == 0, "".join(node.output)  # a clean SIGTERM shutdown
         assert not [line for line in node.output if "Traceback" in line], "".join(node.output)

@@ -384,6 +384,7 @@ class Server:
                 await asyncio.sleep(0.05)
         if self.ctx.leaving:
             await asyncio.wait(list(self.ctx.leaving), timeout=5.0)
+        await self.ctx.hub.settle()  # leaves a fan-out scheduled for sockets it found gone
         if self.link is not None:
             # Whatever share of the cluster state is left goes now, with its events.
             await self.redis_state.stop()
