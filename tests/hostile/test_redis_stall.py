@@ -121,7 +121,7 @@ def test_a_publish_is_answered_200_only_if_the_other_node_got_it(
     assert during, "no publish started while Redis was frozen"
     refused = [o for o in during if o.status == 503]
     assert refused, "no publish was refused while Redis was frozen"
-    slow = [o for o in refused if o.seconds > PUBLISH_TIMEOUT + MARGIN]
+    slow = [o for o in outcomes if o.status == 503 and o.seconds > PUBLISH_TIMEOUT + MARGIN]
     assert not slow, f"503s slower than {PUBLISH_TIMEOUT} s + {MARGIN} s: {slow}"
     for node in (a, b):
         assert not [line for line in node.output if "Traceback" in line], "".join(node.output)
