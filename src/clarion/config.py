@@ -105,6 +105,10 @@ class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Seconds a node's lease lasts; a node that stops renewing it (crash, power loss) is
     # removed by the others after this long, with member_removed/channel_vacated sent.
     node_lease: float = 10.0
+    # Seconds Redis has to acknowledge a publish (and answer the health ping): an HTTP
+    # publish is answered 200 only once Redis took its frames, 503 after this long, and
+    # the link is then marked down (a frozen Redis is treated as one that went away).
+    publish_timeout: float = 1.0
 
 
 class WebhookTarget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -386,6 +390,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("cluster.prefix must be non-empty and contain no ':'")
     if cluster.node_lease < 2:
         raise ConfigError("cluster.node_lease must be at least 2 seconds")
+    if not 0.05 <= cluster.publish_timeout <= 30:
+        raise ConfigError("cluster.publish_timeout must be between 0.05 and 30 seconds")
     hooks = settings.webhooks
     if hooks.timeout <= 0 or hooks.retry_for < 0 or hooks.shutdown_deadline < 0:
         raise ConfigError("webhooks.timeout must be positive, retry_for and deadline >= 0")

@@ -78,6 +78,22 @@ def redis_metrics() -> tuple[Gauge, Histogram]:
     return _redis
 
 
+_cluster_dropped: Counter | None = None
+
+
+def cluster_frames_dropped() -> Counter:
+    """Frames not sent to the other nodes because the queue to Redis was full (a Redis
+    that stopped answering); registered only with the Redis adapter."""
+    global _cluster_dropped
+    if _cluster_dropped is None:
+        _cluster_dropped = Counter(
+            "clarion_cluster_frames_dropped",
+            "Client events and internal frames not sent to other nodes: the queue to "
+            "Redis was over its byte bound",
+        )
+    return _cluster_dropped
+
+
 loop_lag = Gauge("clarion_event_loop_lag_seconds", "How late the event loop ran a timer")
 
 

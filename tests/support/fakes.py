@@ -17,12 +17,18 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
+    def is_closing(self) -> bool:
+        return False
+
 
 class BrokenTransport(FakeTransport):
     """A transport whose peer has gone: every write raises."""
 
     def write(self, data: bytes) -> None:
         raise ConnectionResetError("the peer has gone")
+
+    def is_closing(self) -> bool:
+        return True
 
 
 class FakeSubscriber:

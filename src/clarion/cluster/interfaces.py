@@ -140,13 +140,22 @@ class Broker(ABC):
         self._deliver = deliver
 
     @abstractmethod
-    def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+    def publish(
+        self, app_id: str, channel: str, frame: bytes, exclude: str | None, confirm: bool = False
+    ) -> Awaitable[None] | None:
         """Deliver ``frame`` to every subscriber of ``channel`` on every node, in order.
 
         Synchronous on purpose: frames of one channel leave in the order they were
         published, and a clustered broker queues them for its connection. This node's
         subscribers get the frame before the call returns. Raises BrokerUnavailable
         when the frame cannot reach the other nodes.
+
+        With ``confirm`` (an HTTP publish, which answers 200 only for work done), a
+        broker that sends frames to other nodes returns an awaitable that completes once
+        they took the frame, or raises BrokerUnavailable within its publish timeout. None
+        means there is nothing to wait for (a single process: delivery is done), so the
+        in-memory path stays free of coroutines. Without ``confirm`` (client events, the
+        hub's own frames) the frame is sent as well as can be, never waited for.
         """
 
     async def watch(self, app_id: str, channel: str) -> None:  # noqa: B027 - optional hook

@@ -25,9 +25,12 @@ from clarion.protocol.names import listed_channels
 
 
 class MemoryBroker(Broker):
-    def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+    def publish(
+        self, app_id: str, channel: str, frame: bytes, exclude: str | None, confirm: bool = False
+    ) -> None:
         assert self._deliver is not None, "MemoryBroker.bind() was not called"
         self._deliver(app_id, channel, frame, exclude)
+        # Delivered: there is nothing to confirm (None keeps the caller's path await-free).
 
 
 class MemoryState(ChannelState):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +40,8 @@ from clarion.protocol import webhooks as hooks
 from clarion.protocol.api import PublishRequest
 
 __all__ = ["Hub", "Member", "PresenceFull", "Subscribed"]
+
+log = logging.getLogger("clarion.hub")
 
 CACHE_TTL = 1800
 # pusher_internal:subscription_count goes out at most once per channel in this many seconds.
@@ -116,6 +119,16 @@ class Subscribed:
     new: bool
 
 
+def _run_now(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that completes without waiting (the in-memory state's)."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("a cleanup had to wait, with no event loop to wait in")
+
+
 class AppChannels:
     """One app's local subscribers on this node."""
 
@@ -167,6 +180,13 @@ class Hub:
         self._app_config = app_config
         self.events: EventSink = events if events is not None else NoEvents()
         self._apps: dict[str, AppChannels] = {}
+        # Subscribers whose transport raised during a fan-out (filled by write_to_all
+        # through the bound append, so a healthy fan-out allocates nothing), and the
+        # removals scheduled for them.
+        self._failed: list[Subscriber] = []
+        self._note_failed = self._failed.append
+        self._evicting: set[tuple[str, str, Subscriber]] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
         broker.bind(self.deliver)
 
     def app(self, app_id: str) -> AppChannels:
@@ -192,18 +212,37 @@ class Hub:
     async def publish(self, app_id: str, request: PublishRequest) -> None:
         """Encode the event once per channel and hand each frame to the broker.
 
-        With the cluster link down every channel is still delivered locally (and cached);
-        BrokerUnavailable is raised once, at the end, for the caller to report.
+        Returns once every frame reached every node, as far as the broker can tell: a
+        clustered broker confirms that the other nodes' share was taken (the HTTP API
+        answers 200 only then). With the cluster link down, or no confirmation within
+        the broker's timeout, every channel is still delivered locally (and cached) and
+        BrokerUnavailable is raised once, at the end, for the caller to report (503).
+        The in-memory broker has nothing to confirm: this then never suspends.
         """
         unavailable: BrokerUnavailable | None = None
+        confirmations: list[Awaitable[None]] | None = None
         for channel in request.channels:
             frame = messages.event(request.name, channel, request.data)
             try:
-                self.broker.publish(app_id, channel, frame, request.socket_id)
+                confirmation = self.broker.publish(
+                    app_id, channel, frame, request.socket_id, confirm=True
+                )
             except BrokerUnavailable as exc:
                 unavailable = exc
+            else:
+                if confirmation is not None:
+                    if confirmations is None:
+                        confirmations = [confirmation]
+                    else:
+                        confirmations.append(confirmation)
             if names.is_cache_channel(channel):
                 await self.state.cache_put(app_id, channel, request.name, request.data, CACHE_TTL)
+        if confirmations is not None:
+            for confirmation in confirmations:  # each awaited: none is left unretrieved
+                try:
+                    await confirmation
+                except BrokerUnavailable as exc:
+                    unavailable = exc
         if unavailable is not None:
             raise unavailable
 
@@ -228,20 +267,75 @@ class Hub:
             if version is not None and channel in app.listed:
                 listed = app.listed[channel]
                 subscribers = {s: w for s, w in subscribers.items() if listed.get(s, 0) < version}
-            count = write_to_all(subscribers, frame, exclude)
+            count = write_to_all(subscribers, frame, exclude, self._note_failed)
             app.sent.inc(count)
             app.bytes_sent.inc(count * len(frame))
             metrics.fanout_size.observe(count)
+            if self._failed:
+                self._evict(app_id, channel)
         elif channel.startswith("#") and ":" in channel:
             self._deliver_internal(app, channel, frame)
+
+    def _evict(self, app_id: str, channel: str) -> None:
+        """Remove the subscribers of ``channel`` whose transport raised in a fan-out.
+
+        Mostly a socket already gone whose leave has not reached this channel yet (it
+        then completes it, or finds it done); a transport that raised while open is
+        closed, as it can no longer be written to. In a task of its own: it must not
+        change the table the fan-out iterates, and a clustered state's calls need a
+        task of their own (their timeouts attach to the current one).
+        """
+        failed = self._failed[:]
+        self._failed.clear()  # in place: write_to_all holds its append
+        for sub in failed:
+            key = (app_id, channel, sub)
+            if key in self._evicting:
+                continue
+            self._evicting.add(key)
+            try:
+                closing = sub.transport.is_closing()
+            except Exception:
+                closing = True
+            if closing:
+                log.debug("socket %s skipped in %s: its transport is gone", sub.socket_id, channel)
+            else:
+                log.warning("a write to socket %s failed: closing it", sub.socket_id)
+                with contextlib.suppress(Exception):
+                    sub.disconnect(4200, "Server could not write to the connection")
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # the hub driven by hand, outside a loop: nothing waits
+                _run_now(self._evicted(key))
+                continue
+            task = loop.create_task(self._evicted(key))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    async def _evicted(self, key: tuple[str, str, Subscriber]) -> None:
+        try:
+            app_id, channel, sub = key
+            await self.unsubscribe(app_id, sub, channel)
+        finally:
+            self._evicting.discard(key)
+
+    async def settle(self) -> None:
+        """Wait (a bounded time) for the removals scheduled by fan-out: a shutdown calls
+        this before it flushes the webhooks their leaves cause."""
+        if self._cleanups:
+            await asyncio.wait(list(self._cleanups), timeout=5.0)
 
     def _deliver_internal(self, app: AppChannels, channel: str, frame: bytes) -> None:
         if channel.startswith(WATCH_PREFIX):
             for watcher in app.users.watchers(channel[len(WATCH_PREFIX) :]):
-                watcher.transport.write(frame)
+                # A watcher already gone misses nothing; the others must not miss it.
+                with contextlib.suppress(Exception):
+                    watcher.transport.write(frame)
         elif channel.startswith(TERMINATE_PREFIX) and frame == TERMINATE:
             for sub in app.users.sockets(channel[len(TERMINATE_PREFIX) :]):
-                sub.disconnect(4009, "You got disconnected by the app.")
+                try:
+                    sub.disconnect(4009, "You got disconnected by the app.")
+                except Exception:
+                    log.exception("terminating socket %s failed", sub.socket_id)
 
     # --- subscriptions -------------------------------------------------------------
 
@@ -365,24 +459,40 @@ class Hub:
         return frames
 
     async def unsubscribe(self, app_id: str, sub: Subscriber, name: str) -> bool:
-        """Remove ``sub`` from channel ``name``; False when it was not subscribed."""
+        """Remove ``sub`` from channel ``name``; False when it was not subscribed.
+
+        Never raises for a step that failed (it is logged): the leave always completes,
+        or the socket would stay counted for good, a phantom subscriber or member on
+        every node, and the caller's other channels would not be left either. Whoever
+        removes the subscriber from the local table does the cluster-wide leave, once.
+        """
         app = self._apps.get(app_id)
         local = app.channels.get(name) if app is not None else None
         if app is None or local is None or sub not in local:
             return False
         # Stop local deliveries at once; the cluster-wide bookkeeping follows.
         del local[sub]
-        if not local:
-            del app.channels[name]
-            if name not in app.joining:  # a subscribe under way still listens
-                self.broker.unwatch(app_id, name)
+        try:
+            if not local:
+                del app.channels[name]
+                if name not in app.joining:  # a subscribe under way still listens
+                    self.broker.unwatch(app_id, name)
+        except Exception:
+            log.exception("unwatching %s failed", name)
         user_id = self._forget_member(app, name, sub)
-        left = await self.state.leave(app_id, name, sub.socket_id, user_id)
-        if left.member_removed and user_id is not None:
-            self._member_removed(app_id, name, user_id, left.version)
-        if left.vacated and not name.startswith(names.SERVER_TO_USER_PREFIX):
-            self.events.emit(app_id, hooks.channel_event("channel_vacated", name))
-        self._count_changed(app, name)
+        try:
+            left = await self.state.leave(app_id, name, sub.socket_id, user_id)
+        except Exception:
+            log.exception("leaving %s in the cluster state failed", name)
+            return True
+        try:
+            if left.member_removed and user_id is not None:
+                self._member_removed(app_id, name, user_id, left.version)
+            if left.vacated and not name.startswith(names.SERVER_TO_USER_PREFIX):
+                self.events.emit(app_id, hooks.channel_event("channel_vacated", name))
+            self._count_changed(app, name)
+        except Exception:
+            log.exception("announcing the leave of %s failed", name)
         return True
 
     def _member_removed(
@@ -401,16 +511,22 @@ class Hub:
             self.broker.publish(app_id, channel, frame, exclude)
 
     async def reaped(self, items: list[Reaped]) -> None:
-        """A dead node's sockets were removed from the cluster state: tell what it means."""
+        """A dead node's sockets were removed from the cluster state: tell what it means.
+
+        Each item on its own: one that fails (logged) does not cost the others their
+        frames and webhooks (this runs in the shutdown, before the webhook flush)."""
         for item in items:
-            if isinstance(item, MemberRemoved):
-                self._member_removed(item.app_id, item.channel, item.user_id, item.version)
-            elif isinstance(item, ChannelVacated):
-                if not item.channel.startswith(names.SERVER_TO_USER_PREFIX):
-                    vacated = hooks.channel_event("channel_vacated", item.channel)
-                    self.events.emit(item.app_id, vacated)
-            else:
-                self._user_offline(item.app_id, item.user_id)
+            try:
+                if isinstance(item, MemberRemoved):
+                    self._member_removed(item.app_id, item.channel, item.user_id, item.version)
+                elif isinstance(item, ChannelVacated):
+                    if not item.channel.startswith(names.SERVER_TO_USER_PREFIX):
+                        vacated = hooks.channel_event("channel_vacated", item.channel)
+                        self.events.emit(item.app_id, vacated)
+                else:
+                    self._user_offline(item.app_id, item.user_id)
+            except Exception:
+                log.exception("announcing %r failed", item)
 
     def _user_offline(self, app_id: str, user_id: str) -> None:
         self.events.emit(app_id, hooks.user_event("user_offline", user_id))
@@ -509,13 +625,21 @@ class Hub:
         )
 
     async def sign_out(self, app_id: str, sub: Subscriber, user_id: str) -> None:
+        """Forget a signed-in socket; the cluster-wide sign-out runs whatever failed
+        locally (logged, never raised: see :meth:`unsubscribe`)."""
         app = self.app(app_id)
-        for watched in app.users.unwatch(sub):
-            self.broker.unwatch(app_id, WATCH_PREFIX + watched)
-        if app.users.remove(sub, user_id):
-            self.broker.unwatch(app_id, TERMINATE_PREFIX + user_id)
-        if await self.state.sign_out(app_id, user_id, sub.socket_id):
-            self._user_offline(app_id, user_id)
+        try:
+            for watched in app.users.unwatch(sub):
+                self.broker.unwatch(app_id, WATCH_PREFIX + watched)
+            if app.users.remove(sub, user_id):
+                self.broker.unwatch(app_id, TERMINATE_PREFIX + user_id)
+        except Exception:
+            log.exception("forgetting the sign-in of socket %s failed", sub.socket_id)
+        try:
+            if await self.state.sign_out(app_id, user_id, sub.socket_id):
+                self._user_offline(app_id, user_id)
+        except Exception:
+            log.exception("signing out socket %s in the cluster state failed", sub.socket_id)
 
     def terminate_user(self, app_id: str, user_id: str) -> None:
         """Close every socket signed in as ``user_id``, on every node, with 4009."""

@@ -94,7 +94,7 @@ class RedisBackend(Backend):
     eager = False
 
     def __init__(self, cluster: ClusterSettings) -> None:
-        self.link = link = RedisLink(cluster.redis_url, cluster.prefix)
+        self.link = link = RedisLink(cluster.redis_url, cluster.prefix, cluster.publish_timeout)
         super().__init__(
             RedisBroker(link),
             RedisState(link, cluster.node_lease),
@@ -277,12 +277,18 @@ class Node:
                 await asyncio.sleep(0.05)
         if ctx.leaving:
             await asyncio.wait(list(ctx.leaving), timeout=5.0)
-        # Whatever share of the cluster state is left goes now, with its events.
-        await self.backend.state.stop()
+        await ctx.hub.settle()  # leaves a fan-out scheduled for sockets it found gone
+        try:
+            # Whatever share of the cluster state is left goes now, with its events.
+            await self.backend.state.stop()
+        except Exception:
+            log.exception("leaving the cluster failed; flushing webhooks all the same")
         # Connections are gone, so their vacated/removed webhooks are in the outbox now
         # (a durable outbox still needs the Redis link: it closes after).
-        await self.outbox.close()
-        await self.backend.close()
+        try:
+            await self.outbox.close()
+        finally:
+            await self.backend.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 

@@ -6,6 +6,7 @@ No Redis is contacted: the link is never connected, its ``up`` flag is set by ha
 from __future__ import annotations
 
 import asyncio
+import time
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -87,3 +88,27 @@ def test_replies_decode_to_text() -> None:
     assert texts([b"a", b"b\xc3\xa9"]) == ["a", "bé"]
     assert texts(["a", "b"]) == ["a", "b"]
     assert texts([]) == []
+
+
+def test_the_health_ping_has_an_absolute_timeout() -> None:
+    """A frozen Redis accepts the PING and never answers: the ping fails within the
+    link's timeout instead of redis-py's 5 s socket timeout."""
+
+    class Frozen:
+        async def ping(self) -> bool:
+            await asyncio.Event().wait()
+            return True
+
+    async def main() -> None:
+        link = RedisLink("redis://127.0.0.1:1", "test", timeout=0.1)
+        link.client = Frozen()  # type: ignore[assignment]
+        started = time.monotonic()
+        try:
+            await link._ping()
+        except TimeoutError as exc:
+            assert "0.1 s" in str(exc)
+        else:
+            raise AssertionError("a ping nobody answers must fail")
+        assert time.monotonic() - started < 0.5
+
+    asyncio.run(main())

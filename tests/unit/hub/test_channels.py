@@ -180,11 +180,6 @@ def test_deliver_to_a_channel_or_app_without_local_subscribers_writes_nothing() 
     assert sub.transport.written == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write_to_all lets a transport's exception escape and end the fan-out: "
-    "the subscribers after the broken one miss the frame (fixed by a later issue)",
-)
 def test_a_subscriber_whose_transport_raises_does_not_stop_delivery_to_the_others() -> None:
     hub, _ = make_hub()
     before = FakeSubscriber("1.1")
@@ -197,6 +192,63 @@ def test_a_subscriber_whose_transport_raises_does_not_stop_delivery_to_the_other
 
     assert events_of(before) == ["e"]
     assert events_of(after) == ["e"]
+
+
+def test_a_subscriber_whose_transport_raises_is_removed_from_the_channel() -> None:
+    async def main() -> None:
+        hub, sink = make_hub()
+        other = FakeSubscriber("1.1")
+        broken = FakeSubscriber("1.2", BrokenTransport())
+        await hub.subscribe(APP, other, "presence-room", Member("ann", {}))
+        await hub.subscribe(APP, broken, "presence-room", Member("ben", {}))
+
+        hub.deliver(APP, "presence-room", messages.event("e", "presence-room", '"x"'), None)
+        await hub.settle()
+
+        # Its leave was done for it: ben is gone for the cluster, and the others heard.
+        assert await hub.state.presence_members(APP, "presence-room") == {"ann": {}}
+        assert events_of(other)[-2:] == ["e", "pusher_internal:member_removed"]
+        assert ("member_removed", "ben") in [(e["name"], e.get("user_id")) for e in sink.emitted]
+        # The connection's own leave, coming later, finds nothing left to do.
+        assert not await hub.unsubscribe(APP, broken, "presence-room")
+
+    asyncio.run(main())
+
+
+def test_a_leave_completes_when_its_announcement_meets_broken_sockets() -> None:
+    hub, _ = make_hub()
+    ann = FakeSubscriber("1.1", BrokenTransport())
+    ben, cat = FakeSubscriber("1.2"), FakeSubscriber("1.3")
+    for sub, user in ((ann, "ann"), (ben, "ben"), (cat, "cat")):
+        join(hub, sub, "presence-room", user)
+        join(hub, sub, "news")
+
+    # ben leaves both channels; member_removed is written to ann's dead socket first.
+    assert run(hub.unsubscribe(APP, ben, "presence-room"))
+    assert run(hub.unsubscribe(APP, ben, "news"))
+
+    assert "pusher_internal:member_removed" in events_of(cat)
+    assert "ben" not in run(hub.state.presence_members(APP, "presence-room"))
+    assert run(hub.state.channel_counts(APP, "news")).subscription_count == 2
+
+
+class FailingLeaveState(MemoryState):
+    async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Any:
+        raise RuntimeError("the state failed")
+
+
+def test_a_failing_step_of_a_leave_does_not_stop_the_rest() -> None:
+    config = AppConfig(id=APP, key="app-key", secret="app-secret")
+    hub = Hub(MemoryBroker(), FailingLeaveState(), {APP: config}.get)
+    sub, other = FakeSubscriber("1.1"), FakeSubscriber("1.2")
+    for channel in ("a", "b"):
+        join(hub, sub, channel)
+        join(hub, other, channel)
+
+    # Each channel is left locally even though the cluster-wide step fails (logged).
+    assert run(hub.unsubscribe(APP, sub, "a")) and run(hub.unsubscribe(APP, sub, "b"))
+    publish(hub, "b", "e", '"x"')
+    assert events_of(sub) == [] and events_of(other) == ["e"]
 
 
 def test_a_cache_channel_replays_the_last_event_and_reports_a_miss() -> None:

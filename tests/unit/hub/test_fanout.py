@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clarion.hub.fanout import Writer, write_to_all
-from tests.support.fakes import FakeSubscriber
+from tests.support.fakes import BrokenTransport, FakeSubscriber
 
 FRAME = b"\x81\x05hello"
 
@@ -50,3 +50,28 @@ def test_frames_arrive_in_the_order_they_were_written() -> None:
     for frame in frames:
         write_to_all(subscribers, frame, None)
     assert sub.transport.written == frames
+
+
+def test_a_broken_subscriber_is_skipped_and_reported_and_the_rest_get_the_frame() -> None:
+    before, after = FakeSubscriber("1.1"), FakeSubscriber("1.3")
+    broken = FakeSubscriber("1.2", BrokenTransport())
+    failed: list[FakeSubscriber] = []
+
+    assert write_to_all(table(before, broken, after), FRAME, None, failed.append) == 2
+
+    assert before.transport.written == [FRAME]  # once: not written again on resuming
+    assert after.transport.written == [FRAME]
+    assert failed == [broken]
+
+
+def test_several_broken_subscribers_with_an_exclusion() -> None:
+    subs = [FakeSubscriber(f"1.{n}") for n in range(6)]
+    subs[1] = FakeSubscriber("1.1", BrokenTransport())
+    subs[4] = FakeSubscriber("1.4", BrokenTransport())
+    failed: list[FakeSubscriber] = []
+
+    # 1.3 is the sender: skipped, and neither counted nor reported.
+    assert write_to_all(table(*subs), FRAME, "1.3", failed.append) == 3
+
+    assert failed == [subs[1], subs[4]]
+    assert [len(sub.transport.written) for sub in subs] == [1, 0, 1, 0, 0, 1]

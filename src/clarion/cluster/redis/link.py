@@ -30,9 +30,12 @@ _T = TypeVar("_T")
 class RedisLink:
     """The Redis connection every subsystem shares, its health, and reconnection."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, timeout: float = 1.0) -> None:
         self.url = url
         self.prefix = prefix
+        # Seconds Redis has to answer a publish or the health ping before the link is
+        # marked down: a frozen Redis keeps the connections open and never answers.
+        self.timeout = timeout
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
         self.keys = RedisKeys(prefix, self.node_id)
         # A blocking pool: a burst of subscribes (each a script call) waits for a free
@@ -147,8 +150,8 @@ class RedisLink:
                 self._lost.clear()
                 started = time.perf_counter()
                 try:
-                    await self.client.ping()
-                except (RedisError, OSError) as exc:
+                    await self._ping()
+                except (RedisError, OSError) as exc:  # TimeoutError is an OSError
                     self.failed(exc)
                 else:
                     self._rtt.observe(time.perf_counter() - started)
@@ -158,11 +161,13 @@ class RedisLink:
             while True:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 try:
-                    # Every pooled connection may predate the outage (a restarted Redis
-                    # closed them all): drop them, or each would fail once, later, on a
-                    # publish or a subscribe, and look like a new outage.
-                    await self.client.connection_pool.disconnect()
-                    await self.client.ping()
+                    # Every idle pooled connection may predate the outage (a restarted
+                    # Redis closed them all): drop them, or each would fail once, later,
+                    # on a publish or a subscribe, and look like a new outage. Those in
+                    # use stay: the subscription may have outlived the outage (a frozen
+                    # Redis), and a broken one in use fails on its own.
+                    await self.client.connection_pool.disconnect(inuse_connections=False)
+                    await self._ping()
                     # Up before the listeners run: they write through the link (the
                     # first of them holds back what must not reach Redis ahead of it).
                     self.up, self.up_since = True, time.monotonic()
@@ -182,6 +187,14 @@ class RedisLink:
             self.up = True
             self._up_gauge.set(1)
             log.info("Redis is back: this node's state is registered again")
+
+    async def _ping(self) -> None:
+        """PING within the timeout (an absolute one: a frozen Redis never answers)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.ping()
+        except TimeoutError as exc:  # say what happened: its own text is empty
+            raise TimeoutError(f"no answer from Redis within {self.timeout:g} s") from exc
 
     def closing(self) -> None:
         """Shutdown has begun: errors from here on are the connections going away."""

@@ -5,6 +5,18 @@
 subscribers for. This node's own subscribers are written to at once; other nodes get
 the frame through Redis, in publish order. A message is the publishing node's id, the
 socket id to skip, a NUL byte, then the frame.
+
+Frames leave in batches, one pipeline round trip per batch. An HTTP publish waits for
+the acknowledgement of its batch (``confirm``): it is answered 200 only once Redis took
+the frame, and 503 when that did not happen within the publish timeout, which also marks
+the link down (a Redis that stopped answering is treated as one that went away). Client
+events and the hub's own frames are not waited for; the queue they share is bounded in
+bytes, and what does not fit is dropped and counted.
+
+The subscription connection outlives an outage of the link when it can: if, once Redis
+answers again, it is still the same connection and answers a ping, nothing published
+meanwhile was missed, so it is kept (a new one would have missed every frame published
+before it subscribed).
 """
 
 from __future__ import annotations
@@ -12,32 +24,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from clarion import metrics
 from clarion.cluster.interfaces import Broker, BrokerUnavailable
-from clarion.cluster.redis.link import NODE_ID_LENGTH, RedisLink, stop_tasks
+from clarion.cluster.redis.link import NODE_ID_LENGTH, RedisLink, stop_tasks, text
 
 log = logging.getLogger("clarion.redis")
+
+# Bytes of frames queued for Redis (waiting or in flight) past which client events and
+# internal frames are dropped and HTTP publishes answered 503: while Redis is frozen the
+# queue must not grow with whatever clients send.
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
+DROP_LOG_INTERVAL = 10.0  # seconds between two log lines about dropped frames
 
 
 class RedisBroker(Broker):
     needs_watch = True
 
-    def __init__(self, link: RedisLink) -> None:
+    def __init__(self, link: RedisLink, max_queued_bytes: int = MAX_QUEUED_BYTES) -> None:
         super().__init__()
         self.link = link
+        self.timeout = link.timeout
+        self.max_queued_bytes = max_queued_bytes
         self._node = link.node_id.encode()
         self._outgoing: list[tuple[str, bytes]] = []
+        self._queued_bytes = 0  # of the frames waiting and in flight
+        # The acknowledgement of the batch being queued, made when a publish asks for it,
+        # and the timer that fails it after the publish timeout.
+        self._pending: asyncio.Future[None] | None = None
+        self._pending_timer: asyncio.TimerHandle | None = None
         self._sending = False
         self._wake = asyncio.Event()
         self._interest: dict[str, int] = {}
         self._confirm: dict[str, asyncio.Future[None]] = {}
         self._pubsub: Any = None
+        # Set when the subscription connection reconnected under us (redis-py does that
+        # silently): frames were missed, so it is not kept across an outage.
+        self._subscription_broken = False
+        self._pong: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._channel_prefix = link.keys.channel_prefix
         self._redis_channel = link.keys.redis_channel
+        self._dropped = metrics.cluster_frames_dropped()
+        self._drops_unlogged = 0
+        self._drop_logged_at = -DROP_LOG_INTERVAL
         link.on_reconnect(self._resubscribe)
 
     def ready(self) -> bool:
@@ -45,7 +80,9 @@ class RedisBroker(Broker):
         # clients, and all nodes waiting at once must not leave the balancer with none.
         return self.link.up
 
-    def publish(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
+    def publish(
+        self, app_id: str, channel: str, frame: bytes, exclude: str | None, confirm: bool = False
+    ) -> Awaitable[None] | None:
         assert self._deliver is not None
         self._deliver(app_id, channel, frame, exclude)
         if not self.link.up:
@@ -53,7 +90,16 @@ class RedisBroker(Broker):
                 "the Redis link is down: delivered to this node's subscribers only"
             )
         payload = self._node + (exclude or "").encode() + b"\x00" + frame
+        if self._queued_bytes + len(payload) > self.max_queued_bytes:
+            if confirm:
+                raise BrokerUnavailable(
+                    "Redis is not taking frames as fast as they come: delivered to this "
+                    "node's subscribers only"
+                )
+            self._drop()
+            return None
         self._outgoing.append((self._redis_channel(app_id, channel), payload))
+        self._queued_bytes += len(payload)
         if len(self._outgoing) == 1:
             self._wake.set()
         if not self.link.whole:
@@ -61,6 +107,40 @@ class RedisBroker(Broker):
                 "sent to the nodes on the Redis link, but not every node has reconnected "
                 "since the outage: subscribers on those may miss it"
             )
+        if not confirm:
+            return None
+        pending = self._pending
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = self._pending = loop.create_future()
+            self._pending_timer = loop.call_later(self.timeout, self._expired, pending)
+        # Shielded: a caller that goes away (its request cancelled) must not cancel the
+        # acknowledgement the other publishes of the batch wait for.
+        return asyncio.shield(pending)
+
+    def _expired(self, pending: asyncio.Future[None]) -> None:
+        """The publish timeout of a batch ran out before Redis acknowledged it."""
+        if pending.done():
+            return
+        if self._pending is pending:  # not even sent yet: later frames get their own
+            self._pending, self._pending_timer = None, None
+        pending.set_exception(
+            BrokerUnavailable(f"Redis did not acknowledge the frame within {self.timeout:g} s")
+        )
+        self.link.failed(TimeoutError(f"no answer from Redis within {self.timeout:g} s"))
+
+    def _drop(self) -> None:
+        self._dropped.inc()
+        self._drops_unlogged += 1
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
+            log.warning(
+                "Redis is not taking frames (%d bytes queued): dropped %d client event(s) or "
+                "internal frame(s) for the other nodes",
+                self._queued_bytes,
+                self._drops_unlogged,
+            )
+            self._drop_logged_at, self._drops_unlogged = now, 0
 
     async def _writer(self) -> None:
         """Send queued frames in order, pipelined: one round trip per batch."""
@@ -69,23 +149,43 @@ class RedisBroker(Broker):
             await self._wake.wait()
             self._wake.clear()
             batch, self._outgoing = self._outgoing, []
+            pending, self._pending = self._pending, None
+            timer, self._pending_timer = self._pending_timer, None
             if not batch:
                 continue
+            size = sum(len(payload) for _, payload in batch)
             self._sending = True
+            failure: str | None = None
             # Not link.guarded(): frames queued while the link was up are tried even if
             # it was marked down since (there is no local state to fall back to).
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for name, payload in batch:
-                        pipe.publish(name, payload)
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:
-                log.error("lost %d frame(s) for other nodes: %s", len(batch), exc)
+                # Absolute: a frozen Redis accepts the bytes and never answers.
+                async with asyncio.timeout(self.timeout):
+                    async with client.pipeline(transaction=False) as pipe:
+                        for name, payload in batch:
+                            pipe.publish(name, payload)
+                        await pipe.execute()
+            except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+                failure = str(exc) or f"no answer within {self.timeout:g} s"
+                log.error("%d frame(s) for other nodes not acknowledged: %s", len(batch), failure)
                 self.link.failed(exc)
-            except Exception:
-                log.exception("lost %d frame(s) for other nodes", len(batch))
+            except asyncio.CancelledError:  # shutting down: nobody waits in vain
+                if pending is not None and not pending.done():
+                    pending.set_exception(BrokerUnavailable("the node is shutting down"))
+                raise
+            except Exception as exc:
+                failure = repr(exc)
+                log.exception("%d frame(s) for other nodes not acknowledged", len(batch))
             finally:
                 self._sending = False
+                self._queued_bytes -= size
+                if timer is not None:
+                    timer.cancel()
+            if pending is not None and not pending.done():
+                if failure is None:
+                    pending.set_result(None)
+                else:
+                    pending.set_exception(BrokerUnavailable(f"Redis failed: {failure}"))
 
     async def watch(self, app_id: str, channel: str) -> None:
         name = self._redis_channel(app_id, channel)
@@ -126,9 +226,11 @@ class RedisBroker(Broker):
     async def _reader(self) -> None:
         while True:
             pubsub = self._pubsub
-            if pubsub is None or not self.link.up:
+            if pubsub is None:
                 await asyncio.sleep(0.1)
                 continue
+            # Read even while the link is down: a subscription that survives an outage
+            # delivers what other nodes published as soon as Redis answers again.
             try:
                 message = await pubsub.get_message(timeout=1.0)
             except Exception as exc:
@@ -150,6 +252,11 @@ class RedisBroker(Broker):
 
     def _receive(self, message: dict[str, Any]) -> None:
         kind = message["type"]
+        if kind == "pong":
+            pong = self._pong
+            if pong is not None and not pong.done():
+                pong.set_result(None)
+            return
         name = message["channel"]
         name = name.decode() if isinstance(name, bytes) else name
         if kind == "subscribe":
@@ -168,20 +275,70 @@ class RedisBroker(Broker):
         assert self._deliver is not None
         self._deliver(app_id, channel, data[split + 1 :], exclude)
 
+    def _reconnected(self, connection: Any) -> None:
+        """redis-py reconnected a connection we watch (and subscribed it again itself)."""
+        pubsub = self._pubsub
+        if pubsub is not None and connection is pubsub.connection:
+            self._subscription_broken = True
+            log.warning("cluster subscription reconnected: frames published meanwhile missed")
+            self.link.failed(ConnectionError("the subscription connection was re-established"))
+
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         for future in self._confirm.values():
             if not future.done():
                 future.set_result(None)
         self._confirm.clear()
+        pong, self._pong = self._pong, None
+        if pong is not None and not pong.done():
+            pong.set_exception(ConnectionError("the subscription was dropped"))
         if pubsub is not None:
+            if pubsub.connection is not None:
+                pubsub.connection.deregister_connect_callback(self._reconnected)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
+    async def _new_pubsub(self) -> Any:
+        pubsub: Any = self.link.client.pubsub()
+        await pubsub.ping()  # connects it
+        pubsub.connection.register_connect_callback(self._reconnected)
+        self._subscription_broken = False
+        return pubsub
+
+    async def _still_listening(self, pubsub: Any) -> bool:
+        """After an outage: whether the subscription connection held (every frame
+        published meanwhile will still arrive), with its channels brought up to date."""
+        subscribed = {text(name) for name in pubsub.channels}
+        missing = [name for name in self._interest if name not in subscribed]
+        extra = [name for name in subscribed if name not in self._interest]
+        pong = self._pong = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.timeout):
+                if missing:
+                    await pubsub.subscribe(*missing)
+                if extra:
+                    await pubsub.unsubscribe(*extra)
+                await pubsub.ping()
+                # The answer comes after those of the subscribes, read by the reader.
+                await pong
+        except Exception as exc:
+            log.info("cluster subscription did not survive the outage (%r)", exc)
+            return False
+        finally:
+            if self._pong is pong:
+                self._pong = None
+        return pubsub is self._pubsub and not self._subscription_broken
+
     async def _resubscribe(self) -> None:
+        pubsub = self._pubsub
+        if (
+            pubsub is not None
+            and not self._subscription_broken
+            and await self._still_listening(pubsub)
+        ):
+            return
         await self._drop_pubsub()
-        pubsub = self.link.client.pubsub()
-        await pubsub.ping()
+        pubsub = await self._new_pubsub()
         # Channels watched while these subscribes were on their way are subscribed too
         # (watch() cannot, with no subscription in place): repeat until none is missing.
         done: set[str] = set()
@@ -191,8 +348,7 @@ class RedisBroker(Broker):
         self._pubsub = pubsub
 
     async def start(self) -> None:
-        self._pubsub = self.link.client.pubsub()
-        await self._pubsub.ping()
+        self._pubsub = await self._new_pubsub()
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._reader())]
 
     async def stop(self) -> None:
@@ -203,4 +359,9 @@ class RedisBroker(Broker):
             self._wake.set()
             await asyncio.sleep(0.01)
         await stop_tasks(self._tasks)
+        pending, self._pending = self._pending, None
+        if self._pending_timer is not None:
+            self._pending_timer.cancel()
+        if pending is not None and not pending.done():
+            pending.set_exception(BrokerUnavailable("the node is shutting down"))
         await self._drop_pubsub()
