@@ -37,7 +37,8 @@ from clarion.broker.redis import (
 from clarion.config import AppConfig, ConfigError, Settings, validate_apps
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
-from clarion.server.connection import Connection, Context
+from clarion.server.connection import Connection
+from clarion.server.context import Context
 from clarion.server.http_api import HttpApi
 from clarion.stores import AppStore, open_store
 from clarion.webhooks import Outbox
