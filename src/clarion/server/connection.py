@@ -28,7 +28,16 @@ from clarion.protocol import messages
 from clarion.protocol.api import error_body
 from clarion.protocol.errors import BadMessage, ConnectRefused
 from clarion.protocol.messages import ClientMessage, SignedInUser
-from clarion.protocol.session import ClientEvent, Join, Leave, Reply, Session, SignIn
+from clarion.protocol.session import (
+    PONG,
+    ClientEvent,
+    Decision,
+    Join,
+    Leave,
+    Reply,
+    Session,
+    SignIn,
+)
 from clarion.server import admission, http, websocket
 from clarion.server.context import Context
 from clarion.server.eager import run_eagerly
@@ -200,30 +209,33 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         except BadMessage as exc:
             self.transport.write(messages.error(None, str(exc)))
             return
-        if self._pending is not None and message.event != "pusher:ping":
+        if message.event == "pusher:ping":
+            # The session's answer to a ping (PONG) is sent here at once, even behind
+            # messages waiting on the cluster state, and without a call on the hot path.
+            self.transport.write(PONG.frame)
+            return
+        if self._pending is not None:
             # An earlier message still waits on the cluster state: keep the order, and
-            # stop reading from a client that sends faster than the state answers. A ping
-            # is answered at once, even behind them.
+            # stop reading from a client that sends faster than the state answers.
             self._pending.append(message)
             if len(self._pending) == MAX_PENDING_MESSAGES:
                 self.transport.pause_reading()
             return
-        self._handle(message)
+        self._carry_out(self.receive(message))
 
-    def _handle(self, message: ClientMessage) -> None:
-        """Carry out what the session decides about ``message``."""
-        decision = self.receive(message)
+    def _carry_out(self, decision: Decision | None) -> None:
+        """Do what the session decided about a message."""
+        if isinstance(decision, Reply):
+            self.transport.write(decision.frame)
+            return
+        if isinstance(decision, ClientEvent):
+            self._forward(decision)
+            return
         if decision is None:
             return
         task: asyncio.Task[Any] | None
         if isinstance(decision, Join):
             task = run_eagerly(self._join(decision), eager=self.ctx.eager)
-        elif isinstance(decision, ClientEvent):
-            self._forward(decision)
-            return
-        elif isinstance(decision, Reply):
-            self.transport.write(decision.frame)
-            return
         elif isinstance(decision, Leave):
             app = self.app
             assert app is not None
@@ -245,7 +257,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         queued, self._pending = self._pending, None
         was_full = queued is not None and len(queued) >= MAX_PENDING_MESSAGES
         while queued and self._pending is None and not self._closing:
-            self._handle(queued.popleft())
+            self._carry_out(self.receive(queued.popleft()))
         if queued and self._pending is not None:
             self._pending.extendleft(reversed(queued))
         if (
