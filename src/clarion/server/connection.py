@@ -44,7 +44,7 @@ from clarion.server.eager import run_eagerly
 from clarion.server.http import HttpLayer, split_target
 from clarion.server.websocket import WebSocketLayer, switching_protocols
 
-__all__ = ["CLOSE_GRACE", "MAX_PENDING_MESSAGES", "Connection", "Context"]
+__all__ = ["CLOSE_GRACE", "MAX_PENDING_MESSAGES", "Connection"]
 
 log = logging.getLogger("clarion.connection")
 connections_log = logging.getLogger("clarion.connections")
