@@ -119,7 +119,7 @@ class Reply:
     frame: bytes
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Join:
     """Join ``channel`` in the hub (as presence member ``user_id`` if it is not None), then
     hand the answer to :meth:`Session.subscribed`."""
@@ -182,6 +182,21 @@ RATE_LIMITED = Reply(
 )
 AUTH_TIMEOUT = Close(CloseCode.UNAUTHORIZED, "Connection not authorized within timeout.")
 PONG_TIMEOUT = Close(CloseCode.PONG_TIMEOUT, "Pong reply not received")
+
+
+# Joins without a member, by channel: the same few channels are subscribed to over and
+# over, so a subscribe allocates no decision, and every connection remembers the same
+# string for a channel rather than its own copy.
+_JOINS: dict[str, Join] = {}
+
+
+def _join(channel: str, kind: ChannelKind) -> Join:
+    join = _JOINS.get(channel)
+    if join is None:
+        if len(_JOINS) > 10_000:
+            _JOINS.clear()
+        join = _JOINS[channel] = Join(channel, kind)
+    return join
 
 
 def _refused(channel: str, type_: str, message: str, status: int) -> Reply:
@@ -297,7 +312,7 @@ class Session(Generic[A]):
                 return _refused(
                     channel, "AuthError", "Sign in as this user before subscribing", 401
                 )
-        return Join(channel, kind)
+        return _join(channel, kind)
 
     def _presence_join(self, channel: str, data: dict[str, Any]) -> Reply | Join:
         app = self.app

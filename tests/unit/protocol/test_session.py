@@ -200,6 +200,16 @@ def test_a_duplicate_join_changes_nothing_but_answers() -> None:
     assert session.channels == {"news"}
 
 
+def test_connections_joining_a_channel_remember_one_string_for_it() -> None:
+    first, second = new_session(), new_session()
+    name = "".join(["ne", "ws"])  # not the literal's string object
+    join(first, "news")
+    join(second, name)
+    (kept_first,) = first.channels
+    (kept_second,) = second.channels
+    assert kept_first is kept_second
+
+
 def test_a_join_the_hub_calls_not_new_is_not_recorded() -> None:
     session = new_session()
     decision = subscribe(session, "news")
