@@ -38,6 +38,7 @@ from clarion.hub.users import Users
 from clarion.protocol import messages, names
 from clarion.protocol import webhooks as hooks
 from clarion.protocol.api import PublishRequest
+from clarion.protocol.errors import CloseCode
 
 __all__ = ["Hub", "Member", "PresenceFull", "Subscribed"]
 
@@ -333,7 +334,7 @@ class Hub:
         elif channel.startswith(TERMINATE_PREFIX) and frame == TERMINATE:
             for sub in app.users.sockets(channel[len(TERMINATE_PREFIX) :]):
                 try:
-                    sub.disconnect(4009, "You got disconnected by the app.")
+                    sub.disconnect(CloseCode.UNAUTHORIZED, "You got disconnected by the app.")
                 except Exception:
                     log.exception("terminating socket %s failed", sub.socket_id)
 

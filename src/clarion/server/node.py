@@ -38,7 +38,8 @@ from clarion.cluster.redis import (
 from clarion.config import AppConfig, ClusterSettings, ConfigError, Settings, validate_apps
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
-from clarion.server.connection import Connection, Context
+from clarion.server.connection import Connection
+from clarion.server.context import Context
 from clarion.server.http_api import HttpApi
 from clarion.server.tls import Certificates
 from clarion.stores import AppStore, open_store

@@ -1,0 +1,200 @@
+"""The WebSocket layer of a connection: the upgrade's 101, frames in and out, the close.
+
+Frames are parsed by websockets' sans-I/O protocol object, taken from a pool when bytes
+arrive and given back at a frame boundary, so that an idle connection holds no parser.
+Text messages (reassembled from fragments) go to the connection's ``_on_text``; pings
+are answered and close frames echoed by the parser itself. Server frames are written
+as they are: they are built complete by :mod:`clarion.protocol.messages`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol as WsProtocol
+from websockets.protocol import Side
+from websockets.protocol import State as WsState
+from websockets.utils import accept_key
+
+from clarion import metrics
+from clarion.protocol.errors import CloseCode
+
+if TYPE_CHECKING:
+    from clarion.apps import App
+    from clarion.server.context import Context
+
+log = logging.getLogger("clarion.connection")
+
+# The connection slots this layer owns (the connection class declares them).
+SLOTS = ("_fragments", "ws")
+
+_KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009, 1011}) | frozenset(
+    int(code) for code in CloseCode
+)
+# Frame parsers of connections gone idle, ready for the next connection with frames.
+_IDLE_PARSERS: list[WsProtocol] = []
+MAX_IDLE_PARSERS = 256
+
+
+def switching_protocols(method: bytes, headers: dict[bytes, bytes]) -> bytes | None:
+    """The 101 response accepting a WebSocket upgrade request, or None when the request
+    is not one (version 13). Raises ValueError for a key that is not 16 bytes."""
+    key = headers.get(b"sec-websocket-key")
+    if key is not None and len(base64.b64decode(key, validate=True)) != 16:
+        raise ValueError("Sec-WebSocket-Key must be 16 bytes in base64")
+    if (
+        method != b"GET"
+        or headers.get(b"upgrade", b"").lower() != b"websocket"
+        or key is None
+        or headers.get(b"sec-websocket-version") != b"13"
+    ):
+        return None
+    # No extensions are negotiated, so frames are never compressed.
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
+    )
+
+
+class WebSocketLayer:
+    """Frames of an upgraded connection (a mixin of the connection class)."""
+
+    if TYPE_CHECKING:
+        ctx: Context
+        transport: asyncio.Transport
+        app: App | None
+        socket_id: str
+        last_seen: float
+        ping_sent_at: float
+        ws: WsProtocol | None
+        _fragments: list[bytes] | None
+        _closing: bool
+        _upgraded: bool
+
+        def _on_text(self, payload: bytes) -> None: ...
+        def close(self, code: int, reason: str) -> None: ...
+    else:
+        # Slots of its own would clash with the session's (only one base of a class may
+        # have any): the connection class declares SLOTS, with the other layers'.
+        __slots__ = ()
+
+    def _parser_for_frames(self) -> WsProtocol:
+        """websockets' sans-I/O parser, taken when frames arrive (see _ws_data)."""
+        ws = self.ws
+        if ws is None:
+            ws = self.ws = (
+                _IDLE_PARSERS.pop()
+                if _IDLE_PARSERS
+                else WsProtocol(
+                    Side.SERVER, state=WsState.OPEN, max_size=self.ctx.settings.max_frame_bytes
+                )
+            )
+        return ws
+
+    def _ws_data(self, data: bytes) -> None:
+        ws = self._parser_for_frames()
+        # Any bytes from the client count as activity and answer our ping.
+        self.last_seen = time.monotonic()
+        self.ping_sent_at = 0.0
+        ws.receive_data(data)
+        for frame in ws.events_received():
+            if not isinstance(frame, Frame):
+                continue
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT:
+                if frame.fin:
+                    self._on_text(bytes(frame.data))
+                else:
+                    self._fragments = [bytes(frame.data)]
+            elif opcode is Opcode.CONT and self._fragments is not None:
+                self._fragments.append(bytes(frame.data))
+                if frame.fin:
+                    payload = b"".join(self._fragments)
+                    self._fragments = None
+                    self._on_text(payload)
+            elif opcode is Opcode.BINARY and not frame.fin:
+                self._fragments = None
+            # Binary frames are not part of the protocol and are ignored (spec §1);
+            # pings are answered and close frames echoed by the parser itself.
+            if self._closing:
+                break
+        self._flush_ws()
+        # Idle at a frame boundary: drop the parser. A connection spends nearly all its
+        # life waiting, and the parser (a suspended generator holding the last frame) is
+        # half of its memory; a new one costs a few microseconds when the next frame
+        # comes. (This reads websockets internals; the version is pinned and tested.)
+        if (
+            not self._closing
+            and ws is self.ws
+            and ws.state is WsState.OPEN
+            and ws.current_size is None
+            and not ws.reader.buffer
+            and self._fragments is None
+        ):
+            self.ws = None
+            # Clean (open, nothing buffered, nothing queued): another connection may reuse
+            # it, which spares building one (a few microseconds) per burst of frames.
+            if len(_IDLE_PARSERS) < MAX_IDLE_PARSERS:
+                _IDLE_PARSERS.append(ws)
+
+    def _flush_ws(self) -> None:
+        ws = self.ws
+        if ws is None:
+            return
+        for chunk in ws.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+            else:
+                # The parser is done (close handshake finished or protocol error).
+                self._closing = True
+                self.transport.close()
+                return
+        if ws.state is WsState.CLOSED:
+            self.transport.close()
+
+    def _send_close(self, code: int, reason: str) -> None:
+        """Start the close handshake: our close frame, if the connection is still open."""
+        ws = self._parser_for_frames() if self._upgraded else None
+        if ws is not None and ws.state is WsState.OPEN:
+            ws.send_close(code, reason[:120])
+            for chunk in ws.data_to_send():
+                if chunk:
+                    self.transport.write(chunk)
+
+    def _close_reason(self) -> str:
+        """The close code for metrics: ours if we closed, else the client's, else abnormal."""
+        ws = self.ws
+        if ws is not None:
+            close = ws.close_sent if ws.close_sent is not None else ws.close_rcvd
+            if close is not None:
+                # Bounded label values: a client may echo any code it likes.
+                code = int(close.code)
+                return str(code) if code in _KNOWN_CLOSE_CODES else "other"
+        return "abnormal"
+
+    # --- flow control (asyncio.Protocol) ----------------------------------------------
+
+    def pause_writing(self) -> None:
+        # Called by the transport from inside a write, possibly in the middle of a
+        # fan-out loop: close after it, not while the channel is being iterated.
+        if self._upgraded and not self._closing:
+            asyncio.get_running_loop().call_soon(self.overflowed)
+
+    def resume_writing(self) -> None:
+        pass
+
+    def overflowed(self) -> None:
+        """The subscriber stopped reading: stop writing to it and close with 4100."""
+        if self._closing:
+            return
+        log.info("closing slow subscriber %s (write buffer over the bound)", self.socket_id)
+        if self.app is not None:
+            metrics.slow_consumers.labels(self.app.id).inc()
+        self.close(int(CloseCode.OVER_CAPACITY), "Over capacity: the client is not reading")
+        # Whatever is queued may never drain; flush what can be sent, then give up.
+        self.transport.close()
