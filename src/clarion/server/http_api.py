@@ -164,7 +164,7 @@ class HttpApi:
     async def events(
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
-        request = api.parse_publish(body)
+        request = api.parse_publish(body, app.limits)
         if app.config.max_backend_events_per_second is not None:
             await self._check_event_rate(app, len(request.channels))
         await self.hub.publish(app.id, request)
@@ -176,7 +176,7 @@ class HttpApi:
     async def batch_events(
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
-        requests = api.parse_batch(body)
+        requests = api.parse_batch(body, app.limits)
         await self._check_event_rate(app, sum(len(request.channels) for request in requests))
         unavailable: BrokerUnavailable | None = None
         for request in requests:
@@ -224,7 +224,9 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         name = rest[1]
-        info = api.parse_channel_query(name, params)
+        info = api.parse_channel_query(
+            name, params, app.limits.max_channel_name_length
+        )
         await self._need_cluster_state()
         counts = await self.state.channel_counts(app.id, name)
         result: dict[str, Any] = {"occupied": counts.subscription_count > 0}
@@ -242,7 +244,7 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         name = rest[1]
-        api.check_users_channel(name)
+        api.check_users_channel(name, app.limits.max_channel_name_length)
         await self._need_cluster_state()
         user_ids = await self.state.presence_user_ids(app.id, name)
         return 200, _encode({"users": [{"id": user_id} for user_id in user_ids]})
