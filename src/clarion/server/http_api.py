@@ -224,9 +224,7 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         name = rest[1]
-        info = api.parse_channel_query(
-            name, params, app.limits.max_channel_name_length
-        )
+        info = api.parse_channel_query(name, params, app.limits.max_channel_name_length)
         await self._need_cluster_state()
         counts = await self.state.channel_counts(app.id, name)
         result: dict[str, Any] = {"occupied": counts.subscription_count > 0}
