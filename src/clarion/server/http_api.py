@@ -45,7 +45,10 @@ class HttpApi:
         webhook_status: Callable[[str], Awaitable[dict[str, Any]]],
         limiter: RateLimiter,
         clock: Callable[[], float] = time.time,
+        ready_notes: Callable[[], dict[str, object]] = dict,
     ) -> None:
+        # What /ready reports beside its verdict (say, apps served from a stale store).
+        self.ready_notes = ready_notes
         self.limiter = limiter
         self.webhook_status = webhook_status
         self.registry = registry
@@ -94,7 +97,11 @@ class HttpApi:
         if len(parts) == 2 and parts[1] in ("", "up"):
             return _answer(200, b'{"ok":true}')
         if len(parts) == 2 and parts[1] == "ready":
-            if self.is_ready():
+            ready = self.is_ready()
+            notes = self.ready_notes()
+            if notes:
+                return _answer(200 if ready else 503, _encode({"ready": ready, **notes}))
+            if ready:
                 return _answer(200, b'{"ready":true}')
             return _answer(503, b'{"ready":false}')
         if parts[1] == "apps" and len(parts) >= 4:
