@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ops.test_deploy_files import starts_on_all_interfaces
 from tests.ops.test_operations import sdk_over_tls
 from tests.support.certificates import self_signed_certificate
 from tests.support.cluster import RedisServer
@@ -232,23 +233,4 @@ def test_the_demo_app_on_a_public_address_when_opted_in(opt_in: list[str]) -> No
     env = {**CLEAN_ENV, "CLARION_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
     if not opt_in:
         env["CLARION_ALLOW_DEMO_APP"] = "1"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "clarion", *PUBLIC, *opt_in],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if "Clarion listening on" in line:
-                assert "http://0.0.0.0:" in line
-                break
-        else:
-            raise AssertionError("the server did not start")
-    finally:
-        process.terminate()
-        process.wait(20)
-    assert process.returncode == 0
+    starts_on_all_interfaces([*PUBLIC, *opt_in], env)
