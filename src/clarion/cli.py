@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the port (needs the redis cluster adapter)",
     )
+    serve.add_argument(
+        "--allow-demo-app",
+        action="store_true",
+        default=None,
+        help="serve the demo app (its secret is public) on a non-loopback host too "
+        "(also CLARION_ALLOW_DEMO_APP=1)",
+    )
     commands.add_parser("config", help="print the effective configuration and exit").add_argument(
         "--config", help="TOML configuration file"
     )
@@ -117,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"clarion: configuration error: {exc}", file=sys.stderr)
                 return 2
         return cli_apps.main(args, store_url)
-    flags = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
+    flags = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "allow_demo_app": getattr(args, "allow_demo_app", None),
+    }
     try:
         settings = load(args.config, flags=flags)
     except ConfigError as exc:

@@ -12,8 +12,11 @@ is on what a client or the HTTP API observes, never a fixed sleep.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -173,6 +176,35 @@ def _until_logged(server: RunningServer, text: str, after: int, timeout: float =
     raise AssertionError(f"the server never logged {text!r}:\n" + "".join(server.output[after:]))
 
 
+def _ready(server: RunningServer) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(server.http + "/ready", timeout=5) as reply:
+            return int(reply.status), json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
+
+
+def _until_stale(server: RunningServer, for_seconds: float = 0.0) -> dict[str, Any]:
+    """``/ready``'s note on the store, once it says the store has been unusable for at
+    least ``for_seconds``; the node stays ready all along."""
+    deadline = time.monotonic() + 10 + for_seconds
+    while True:
+        status, body = _ready(server)
+        assert status == 200 and body["ready"] is True, body
+        note: dict[str, Any] | None = body.get("apps_store")
+        if note is not None and note["since_seconds"] >= for_seconds:
+            return note
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+
+
+def _until_fresh(server: RunningServer) -> None:
+    deadline = time.monotonic() + 10
+    while _ready(server) != (200, {"ready": True}):
+        assert time.monotonic() < deadline, _ready(server)
+        time.sleep(0.05)
+
+
 def test_a_store_file_moved_away_keeps_the_apps(
     store: Store,
     make_server: Callable[..., RunningServer],
@@ -187,8 +219,8 @@ def test_a_store_file_moved_away_keeps_the_apps(
     store.path.rename(moved)
 
     _until_logged(server, "apps store unavailable", after)
-    # A few more reloads come and go; none of them makes a file.
-    _until_logged(server, "apps store unavailable", len(server.output))
+    # A few more reloads come and go (five a second); none of them makes a file.
+    _until_stale(server, for_seconds=1.0)
     assert not store.path.exists()
     _assert_untouched(keep, store.sdk(server, KEEP_ID), since)
     for client in doomed:
@@ -197,5 +229,45 @@ def test_a_store_file_moved_away_keeps_the_apps(
 
     # Back in place: reloads read it again, and changes made to it take effect.
     moved.rename(store.path)
+    _until_fresh(server)
+    assert cli(store.url, "disable", "--id", STOP_ID).returncode == 0
+    _assert_refused(doomed, 4003, "Application disabled", since)
+
+
+def test_an_emptied_store_keeps_the_apps_and_ready_says_so(
+    store: Store,
+    make_server: Callable[..., RunningServer],
+    make_driver: Callable[[RunningServer], Driver],
+) -> None:
+    """The store answers with no app at all (its table wiped, an empty database put in
+    its place): taken for a broken store, not for two apps removed at once. Every client
+    stays, the API works, the log says it once (not at every reload) and ``/ready`` stays
+    200 with a note; once the store has apps again, the note goes and changes apply."""
+    server, js, keep, doomed = _start(store, make_server, make_driver)
+    since = js.mark()
+    assert _ready(server) == (200, {"ready": True})
+    with closing(sqlite3.connect(store.path)) as db:
+        rows = db.execute("SELECT * FROM clarion_apps").fetchall()
+        db.execute("DELETE FROM clarion_apps")
+        db.commit()
+
+    note = _until_stale(server)
+    assert note["stale"] == "the store has no apps (it had 2)"
+    _until_stale(server, for_seconds=1.0)  # five reloads or so
+    logged = [line for line in server.output if "apps store unavailable" in line]
+    assert len(logged) == 1, logged
+    assert "keeping the 2 app(s) last loaded" in logged[0]
+    _assert_untouched(keep, store.sdk(server, KEEP_ID), since)
+    assert store.sdk(server, STOP_ID).trigger(CHANNEL, "stop-app", {}) == {}
+    for client in doomed:
+        assert client.wait_event(CHANNEL, "stop-app", since=since)["data"] == {}
+        assert client.inspect()["state"] == "connected"
+        assert client.find(type="pusher_error", since=since) == []
+
+    with closing(sqlite3.connect(store.path)) as db:
+        db.executemany("INSERT INTO clarion_apps VALUES (?, ?, ?, ?, ?)", rows)
+        db.commit()
+    _until_fresh(server)
+    assert any("apps store usable again" in line for line in server.output)
     assert cli(store.url, "disable", "--id", STOP_ID).returncode == 0
     _assert_refused(doomed, 4003, "Application disabled", since)

@@ -91,10 +91,15 @@ def test_entrypoint_with_the_container_environment(extra: dict[str, str]) -> Non
     """ENTRYPOINT + CMD with the image's environment and an app (or the explicit opt-in)
     start a server on all interfaces."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    starts_on_all_interfaces(["serve"], {**env, **CONTAINER_ENV, **extra})
+
+
+def starts_on_all_interfaces(argv: list[str], env: dict[str, str]) -> None:
+    """``clarion *argv`` starts a server that listens on 0.0.0.0, and stops with exit 0."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "clarion", "serve"],
+        [sys.executable, "-m", "clarion", *argv],
         cwd=ROOT,
-        env={**env, **CONTAINER_ENV, **extra},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

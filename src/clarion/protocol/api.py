@@ -203,8 +203,10 @@ def _channels_reply_encoded(
     return msgspec.json.encode({"channels": channels})
 
 
-def parse_channel_query(channel: str, params: dict[str, str]) -> frozenset[str]:
-    channel_error = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_HTTP)
+def parse_channel_query(
+    channel: str, params: dict[str, str], max_length: int = names.MAX_CHANNEL_NAME_HTTP
+) -> frozenset[str]:
+    channel_error = names.channel_name_error(channel, max_length)
     if channel_error:
         raise ApiError(400, channel_error)
     info = parse_info(params.get("info"), CHANNEL_INFO)
@@ -213,8 +215,8 @@ def parse_channel_query(channel: str, params: dict[str, str]) -> frozenset[str]:
     return info
 
 
-def check_users_channel(channel: str) -> None:
-    channel_error = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_HTTP)
+def check_users_channel(channel: str, max_length: int = names.MAX_CHANNEL_NAME_HTTP) -> None:
+    channel_error = names.channel_name_error(channel, max_length)
     if channel_error:
         raise ApiError(400, channel_error)
     if names.channel_kind(channel) is not names.ChannelKind.PRESENCE:

@@ -45,7 +45,10 @@ class HttpApi:
         webhook_status: Callable[[str], Awaitable[dict[str, Any]]],
         limiter: RateLimiter,
         clock: Callable[[], float] = time.time,
+        ready_notes: Callable[[], dict[str, object]] = dict,
     ) -> None:
+        # What /ready reports beside its verdict (say, apps served from a stale store).
+        self.ready_notes = ready_notes
         self.limiter = limiter
         self.webhook_status = webhook_status
         self.registry = registry
@@ -94,7 +97,11 @@ class HttpApi:
         if len(parts) == 2 and parts[1] in ("", "up"):
             return _answer(200, b'{"ok":true}')
         if len(parts) == 2 and parts[1] == "ready":
-            if self.is_ready():
+            ready = self.is_ready()
+            notes = self.ready_notes()
+            if notes:
+                return _answer(200 if ready else 503, _encode({"ready": ready, **notes}))
+            if ready:
                 return _answer(200, b'{"ready":true}')
             return _answer(503, b'{"ready":false}')
         if parts[1] == "apps" and len(parts) >= 4:
@@ -164,7 +171,7 @@ class HttpApi:
     async def events(
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
-        request = api.parse_publish(body)
+        request = api.parse_publish(body, app.limits)
         if app.config.max_backend_events_per_second is not None:
             await self._check_event_rate(app, len(request.channels))
         await self.hub.publish(app.id, request)
@@ -176,7 +183,7 @@ class HttpApi:
     async def batch_events(
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
-        requests = api.parse_batch(body)
+        requests = api.parse_batch(body, app.limits)
         await self._check_event_rate(app, sum(len(request.channels) for request in requests))
         unavailable: BrokerUnavailable | None = None
         for request in requests:
@@ -224,7 +231,7 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         name = rest[1]
-        info = api.parse_channel_query(name, params)
+        info = api.parse_channel_query(name, params, app.limits.max_channel_name_length)
         await self._need_cluster_state()
         counts = await self.state.channel_counts(app.id, name)
         result: dict[str, Any] = {"occupied": counts.subscription_count > 0}
@@ -242,7 +249,7 @@ class HttpApi:
         self, app: App, rest: list[str], params: dict[str, str], body: bytes
     ) -> Response:
         name = rest[1]
-        api.check_users_channel(name)
+        api.check_users_channel(name, app.limits.max_channel_name_length)
         await self._need_cluster_state()
         user_ids = await self.state.presence_user_ids(app.id, name)
         return 200, _encode({"users": [{"id": user_id} for user_id in user_ids]})

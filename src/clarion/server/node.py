@@ -51,10 +51,18 @@ log = logging.getLogger("clarion.server")
 SWEEP_INTERVAL = 0.5
 # A drain closes one batch of connections per step.
 DRAIN_STEP = 0.1
+# While the apps store stays unusable, the error is logged again at most this often.
+STORE_ERROR_LOG_INTERVAL = 60.0
 
 
 class StartupError(Exception):
     """The server cannot start; the message says why."""
+
+
+class StoreEmptied(Exception):
+    """The apps store answered with no app after it had some: taken for a store that was
+    replaced or wiped (an empty database at the same address), not for an operator who
+    removed every app, so the apps last loaded are kept."""
 
 
 class Backend:
@@ -176,6 +184,7 @@ class Node:
             backend.state,
             terminate_user=hub.terminate_user,
             is_ready=self.ready,
+            ready_notes=self.ready_notes,
             webhook_status=self.outbox.status,
             limiter=backend.limiter,
         )
@@ -192,6 +201,11 @@ class Node:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._store_task: asyncio.Task[None] | None = None
+        # How many apps the store last answered with (None: never read).
+        self._store_apps: int | None = None
+        # Why the store cannot be used, and since when (monotonic); None while it can.
+        self.store_problem: tuple[str, float] | None = None
+        self._store_logged_at = 0.0
         self._metrics_server: Any = None
 
     def _app_config(self, app_id: str) -> AppConfig | None:
@@ -209,6 +223,21 @@ class Node:
         return not (
             server.ready_max_open_files is not None and _open_files() > server.ready_max_open_files
         )
+
+    def ready_notes(self) -> dict[str, object]:
+        """What ``/ready`` adds to its answer: a node that serves the apps it last loaded
+        because its store cannot be used says so (it stays ready: its clients and the API
+        work, and every node of a deployment shares the store, so sending traffic
+        elsewhere would not help)."""
+        if self.store_problem is None:
+            return {}
+        reason, since = self.store_problem
+        return {
+            "apps_store": {
+                "stale": reason,
+                "since_seconds": round(time.monotonic() - since, 1),
+            }
+        }
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -346,11 +375,19 @@ class Node:
     # --- apps from the store ----------------------------------------------------------
 
     async def load_apps(self) -> None:
-        """Static apps plus the store's (a store app overrides a static one by id)."""
+        """Static apps plus the store's (a store app overrides a static one by id).
+
+        Raises (the registry untouched) when the store cannot be read, or answers with no
+        app after it had some (:class:`StoreEmptied`).
+        """
         assert self.store is not None
+        loaded = await self.store.load()
+        if not loaded and self._store_apps:
+            raise StoreEmptied(f"the store has no apps (it had {self._store_apps})")
+        self._store_apps = len(loaded)
         merged = {app.id: app for app in self.settings.apps}
         keys = {app.key: app.id for app in self.settings.apps}
-        for app in await self.store.load():
+        for app in loaded:
             owner = keys.get(app.key)
             if owner is not None and owner != app.id:
                 log.error("apps store: app %s uses the key of app %s; ignored", app.id, owner)
@@ -405,4 +442,33 @@ class Node:
             try:
                 await self.load_apps()
             except Exception as exc:
-                log.warning("apps store unavailable (%s): keeping the apps as they were", exc)
+                self._store_failed(str(exc) or type(exc).__name__)
+            else:
+                self._store_back()
+
+    def _store_failed(self, reason: str) -> None:
+        """A reload failed: the apps last loaded stay, and the log and ``/ready`` say so.
+        The error is logged when it starts, then at most once a minute."""
+        now = time.monotonic()
+        problem = self.store_problem
+        since = now if problem is None else problem[1]
+        self.store_problem = (reason, since)
+        if problem is not None and now - self._store_logged_at < STORE_ERROR_LOG_INTERVAL:
+            return
+        self._store_logged_at = now
+        log.error(
+            "apps store unavailable (%s) for %.0f s: keeping the %d app(s) last loaded",
+            reason,
+            now - since,
+            sum(1 for _ in self.registry),
+        )
+
+    def _store_back(self) -> None:
+        if self.store_problem is not None:
+            reason, since = self.store_problem
+            self.store_problem = None
+            log.warning(
+                "apps store usable again after %.0f s (it was: %s)",
+                time.monotonic() - since,
+                reason,
+            )

@@ -1,5 +1,10 @@
 """``clarion serve --workers N``: N processes share the port (SO_REUSEPORT) and form one
-cluster through Redis, under a parent that only supervises them."""
+cluster through Redis, under a parent that only supervises them.
+
+The parent passes signals on: SIGTERM and SIGINT stop every worker (each drains as a
+single process does) and then the parent; SIGHUP (``systemctl reload``) goes to every
+worker, each of which loads its TLS certificate again, and the parent keeps running.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 import msgspec
 
@@ -48,7 +56,8 @@ def run_workers(settings: Settings, workers: int) -> None:
             )
             worker_settings = msgspec.structs.replace(settings, metrics=metrics_config)
         child = context.Process(target=_worker, args=(worker_settings,), daemon=False)
-        child.start()
+        with _sighup_ignored():
+            child.start()
         return child
 
     stopping = False
@@ -60,10 +69,19 @@ def run_workers(settings: Settings, workers: int) -> None:
             if child.is_alive() and child.pid is not None:
                 os.kill(child.pid, signal.SIGTERM)
 
+    def reload(signum: int, frame: object) -> None:
+        # No is_alive() here: it reaps, and the main loop may be reaping the same child.
+        pids = [child.pid for child in children if child.pid is not None]
+        log.info("SIGHUP: reloading the TLS certificate in %d worker(s)", len(pids))
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     children.extend(start_worker(index) for index in range(workers))
-    _wait_until_up(server.host, port)
+    _wait_until_up(server.host, port, tls=server.tls_cert is not None)
     print(f"Clarion: {workers} workers sharing the port", flush=True)
     print_listening(server.host, port, settings)
     while True:
@@ -82,11 +100,34 @@ def run_workers(settings: Settings, workers: int) -> None:
             return
 
 
-def _wait_until_up(host: str, port: int, timeout: float = 30.0) -> None:
+@contextmanager
+def _sighup_ignored() -> Iterator[None]:
+    """Start a worker with SIGHUP ignored: an ignored signal stays ignored across the
+    exec of the new process, so a reload that reaches it before its own handler is set
+    (it reads the certificate as it starts anyway) cannot kill it. The parent's handler
+    is back once the worker is started."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _wait_until_up(host: str, port: int, tls: bool, timeout: float = 30.0) -> None:
+    """Return once a worker answers ``/up`` (over TLS when the workers serve it: the
+    probe only asks whether one is up, so it checks no certificate)."""
+    probe_context = None
+    if tls:
+        probe_context = ssl.create_default_context()
+        probe_context.check_hostname = False
+        probe_context.verify_mode = ssl.CERT_NONE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((host, port), timeout=1) as probe:
+            with socket.create_connection((host, port), timeout=1) as raw:
+                probe = (
+                    probe_context.wrap_socket(raw, server_hostname=host) if probe_context else raw
+                )
                 probe.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 if probe.recv(64).startswith(b"HTTP/1.1 200"):
                     return

@@ -1,8 +1,12 @@
 """The node's TLS certificate: loaded once at start, loaded again on SIGHUP.
 
-One ``ssl.SSLContext`` serves the listening socket for the node's life; a reload puts
-the new certificate and key into that same context, so new connections get them and
-open ones keep theirs.
+The listening socket keeps the context it was made with for the node's life. Each
+handshake is handed to the context of the certificate in use (through the context's
+server-name callback, which OpenSSL runs for every ClientHello, with or without SNI), so a
+reload builds a complete new context and swaps it in only once the certificate and key
+have loaded together. A pair that does not load (a key that does not match, a file cut
+short, a file missing) leaves the one in use serving: never a context holding the new
+certificate with the old key, which every new handshake would fail against.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ class Certificates:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        # The listening socket's context: it only hands each handshake to ``serving``.
         self.context: ssl.SSLContext | None = None
+        # The context of the certificate in use (the listening one until a reload).
+        self.serving: ssl.SSLContext | None = None
 
     def load(self) -> ssl.SSLContext | None:
         """The context for the listening socket; None when TLS is not configured.
@@ -30,29 +37,44 @@ class Certificates:
         """
         if self.settings.tls_cert is None or self.settings.tls_key is None:
             return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._load_into(context)
-        self.context = context
+        context = self._new_context()
+        context.sni_callback = self._hand_over
+        self.context = self.serving = context
         return context
 
-    def reload(self) -> None:
-        """SIGHUP: load the certificate and key again; new connections get them. A
-        failed reload keeps the certificate in use."""
+    def reload(self) -> bool:
+        """SIGHUP: load the certificate and key again into a new context and serve new
+        connections with it; open connections keep theirs. A pair that does not load
+        keeps the certificate in use. Returns whether the new pair is served."""
         if self.context is None:
-            return
+            return False
         try:
-            self._load_into(self.context)
+            fresh = self._new_context()
         except (OSError, ssl.SSLError) as exc:
             log.error("TLS reload failed, keeping the old certificate: %s", exc)
-        else:
-            log.info("TLS certificate reloaded")
+            return False
+        self.serving = fresh
+        log.info("TLS certificate reloaded")
+        return True
 
-    def _load_into(self, context: ssl.SSLContext) -> None:
+    def _hand_over(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: object
+    ) -> None:
+        """OpenSSL's server-name callback: the handshake goes on with the certificate in
+        use (it may be the listening context's own)."""
+        serving = self.serving
+        if serving is not None and connection.context is not serving:
+            connection.context = serving
+
+    def _new_context(self) -> ssl.SSLContext:
+        """A server context with the configured certificate (and CA bundle) and key,
+        checked against each other by OpenSSL. Raises OSError or ssl.SSLError."""
         settings = self.settings
         assert settings.tls_cert is not None and settings.tls_key is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         if settings.tls_ca is None:
             context.load_cert_chain(settings.tls_cert, settings.tls_key)
-            return
+            return context
         # The chain is the certificate followed by the CA bundle, in one PEM file.
         with tempfile.NamedTemporaryFile("wb", suffix=".pem") as chain:
             for path in (settings.tls_cert, settings.tls_ca):
@@ -60,3 +82,4 @@ class Certificates:
                     chain.write(part.read().rstrip(b"\n") + b"\n")
             chain.flush()
             context.load_cert_chain(chain.name, settings.tls_key)
+        return context

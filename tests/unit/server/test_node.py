@@ -5,14 +5,16 @@ static ones. No socket is opened."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import msgspec
+import pytest
 
 from clarion.cluster.memory import MemoryBroker, MemoryRateLimiter, MemoryState
 from clarion.config import AppConfig, ClusterSettings, ServerSettings, Settings
 from clarion.server.http_api import HttpApi
-from clarion.server.node import Backend, Node, RedisBackend, open_backend
+from clarion.server.node import Backend, Node, RedisBackend, StoreEmptied, open_backend
 from clarion.stores import AppStore
 
 STATIC = AppConfig(id="1", key="key-1", secret="secret-1")
@@ -115,3 +117,35 @@ def test_store_apps_merge_over_the_static_ones() -> None:
     assert app_1 is not None and app_1.config.secret == "from-the-store"
     assert app_2 is not None and node.registry.by_key("key-2") is app_2
     assert node.registry.by_id("3") is None  # ignored: the key is app 1's
+
+
+def test_an_emptied_store_keeps_the_apps_and_ready_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    node = Node(_settings())
+    store = _Store([AppConfig(id="2", key="key-2", secret="secret-2")])
+    node.store = store
+    asyncio.run(node.load_apps())
+    assert node.ready_notes() == {}
+    store.apps = []
+    with pytest.raises(StoreEmptied, match=r"no apps \(it had 1\)"):
+        asyncio.run(node.load_apps())
+    assert node.registry.by_id("2") is not None  # untouched
+    with caplog.at_level(logging.ERROR, "clarion.server"):
+        for _ in range(5):
+            node._store_failed("the store has no apps (it had 1)")
+    assert len(caplog.records) == 1  # once, not at every reload
+    assert "keeping the 2 app(s) last loaded" in caplog.records[0].getMessage()
+    note = node.ready_notes()["apps_store"]
+    assert isinstance(note, dict) and note["stale"] == "the store has no apps (it had 1)"
+    assert node.ready()  # it serves all the same
+    node._store_back()
+    assert node.ready_notes() == {}
+
+
+def test_a_store_empty_from_the_start_is_not_stale() -> None:
+    node = Node(_settings())
+    node.store = _Store([])
+    asyncio.run(node.load_apps())
+    asyncio.run(node.load_apps())
+    assert [app.id for app in node.registry] == ["1"]
