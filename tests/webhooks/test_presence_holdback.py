@@ -56,7 +56,8 @@ def _targets(receiver: Receiver, paths: list[str]) -> list[dict[str, Any]]:
 
 
 def _join(driver: Driver, name: str, user: str, node: RunningServer | None = None) -> JsClient:
-    client = driver.client(name, host=node and node.host, port=node and node.port)
+    host, port = (node.host, node.port) if node is not None else (None, None)
+    client = driver.client(name, host=host, port=port)
     client.subscribe(CHANNEL, presence={"user_id": user, "user_info": {"name": user}})
     return client
 

@@ -221,8 +221,8 @@ class DurableStore(JobStore):
     def __init__(self, clock: FakeClock) -> None:
         self.jobs = MemoryJobStore(clock.now)
 
-    async def add(self, queue: str, payload: bytes, limit: int) -> int:
-        return await self.jobs.add(queue, payload, limit)
+    async def add(self, queue: str, payload: bytes, limit: int, limit_bytes: int) -> int:
+        return await self.jobs.add(queue, payload, limit, limit_bytes)
 
     async def claim(self, queue: str, count: int, lease: float) -> list[tuple[str, bytes]]:
         return await self.jobs.claim(queue, count, lease)
