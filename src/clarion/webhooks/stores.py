@@ -31,6 +31,7 @@ TAKEN = "taken"  # a mark whose hold was cancelled by the opposite event
 
 # Payload bytes freed since the last time before a drained store hands memory back.
 TRIM_FROM = 8 * 1024 * 1024
+TRIM_AFTER = 1.0  # seconds from the drain to the trim
 
 
 def job_events(payload: bytes) -> int:
@@ -119,6 +120,7 @@ class MemoryJobStore(JobStore):
         self._empty.set()
         self._bytes = 0  # of every queue's payloads
         self._peak = 0  # the most bytes held since memory was last handed back
+        self._trim_pending = False
 
     def _queue(self, queue: str) -> _Queue:
         found = self._queues.get(queue)
@@ -154,7 +156,24 @@ class MemoryJobStore(JobStore):
             ):
                 # A backlog drained (or mostly): hand the memory its payloads took back.
                 self._peak = self._bytes
-                release_free_memory()
+                self._trim_soon()
+
+    def _trim_soon(self) -> None:
+        """Trim in a moment: the deliveries that just finished still hold their bodies
+        until their tasks end."""
+        if self._trim_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # (no loop: called from synchronous code, as in tests)
+            release_free_memory()
+            return
+        self._trim_pending = True
+        loop.call_later(TRIM_AFTER, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_pending = False
+        release_free_memory()
 
     def add_now(self, queue: str, payload: bytes, limit: int, limit_bytes: int = 1 << 62) -> int:
         q = self._queues.get(queue) or self._queue(queue)

@@ -14,8 +14,15 @@ from clarion.config import AppConfig, WebhookSettings, WebhookTarget
 from clarion.protocol import webhooks as shapes
 from clarion.protocol.signing import sign
 from clarion.webhooks import Outbox
-from clarion.webhooks.delivery import FIRST_RETRY, USER_AGENT
-from clarion.webhooks.stores import MemoryJobStore
+from clarion.webhooks.delivery import (
+    FIRST_RETRY,
+    USER_AGENT,
+    Job,
+    decode_job,
+    encode_job,
+    envelope,
+)
+from clarion.webhooks.stores import MemoryJobStore, job_events
 from tests.unit.webhooks.fakes import HANG, FakeClock, FakePoster, Request
 
 URL = "http://receiver.test/hooks?token=s3cret"
@@ -269,6 +276,52 @@ def test_a_quick_opposite_event_cancels_a_held_one() -> None:
         assert await rig.counts() == (1, 0, 0, 0)
 
     run(main)
+
+
+REMOVED = shapes.member_event("member_removed", "presence-room", "u1")
+
+
+@pytest.mark.parametrize(
+    "wanted", [("member_added",), ("member_removed",), ("member_added", "member_removed")]
+)
+def test_a_reload_cancels_the_pair_for_a_target_that_wants_only_one_of_them(
+    wanted: tuple[str, ...],
+) -> None:
+    rig = Rig(_app(_target(*wanted, "channel_occupied"), delay=3.0))
+
+    async def main() -> None:
+        rig.outbox.emit("1", REMOVED)
+        rig.clock.advance(1.0)
+        rig.outbox.emit("1", ADDED)  # a reload: neither goes, to any target
+        rig.clock.advance(5.0)
+        rig.outbox.emit("1", OCCUPIED)  # comes after anything the reload would send
+        request = await rig.request()
+        assert msgspec.json.decode(request.body)["events"] == [OCCUPIED]
+        assert rig.poster.requests.empty()
+        # A departure for good still goes, after the delay, where it is wanted.
+        rig.outbox.emit("1", REMOVED)
+        rig.clock.advance(3.0)
+        rig.outbox.emit("1", OCCUPIED)
+        events = msgspec.json.decode((await rig.request()).body)["events"]
+        if "member_removed" in wanted:
+            assert events == [REMOVED]
+            events = msgspec.json.decode((await rig.request()).body)["events"]
+        assert events == [OCCUPIED]
+        assert await rig.outbox.close() == 0
+
+    run(main)
+
+
+def test_a_queued_job_keeps_its_events_encoded_and_a_stored_one_counts_them() -> None:
+    job = Job([ADDED, OCCUPIED])
+    payload = encode_job(URL, job)
+    assert payload.startswith(b'{"k":2,') and job_events(payload) == 2
+    stored = decode_job(payload, "7", URL)
+    assert stored is not None and stored.count == 2 and stored.id == "7"
+    assert isinstance(stored.events, msgspec.Raw)  # no object tree per event
+    assert msgspec.json.decode(envelope(5, stored)) == {"time_ms": 5, "events": [ADDED, OCCUPIED]}
+    assert decode_job(payload, "7", "http://elsewhere.test/") is None
+    assert decode_job(b"{not json", "7", URL) is None
 
 
 class ClusterMarks(HeldMarks):
