@@ -1,8 +1,10 @@
 """Delivering webhook requests: queue, post, sign, retry, give up; per-target counters.
 
 Each target has its own queue in the :class:`JobStore` (in memory, or in Redis where
-the nodes share it and jobs survive a restart) and a poller that claims due jobs while
-fewer than ``concurrency`` requests are in flight. A failed request (network error,
+the nodes share it and jobs survive a restart), bounded by ``max_queue`` requests and
+``max_queue_bytes`` bytes (the oldest dropped and counted), and a poller that claims due
+jobs while fewer than ``concurrency`` requests are in flight. A job is kept encoded,
+its events as one JSON array of bytes, from the outbox to the request body. A failed request (network error,
 timeout, non-2xx) is retried with exponential backoff and jitter for ``retry_for``
 seconds, re-signed with a fresh ``time_ms`` each time. A slow or failing target never
 delays another target or app.
@@ -79,11 +81,11 @@ class Job:
 class _Stored(msgspec.Struct, forbid_unknown_fields=False):
     """A job as stored: its events stay encoded (``msgspec.Raw``)."""
 
-    k: int
     u: str
     e: msgspec.Raw
     f: float
     n: int
+    k: int = -1  # -1: stored by a version that did not count (counted when read)
 
 
 def encode_job(url: str, job: Job) -> bytes:
@@ -106,7 +108,13 @@ def decode_job(payload: bytes, job_id: str | None, url: str | None) -> Job | Non
         return None
     if url is not None and raw.u != url:
         return None
-    return Job(raw.e, raw.f, raw.n, job_id, raw.k)
+    count = raw.k
+    if count < 0:
+        try:
+            count = len(msgspec.json.decode(raw.e, type=list[Any]))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+    return Job(raw.e, raw.f, raw.n, job_id, count)
 
 
 def envelope(time_ms: int, job: Job) -> bytes:

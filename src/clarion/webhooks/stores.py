@@ -5,7 +5,9 @@ with the same rules, so the outbox runs one code path whether Redis is there or 
 
 * :class:`MemoryJobStore` is ``RedisJobStore`` in a dictionary: jobs due by time, a claim
   leases them, a retry makes them due again later, the oldest-due are dropped beyond the
-  limit. Ties are broken by arrival, so one target's jobs go out first in, first out.
+  limits (jobs, and bytes of payloads). Ties are broken by arrival, so one target's jobs
+  go out first in, first out. Payloads are bytes; when a backlog drained, the memory
+  they took is handed back to the OS (:func:`release_free_memory`).
 * :class:`MemoryHeldMarks` is ``RedisHeldMarks`` without the cluster state: a hold leaves
   its token, the opposite event takes it, a release is true unless the mark was taken or
   replaced. One process has no other node whose sockets could contradict a release.
@@ -29,7 +31,8 @@ from clarion.cluster.interfaces import HeldKey, HeldMarks, JobStore, MarkOp
 
 TAKEN = "taken"  # a mark whose hold was cancelled by the opposite event
 
-# Payload bytes freed since the last time before a drained store hands memory back.
+# A store that drained hands memory back to the OS once it has freed at least this many
+# payload bytes since it last did (smaller drains leave too little to be worth it).
 TRIM_FROM = 8 * 1024 * 1024
 TRIM_AFTER = 1.0  # seconds from the drain to the trim
 

@@ -322,6 +322,14 @@ def test_a_queued_job_keeps_its_events_encoded_and_a_stored_one_counts_them() ->
     assert msgspec.json.decode(envelope(5, stored)) == {"time_ms": 5, "events": [ADDED, OCCUPIED]}
     assert decode_job(payload, "7", "http://elsewhere.test/") is None
     assert decode_job(b"{not json", "7", URL) is None
+    # A job stored before jobs carried their count (a durable queue across an upgrade).
+    older = msgspec.json.encode({"u": URL, "e": [ADDED, ADDED, ADDED], "f": 1.5, "n": 2})
+    stored = decode_job(older, "8", URL)
+    assert stored is not None and (stored.count, stored.first_attempt, stored.attempts) == (
+        3,
+        1.5,
+        2,
+    )
 
 
 class ClusterMarks(HeldMarks):
