@@ -4,10 +4,11 @@ Each target has its own queue in the :class:`JobStore` (in memory, or in Redis w
 the nodes share it and jobs survive a restart), bounded by ``max_queue`` requests and
 ``max_queue_bytes`` bytes (the oldest dropped and counted), and a poller that claims due
 jobs while fewer than ``concurrency`` requests are in flight. A job is kept encoded,
-its events as one JSON array of bytes, from the outbox to the request body. A failed request (network error,
-timeout, non-2xx) is retried with exponential backoff and jitter for ``retry_for``
-seconds, re-signed with a fresh ``time_ms`` each time. A slow or failing target never
-delays another target or app.
+its events as one JSON array of bytes, from the outbox to the request body.
+
+A failed request (network error, timeout, non-2xx) is retried with exponential backoff
+and jitter for ``retry_for`` seconds, re-signed with a fresh ``time_ms`` each time. A
+slow or failing target never delays another target or app.
 """
 
 from __future__ import annotations
