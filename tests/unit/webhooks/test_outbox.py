@@ -279,34 +279,43 @@ def test_a_quick_opposite_event_cancels_a_held_one() -> None:
 
 
 REMOVED = shapes.member_event("member_removed", "presence-room", "u1")
+OFFLINE = shapes.user_event("user_offline", "u1")
+ONLINE = shapes.user_event("user_online", "u1")
+PAIRS = [
+    (REMOVED, ADDED, ("member_added",)),
+    (REMOVED, ADDED, ("member_removed",)),
+    (REMOVED, ADDED, ("member_added", "member_removed")),
+    (OFFLINE, ONLINE, ("user_online",)),
+    (OFFLINE, ONLINE, ("user_offline",)),
+    (VACATED, OCCUPIED, ("channel_occupied",)),
+]
 
 
-@pytest.mark.parametrize(
-    "wanted", [("member_added",), ("member_removed",), ("member_added", "member_removed")]
-)
+@pytest.mark.parametrize(("held", "arrival", "wanted"), PAIRS)
 def test_a_reload_cancels_the_pair_for_a_target_that_wants_only_one_of_them(
-    wanted: tuple[str, ...],
+    held: shapes.WebhookEvent, arrival: shapes.WebhookEvent, wanted: tuple[str, ...]
 ) -> None:
-    rig = Rig(_app(_target(*wanted, "channel_occupied"), delay=3.0))
+    marker = shapes.channel_event("cache_miss", "elsewhere")
+    rig = Rig(_app(_target(*wanted, "cache_miss"), delay=3.0))
 
     async def main() -> None:
-        rig.outbox.emit("1", REMOVED)
+        rig.outbox.emit("1", held)
         rig.clock.advance(1.0)
-        rig.outbox.emit("1", ADDED)  # a reload: neither goes, to any target
+        rig.outbox.emit("1", arrival)  # a reload: neither goes, to any target
         rig.clock.advance(5.0)
-        rig.outbox.emit("1", OCCUPIED)  # comes after anything the reload would send
+        rig.outbox.emit("1", marker)  # comes after anything the reload would send
         request = await rig.request()
-        assert msgspec.json.decode(request.body)["events"] == [OCCUPIED]
+        assert msgspec.json.decode(request.body)["events"] == [marker]
         assert rig.poster.requests.empty()
         # A departure for good still goes, after the delay, where it is wanted.
-        rig.outbox.emit("1", REMOVED)
+        rig.outbox.emit("1", held)
         rig.clock.advance(3.0)
-        rig.outbox.emit("1", OCCUPIED)
+        rig.outbox.emit("1", marker)
         events = msgspec.json.decode((await rig.request()).body)["events"]
-        if "member_removed" in wanted:
-            assert events == [REMOVED]
+        if held["name"] in wanted:
+            assert events == [held]
             events = msgspec.json.decode((await rig.request()).body)["events"]
-        assert events == [OCCUPIED]
+        assert events == [marker]
         assert await rig.outbox.close() == 0
 
     run(main)
