@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.support.cluster import RedisServer, cluster_config, free_port
+from tests.support.cluster import RedisServer, cluster_config
 from tests.support.config import app, build_config
 from tests.support.polling import until
 from tests.support.pusherjs import Driver, JsClient
@@ -41,14 +40,6 @@ PATHS = {
 TARGET_SETS = pytest.mark.parametrize(
     "paths", [["/added"], list(PATHS)], ids=["only-member_added", "each-kind"]
 )
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 def _targets(receiver: Receiver, paths: list[str]) -> list[dict[str, Any]]:
@@ -122,25 +113,17 @@ def _reloads(
 
 
 @TARGET_SETS
-def test_a_reload_within_the_delay_gives_no_member_webhook(
+@pytest.mark.parametrize(("users", "rounds"), [(1, 2), (25, 3)], ids=["one-user", "load"])
+def test_reloads_within_the_delay_give_exact_member_webhooks(
     paths: list[str],
+    users: int,
+    rounds: int,
     receiver: Receiver,
     make_server: Callable[..., RunningServer],
     make_driver: Callable[..., Driver],
 ) -> None:
     server = make_server(build_config(app(webhook_delay=DELAY, webhooks=_targets(receiver, paths))))
-    _reloads(receiver, make_driver(server), [server], paths, users=1, rounds=2)
-
-
-@TARGET_SETS
-def test_many_users_reloading_give_exact_member_webhooks(
-    paths: list[str],
-    receiver: Receiver,
-    make_server: Callable[..., RunningServer],
-    make_driver: Callable[..., Driver],
-) -> None:
-    server = make_server(build_config(app(webhook_delay=DELAY, webhooks=_targets(receiver, paths))))
-    _reloads(receiver, make_driver(server), [server], paths, users=25, rounds=3)
+    _reloads(receiver, make_driver(server), [server], paths, users=users, rounds=rounds)
 
 
 @TARGET_SETS

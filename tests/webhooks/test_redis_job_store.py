@@ -6,26 +6,14 @@ the total follows retries, deliveries and drops. In-process against a real redis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from clarion.cluster.redis import RedisLink
 from clarion.cluster.redis.jobs import RedisJobStore
-from tests.support.cluster import RedisServer, free_port
+from tests.support.cluster import RedisServer
 from tests.unit.webhooks.test_stores import job
 
 Q = "1:0"
 LEASE = 15.0
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 def test_a_redis_queue_is_bounded_by_bytes(redis_server: RedisServer) -> None:
