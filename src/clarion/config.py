@@ -70,6 +70,10 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_for: float = 300.0
     # Requests waiting per target; beyond it the oldest are dropped (and counted).
     max_queue: int = 10000
+    # Bytes of encoded requests queued per target (waiting, retrying or in flight); beyond
+    # it the oldest are dropped (and counted). Clients fill this queue (client events):
+    # 64 MiB holds ~7,000 client events of the largest size, far more small ones.
+    max_queue_bytes: int = 64 * 1024 * 1024
     # Requests in flight per target.
     concurrency: int = 4
     # Seconds a graceful shutdown waits for pending webhooks.
@@ -397,6 +401,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("webhooks.timeout must be positive, retry_for and deadline >= 0")
     if hooks.max_queue < 1 or hooks.concurrency < 1:
         raise ConfigError("webhooks.max_queue and webhooks.concurrency must be at least 1")
+    if hooks.max_queue_bytes < 1024 * 1024:
+        raise ConfigError("webhooks.max_queue_bytes must be at least 1048576 (1 MiB)")
 
 
 def redact(secret: str) -> str:

@@ -320,8 +320,11 @@ class JobStore(ABC):
     and one claimed by a node that dies is handed to another after its lease."""
 
     @abstractmethod
-    async def add(self, queue: str, payload: bytes, limit: int) -> int:
-        """Queue a job, due now; return how many old jobs were dropped to stay at ``limit``."""
+    async def add(self, queue: str, payload: bytes, limit: int, limit_bytes: int) -> int:
+        """Queue a job, due now; the earliest due are dropped while the queue holds more
+        than ``limit`` jobs or ``limit_bytes`` bytes of payloads (the newest job stays).
+        Return how many events the dropped jobs held (a payload that starts with
+        ``{"k":N`` holds N events; any other, one)."""
 
     @abstractmethod
     async def claim(self, queue: str, count: int, lease: float) -> list[tuple[str, bytes]]:

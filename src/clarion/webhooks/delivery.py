@@ -1,11 +1,14 @@
 """Delivering webhook requests: queue, post, sign, retry, give up; per-target counters.
 
 Each target has its own queue in the :class:`JobStore` (in memory, or in Redis where
-the nodes share it and jobs survive a restart) and a poller that claims due jobs while
-fewer than ``concurrency`` requests are in flight. A failed request (network error,
-timeout, non-2xx) is retried with exponential backoff and jitter for ``retry_for``
-seconds, re-signed with a fresh ``time_ms`` each time. A slow or failing target never
-delays another target or app.
+the nodes share it and jobs survive a restart), bounded by ``max_queue`` requests and
+``max_queue_bytes`` bytes (the oldest dropped and counted), and a poller that claims due
+jobs while fewer than ``concurrency`` requests are in flight. A job is kept encoded,
+its events as one JSON array of bytes, from the outbox to the request body.
+
+A failed request (network error, timeout, non-2xx) is retried with exponential backoff
+and jitter for ``retry_for`` seconds, re-signed with a fresh ``time_ms`` each time. A
+slow or failing target never delays another target or app.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +30,7 @@ from clarion.config import AppConfig, WebhookSettings, WebhookTarget, redact_url
 from clarion.protocol import webhooks as shapes
 from clarion.protocol.webhooks import WebhookEvent
 from clarion.webhooks.clock import Clock, Timer
-from clarion.webhooks.stores import MemoryJobStore
+from clarion.webhooks.stores import MemoryJobStore, job_events
 
 log = logging.getLogger("clarion.webhooks")
 
@@ -35,6 +38,7 @@ USER_AGENT = f"Clarion-Webhooks/{__version__}"
 FIRST_RETRY = 1.0
 MAX_RETRY_GAP = 60.0
 POLL = 1.0  # seconds between two looks at a target's queue when nothing wakes its poller
+DROP_LOG_EVERY = 10.0  # seconds between two log lines about a target's full queue
 
 
 @dataclass
@@ -61,28 +65,62 @@ class Stats:
 
 @dataclass
 class Job:
-    events: list[WebhookEvent]
+    """One request's events: a list as the outbox gathered them, or (once stored) their
+    encoded JSON array, kept as bytes: a job waiting or in flight is no object tree."""
+
+    events: list[WebhookEvent] | msgspec.Raw
     first_attempt: float = 0.0
     attempts: int = 0
     id: str | None = None  # once in the store
+    count: int = 0  # its events (set from the list when not given)
+
+    def __post_init__(self) -> None:
+        if not self.count and isinstance(self.events, list):
+            self.count = len(self.events)
+
+
+class _Stored(msgspec.Struct, forbid_unknown_fields=False):
+    """A job as stored: its events stay encoded (``msgspec.Raw``)."""
+
+    u: str
+    e: msgspec.Raw
+    f: float
+    n: int
+    k: int = -1  # -1: stored by a version that did not count (counted when read)
 
 
 def encode_job(url: str, job: Job) -> bytes:
+    """The stored form. ``k`` (the events) comes first: the stores read it from the
+    payload's first bytes to count what they drop (see JobStore.add)."""
     return msgspec.json.encode(
-        {"u": url, "e": job.events, "f": job.first_attempt, "n": job.attempts}
+        {"k": job.count, "u": url, "e": job.events, "f": job.first_attempt, "n": job.attempts}
     )
+
+
+_decoder = msgspec.json.Decoder(_Stored)
 
 
 def decode_job(payload: bytes, job_id: str | None, url: str | None) -> Job | None:
     """The stored job, or None if it is unreadable or was queued for another URL
     (``url`` None: any)."""
     try:
-        raw = msgspec.json.decode(payload)
-        if url is not None and raw["u"] != url:
-            return None
-        return Job(raw["e"], float(raw["f"]), int(raw["n"]), job_id)
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+        raw = _decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+    if url is not None and raw.u != url:
+        return None
+    count = raw.k
+    if count < 0:
+        try:
+            count = len(msgspec.json.decode(raw.e, type=list[Any]))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+    return Job(raw.e, raw.f, raw.n, job_id, count)
+
+
+def envelope(time_ms: int, job: Job) -> bytes:
+    """The request body ``{time_ms, events}`` (webhooks.md §2), the events as stored."""
+    return msgspec.json.encode({"time_ms": time_ms, "events": job.events})
 
 
 @dataclass
@@ -98,6 +136,8 @@ class Target:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     poller: asyncio.Task[None] | None = None
     retries: set[Timer] = field(default_factory=set)  # wake-ups of jobs due again later
+    drop_logged_at: float = float("-inf")  # when its full queue was last logged
+    unlogged_drops: int = 0  # events dropped since
 
     @property
     def queue_id(self) -> str:
@@ -118,6 +158,22 @@ class Poster(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _Body:
+    """A request body httpx reads once; released when the attempt is over. httpx's
+    connection objects form reference cycles that outlive the request until the
+    cycle collector runs (a receiver that closes each connection leaves one per
+    request): what they keep must not be the body."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        data, self.data = self.data, b""
+        yield data
+
+
 class HttpPoster:
     """Requests through one pooled httpx client, each bounded by ``timeout`` seconds."""
 
@@ -128,15 +184,19 @@ class HttpPoster:
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout)
+        content = _Body(body)
+        headers["Content-Length"] = str(len(body))  # (not chunked: the size is known)
         try:
             # One deadline for the whole attempt (httpx's timeout is per phase), kept
             # below the lease of a job so that no other node claims it meanwhile.
             async with asyncio.timeout(self._timeout):
-                reply = await self._client.post(url, content=body, headers=headers)
+                reply = await self._client.post(url, content=content, headers=headers)
         except TimeoutError:
             return f"no answer within {self._timeout} s"
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"
+        finally:
+            content.data = b""
         if 200 <= reply.status_code < 300:
             return None
         return f"HTTP {reply.status_code}"
@@ -166,6 +226,7 @@ class Deliveries:
         self._clock = clock
         self._poster = poster
         self._limit = settings.max_queue
+        self._limit_bytes = settings.max_queue_bytes
         self._closing = False
         self._adds: set[asyncio.Task[None]] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
@@ -179,29 +240,43 @@ class Deliveries:
         """Queue a job for the target (a store of this process takes it at once; a
         shared one in a task of its own)."""
         payload = encode_job(target.config.url, job)
+        queue, limit, limit_bytes = target.queue_id, self._limit, self._limit_bytes
         if self._volatile is not None:
-            self._added(target, self._volatile.add_now(target.queue_id, payload, self._limit))
+            self._added(target, self._volatile.add_now(queue, payload, limit, limit_bytes))
         else:
-            self._spawn(self._add(target, payload, len(job.events)), self._adds)
+            self._spawn(self._add(target, payload, job.count), self._adds)
 
     async def _add(self, target: Target, payload: bytes, events: int) -> None:
         try:
-            dropped = await self._store.add(target.queue_id, payload, self._limit)
+            dropped = await self._store.add(
+                target.queue_id, payload, self._limit, self._limit_bytes
+            )
         except Exception as exc:
             target.stats.dropped += events
+            metrics.webhook_deliveries.labels(target.app_id, "dropped").inc(events)
             log.error("webhook store unavailable (%s): %d event(s) lost", exc, events)
             return
         self._added(target, dropped)
 
     def _added(self, target: Target, dropped: int) -> None:
         if dropped:
+            # The queue is full (max_queue requests or max_queue_bytes): its oldest
+            # events went. Counted each time, logged at most every DROP_LOG_EVERY s.
             target.stats.dropped += dropped
-            log.warning(
-                "webhook queue of app %s full for %s: dropped %d job(s)",
-                target.app_id,
-                redact_url(target.config.url),
-                dropped,
-            )
+            metrics.webhook_deliveries.labels(target.app_id, "dropped").inc(dropped)
+            target.unlogged_drops += dropped
+            now = self._clock.now()
+            if now >= target.drop_logged_at + DROP_LOG_EVERY:
+                log.warning(
+                    "webhook queue of app %s full for %s: dropped %d event(s), the oldest"
+                    " (max_queue %d requests, max_queue_bytes %d)",
+                    target.app_id,
+                    redact_url(target.config.url),
+                    target.unlogged_drops,
+                    self._limit,
+                    self._limit_bytes,
+                )
+                target.drop_logged_at, target.unlogged_drops = now, 0
         self.ensure_poller(target)
         target.wake.set()
 
@@ -228,7 +303,7 @@ class Deliveries:
                     job = decode_job(payload, job_id, target.config.url)
                     if job is None:
                         # Configured differently since it was queued: nowhere to send it.
-                        target.stats.dropped += 1
+                        target.stats.dropped += job_events(payload)
                         await self._store.done(target.queue_id, job_id)
                         continue
                     target.in_flight += 1
@@ -247,7 +322,7 @@ class Deliveries:
         config = self._app_config(target.app_id)
         try:
             if config is None:  # the app is gone
-                target.stats.dropped += len(job.events)
+                target.stats.dropped += job.count
                 await self._store.done(target.queue_id, job.id)
                 return
             now = self._clock.now()
@@ -255,13 +330,13 @@ class Deliveries:
                 job.first_attempt = now
             job.attempts += 1
             # Signed afresh on every attempt: a receiver rejects a time_ms > 300 s old.
-            body = shapes.envelope(int(now * 1000), job.events)
+            body = envelope(int(now * 1000), job)
             headers = shapes.headers(config.key, config.secret, body, target.config.headers)
             headers["User-Agent"] = USER_AGENT
             error = await self._poster.post(target.config.url, body, headers)
             if error is None:
-                target.stats.sent += len(job.events)
-                metrics.webhook_deliveries.labels(target.app_id, "sent").inc(len(job.events))
+                target.stats.sent += job.count
+                metrics.webhook_deliveries.labels(target.app_id, "sent").inc(job.count)
                 await self._store.done(target.queue_id, job.id)
                 return
             target.stats.failed += 1
@@ -301,15 +376,15 @@ class Deliveries:
         target.stats.retrying += 1
 
     def _give_up(self, target: Target, job: Job, error: str) -> None:
-        target.stats.dropped += len(job.events)
-        metrics.webhook_deliveries.labels(target.app_id, "dropped").inc(len(job.events))
+        target.stats.dropped += job.count
+        metrics.webhook_deliveries.labels(target.app_id, "dropped").inc(job.count)
         log.error(
             "webhook to %s for app %s given up after %d attempts (%s): %d event(s) lost",
             redact_url(target.config.url),
             target.app_id,
             job.attempts,
             error,
-            len(job.events),
+            job.count,
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
@@ -384,8 +459,7 @@ class Deliveries:
         for queue_id, payloads in self._volatile.drain().items():
             events = 0
             for payload in payloads:
-                job = decode_job(payload, None, None)
-                events += len(job.events) if job is not None else 0
+                events += job_events(payload)
             if queue_id in by_queue:
                 by_queue[queue_id].stats.dropped += events
             lost += events

@@ -103,14 +103,17 @@ class Outbox:
 
     def emit(self, app_id: str, event: WebhookEvent) -> None:
         accept = True
-        held_name = shapes.CANCELS.get(event["name"])
+        name = event["name"]
+        held_name = shapes.CANCELS.get(name)
         if held_name is not None:
-            # Before the wants() check: a target that only wants channel_vacated must
-            # still have it cancelled when the channel is re-occupied within the delay.
+            # The cancellation rule, for every target alike: a held event and the
+            # opposite one within the delay swallow each other. Checked before any
+            # wants(): a target that wants only member_added gets no second member_added
+            # for a page reload, one that wants only member_removed no removal.
             key = held_key(app_id, held_name, event)
             if self._holds.cancel(key):
                 accept = False  # the pair cancels out: neither is sent
-            elif self._holds.shared and self._delay(app_id) > 0 and self.wants(app_id, held_name):
+            elif self._holds.shared and self._delay(app_id) > 0 and self._wants_pair(app_id, name):
                 # Perhaps held by another node: goes on only if there is no mark to take.
                 self._wait_for_take(_Pending(app_id, event), key)
                 return
@@ -139,15 +142,22 @@ class Outbox:
         config = self._app_config(app_id)
         return config.webhook_delay if config is not None else 0.0
 
+    def _wants_pair(self, app_id: str, name: str) -> bool:
+        """Whether a target wants ``name`` or its opposite (one of a held pair)."""
+        opposite = shapes.HELD_UNTIL_CANCELLED.get(name) or shapes.CANCELS.get(name, name)
+        return self.wants(app_id, name) or self.wants(app_id, opposite)
+
     def _accept(self, app_id: str, event: WebhookEvent) -> None:
         name = event["name"]
-        if not self.wants(app_id, name):
-            return
         delay = self._delay(app_id)
         if delay > 0 and name in shapes.HELD_UNTIL_CANCELLED:
-            self._holds.hold(held_key(app_id, name, event), event, delay)
+            # Held even for targets that want only the opposite event: that one is
+            # cancelled by this hold (see emit); the release is filtered by target.
+            if self._wants_pair(app_id, name):
+                self._holds.hold(held_key(app_id, name, event), event, delay)
             return
-        self._queue_event(app_id, event)
+        if self.wants(app_id, name):
+            self._queue_event(app_id, event)
 
     def _sent_on(self, key: HeldKey, event: WebhookEvent) -> None:
         """A held event's delay ran out uncancelled."""

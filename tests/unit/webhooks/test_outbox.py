@@ -14,8 +14,15 @@ from clarion.config import AppConfig, WebhookSettings, WebhookTarget
 from clarion.protocol import webhooks as shapes
 from clarion.protocol.signing import sign
 from clarion.webhooks import Outbox
-from clarion.webhooks.delivery import FIRST_RETRY, USER_AGENT
-from clarion.webhooks.stores import MemoryJobStore
+from clarion.webhooks.delivery import (
+    FIRST_RETRY,
+    USER_AGENT,
+    Job,
+    decode_job,
+    encode_job,
+    envelope,
+)
+from clarion.webhooks.stores import MemoryJobStore, job_events
 from tests.unit.webhooks.fakes import HANG, FakeClock, FakePoster, Request
 
 URL = "http://receiver.test/hooks?token=s3cret"
@@ -221,8 +228,8 @@ class DurableStore(JobStore):
     def __init__(self, clock: FakeClock) -> None:
         self.jobs = MemoryJobStore(clock.now)
 
-    async def add(self, queue: str, payload: bytes, limit: int) -> int:
-        return await self.jobs.add(queue, payload, limit)
+    async def add(self, queue: str, payload: bytes, limit: int, limit_bytes: int) -> int:
+        return await self.jobs.add(queue, payload, limit, limit_bytes)
 
     async def claim(self, queue: str, count: int, lease: float) -> list[tuple[str, bytes]]:
         return await self.jobs.claim(queue, count, lease)
@@ -269,6 +276,69 @@ def test_a_quick_opposite_event_cancels_a_held_one() -> None:
         assert await rig.counts() == (1, 0, 0, 0)
 
     run(main)
+
+
+REMOVED = shapes.member_event("member_removed", "presence-room", "u1")
+OFFLINE = shapes.user_event("user_offline", "u1")
+ONLINE = shapes.user_event("user_online", "u1")
+PAIRS = [
+    (REMOVED, ADDED, ("member_added",)),
+    (REMOVED, ADDED, ("member_removed",)),
+    (REMOVED, ADDED, ("member_added", "member_removed")),
+    (OFFLINE, ONLINE, ("user_online",)),
+    (OFFLINE, ONLINE, ("user_offline",)),
+    (VACATED, OCCUPIED, ("channel_occupied",)),
+]
+
+
+@pytest.mark.parametrize(("held", "arrival", "wanted"), PAIRS)
+def test_a_reload_cancels_the_pair_for_a_target_that_wants_only_one_of_them(
+    held: shapes.WebhookEvent, arrival: shapes.WebhookEvent, wanted: tuple[str, ...]
+) -> None:
+    marker = shapes.channel_event("cache_miss", "elsewhere")
+    rig = Rig(_app(_target(*wanted, "cache_miss"), delay=3.0))
+
+    async def main() -> None:
+        rig.outbox.emit("1", held)
+        rig.clock.advance(1.0)
+        rig.outbox.emit("1", arrival)  # a reload: neither goes, to any target
+        rig.clock.advance(5.0)
+        rig.outbox.emit("1", marker)  # comes after anything the reload would send
+        request = await rig.request()
+        assert msgspec.json.decode(request.body)["events"] == [marker]
+        assert rig.poster.requests.empty()
+        # A departure for good still goes, after the delay, where it is wanted.
+        rig.outbox.emit("1", held)
+        rig.clock.advance(3.0)
+        rig.outbox.emit("1", marker)
+        events = msgspec.json.decode((await rig.request()).body)["events"]
+        if held["name"] in wanted:
+            assert events == [held]
+            events = msgspec.json.decode((await rig.request()).body)["events"]
+        assert events == [marker]
+        assert await rig.outbox.close() == 0
+
+    run(main)
+
+
+def test_a_queued_job_keeps_its_events_encoded_and_a_stored_one_counts_them() -> None:
+    job = Job([ADDED, OCCUPIED])
+    payload = encode_job(URL, job)
+    assert payload.startswith(b'{"k":2,') and job_events(payload) == 2
+    stored = decode_job(payload, "7", URL)
+    assert stored is not None and stored.count == 2 and stored.id == "7"
+    assert isinstance(stored.events, msgspec.Raw)  # no object tree per event
+    assert msgspec.json.decode(envelope(5, stored)) == {"time_ms": 5, "events": [ADDED, OCCUPIED]}
+    assert decode_job(payload, "7", "http://elsewhere.test/") is None
+    assert decode_job(b"{not json", "7", URL) is None
+    # A job stored before jobs carried their count (a durable queue across an upgrade).
+    older = msgspec.json.encode({"u": URL, "e": [ADDED, ADDED, ADDED], "f": 1.5, "n": 2})
+    stored = decode_job(older, "8", URL)
+    assert stored is not None and (stored.count, stored.first_attempt, stored.attempts) == (
+        3,
+        1.5,
+        2,
+    )
 
 
 class ClusterMarks(HeldMarks):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from clarion.cluster.interfaces import HeldKey, MarkOp
-from clarion.webhooks.stores import MemoryHeldMarks, MemoryJobStore
+from clarion.webhooks import stores
+from clarion.webhooks.stores import MemoryHeldMarks, MemoryJobStore, job_events
 from tests.unit.webhooks.fakes import FakeClock
 
 Q = "1:0"
@@ -76,11 +79,65 @@ def test_beyond_the_limit_the_earliest_due_are_dropped_before_leased_ones() -> N
     assert store.size_now(Q) == 2 and store.claim_now(Q, 5, LEASE) == []
 
 
+def job(events: int, size: int) -> bytes:
+    """A payload as the deliveries store it: ``{"k":N,...`` of about ``size`` bytes."""
+    head = b'{"k":%d,"u":"http://x","e":"' % events
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def test_job_events_reads_the_leading_count() -> None:
+    assert job_events(job(37, 100)) == 37
+    assert job_events(b'{"u":"http://x"}') == 1  # stored before the count was
+    assert job_events(b'{"k":"no"}') == 1
+
+
+def test_beyond_the_bytes_the_oldest_are_dropped_and_their_events_counted() -> None:
+    store, _ = _store()
+    for _ in range(4):
+        assert store.add_now(Q, job(10, 1000), 100, 4000) == 0
+    assert store.bytes_now(Q) == 4000
+    assert store.add_now(Q, job(3, 1500), 100, 4000) == 20  # two of 10 events went
+    assert store.size_now(Q) == 3 and store.bytes_now(Q) == 3500
+    # The newest stays alone even when it is larger than the bound.
+    assert store.add_now(Q, job(7, 9000), 100, 4000) == 23
+    assert store.size_now(Q) == 1 and store.bytes_now(Q) == 9000
+
+
+def test_bytes_follow_retries_and_done_and_an_emptied_queue_goes() -> None:
+    store, _ = _store()
+    store.add_now(Q, job(1, 100), 10, 1 << 20)
+    [(job_id, _)] = store.claim_now(Q, 1, LEASE)
+    store.retry_now(Q, job_id, job(1, 300), 1.0)
+    assert store.bytes_now(Q) == 300
+    store.done_now(Q, job_id)
+    assert store.bytes_now(Q) == 0 and store.size_now(Q) == 0
+    assert store._queues == {}  # its tables, grown by a backlog, are not kept
+
+
+def test_a_drained_backlog_hands_its_memory_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(stores, "release_free_memory", lambda: trims.append(1))
+    monkeypatch.setattr(stores, "TRIM_FROM", 1000)
+    store, _ = _store()
+    for _ in range(8):
+        store.add_now(Q, job(1, 500), 100, 1 << 20)
+    claimed = store.claim_now(Q, 8, LEASE)
+    for job_id, _ in claimed[:5]:
+        store.done_now(Q, job_id)
+    assert trims == []  # 1500 bytes freed, 1500 left: not yet a quarter
+    store.done_now(Q, claimed[5][0])
+    assert trims == [1]  # 1000 left of 4000
+    store.done_now(Q, claimed[6][0])
+    assert trims == [1]  # 500 freed since: too little
+    store.done_now(Q, claimed[7][0])
+    assert trims == [1, 1]  # empty, 1000 freed since
+
+
 def test_the_async_interface_answers_as_the_synchronous_one() -> None:
     store, clock = _store()
 
     async def main() -> None:
-        assert await store.add(Q, b"x", 10) == 0
+        assert await store.add(Q, b"x", 10, 1 << 20) == 0
         [(job_id, payload)] = await store.claim(Q, 1, LEASE)
         await store.retry(Q, job_id, payload + b"!", 1.0)
         clock.advance(1.0)

@@ -11,19 +11,21 @@ from clarion.cluster.redis.link import RedisLink, text
 
 
 class RedisJobStore(JobStore):
-    """Webhook jobs in Redis: ``P:wh:jobs:Q`` id -> payload, ``P:wh:due:Q`` id -> due time (ms,
-    Redis clock). A claim pushes the due time one lease ahead, so a job whose node dies
-    mid-delivery becomes due again for the others."""
+    """Webhook jobs in Redis: ``P:wh:jobs:Q`` id -> payload (and ``bytes`` -> the payloads'
+    total), ``P:wh:due:Q`` id -> due time (ms, Redis clock). A claim pushes the due time
+    one lease ahead, so a job whose node dies mid-delivery becomes due again for the
+    others."""
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
         self._claim = scripts.register(link.client, "job_claim")
         self._add = scripts.register(link.client, "job_add")
+        self._done = scripts.register(link.client, "job_done")
 
-    async def add(self, queue: str, payload: bytes, limit: int) -> int:
+    async def add(self, queue: str, payload: bytes, limit: int, limit_bytes: int) -> int:
         job_id = secrets.token_hex(8)
         keys = self.link.keys.job_keys(queue)
-        return int(await self._add(keys=keys, args=[job_id, payload, limit, 0]))
+        return int(await self._add(keys=keys, args=[job_id, payload, limit, 0, limit_bytes]))
 
     async def claim(self, queue: str, count: int, lease: float) -> list[tuple[str, bytes]]:
         keys = self.link.keys.job_keys(queue)
@@ -31,15 +33,11 @@ class RedisJobStore(JobStore):
         return [(text(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def done(self, queue: str, job_id: str) -> None:
-        due, jobs = self.link.keys.job_keys(queue)
-        async with self.link.client.pipeline(transaction=True) as pipe:
-            pipe.zrem(due, job_id)
-            pipe.hdel(jobs, job_id)
-            await pipe.execute()
+        await self._done(keys=self.link.keys.job_keys(queue), args=[job_id])
 
     async def retry(self, queue: str, job_id: str, payload: bytes, delay: float) -> None:
         keys = self.link.keys.job_keys(queue)
-        await self._add(keys=keys, args=[job_id, payload, 1 << 30, int(delay * 1000)])
+        await self._add(keys=keys, args=[job_id, payload, 1 << 30, int(delay * 1000), 1 << 50])
 
     async def size(self, queue: str) -> int:
         due, _ = self.link.keys.job_keys(queue)

@@ -22,6 +22,7 @@ NAMES = (
     "held_take",
     "job_add",
     "job_claim",
+    "job_done",
     "join",
     "leave",
     "rate",
