@@ -34,6 +34,7 @@ from clarion.cluster.interfaces import (
 )
 from clarion.config import AppConfig
 from clarion.hub.fanout import Subscriber, Writer, write_to_all
+from clarion.hub.presence import JoinBuffer, unversioned, versioned
 from clarion.hub.users import Users
 from clarion.protocol import messages, names
 from clarion.protocol import webhooks as hooks
@@ -51,51 +52,6 @@ SUBSCRIPTION_COUNT_INTERVAL = 5.0
 WATCH_PREFIX = "#watch:"
 TERMINATE_PREFIX = "#terminate:"
 TERMINATE = b""
-# A presence member event travels between nodes as VERSIONED, its version in decimal,
-# VERSIONED again, then the frame (a frame itself starts with "{"): see Hub.deliver.
-VERSIONED = b"\x00"
-# Frames for one socket held while its subscribe is under way (see JoinBuffer).
-JOIN_BUFFER_BYTES = 1 << 20
-
-
-def versioned(frame: bytes, version: int | None) -> bytes:
-    """``frame`` (a presence member event) with the cluster version of its change."""
-    return frame if version is None else b"%b%d%b%b" % (VERSIONED, version, VERSIONED, frame)
-
-
-def unversioned(frame: bytes) -> tuple[bytes, int | None]:
-    """The frame a broker carried, and its version when it has one."""
-    if frame[:1] != VERSIONED:
-        return frame, None
-    end = frame.index(VERSIONED, 1)
-    return frame[end + 1 :], int(frame[1:end])
-
-
-class JoinBuffer:
-    """The frames of a channel that reach a socket while its subscribe is under way: they
-    go out after subscription_succeeded, those its member list already accounts for
-    left out. Bounded in bytes: a socket that overflows it is closed (4100)."""
-
-    __slots__ = ("frames", "overflowed", "size")
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[bytes, int | None]] = []
-        self.size = 0
-        self.overflowed = False
-
-    def add(self, frame: bytes, version: int | None) -> None:
-        self.size += len(frame)
-        if self.size > JOIN_BUFFER_BYTES:
-            self.overflowed = True
-            self.frames.clear()
-        elif not self.overflowed:
-            self.frames.append((frame, version))
-
-    def after(self, version: int | None) -> list[bytes]:
-        """The frames held, but member events of a version <= ``version``."""
-        return [f for f, v in self.frames if v is None or version is None or v > version]
-
-
 class EventSink(Protocol):
     """Where the hub reports what webhooks are made of (the webhook outbox)."""
 

@@ -16,7 +16,8 @@ from typing import Any
 from clarion.cluster.interfaces import Joined, Left, Member, PresenceFull
 from clarion.cluster.memory import MemoryBroker, MemoryState
 from clarion.hub import channels
-from clarion.hub.channels import Hub, unversioned, versioned
+from clarion.hub.channels import Hub
+from clarion.hub.presence import unversioned, versioned
 from clarion.protocol import messages
 from tests.support.fakes import FakeSubscriber
 
