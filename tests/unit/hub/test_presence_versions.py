@@ -15,7 +15,7 @@ from typing import Any
 
 from clarion.cluster.interfaces import Joined, Left, Member, PresenceFull
 from clarion.cluster.memory import MemoryBroker, MemoryState
-from clarion.hub import channels
+from clarion.hub import presence
 from clarion.hub.channels import Hub
 from clarion.hub.presence import unversioned, versioned
 from clarion.protocol import messages
@@ -170,7 +170,7 @@ def test_frames_during_a_subscribe_follow_its_list_and_once_only() -> None:
 
 
 def test_a_socket_flooded_while_subscribing_is_closed(monkeypatch: Any) -> None:
-    monkeypatch.setattr(channels, "JOIN_BUFFER_BYTES", 1000)
+    monkeypatch.setattr(presence, "JOIN_BUFFER_BYTES", 1000)
 
     async def main() -> None:
         hub, state, _ = make_hub()
