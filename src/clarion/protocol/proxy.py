@@ -75,7 +75,10 @@ def parse_address(text: str) -> Address | None:
 
 
 def _is_port(text: str) -> bool:
-    return text.startswith(":") and text[1:].isdigit() and len(text) <= 6
+    digits = text[1:]
+    return (
+        text.startswith(":") and digits.isascii() and digits.isdigit() and int(digits) <= 65535
+    )
 
 
 def is_trusted(address: str, trusted: Iterable[Network]) -> bool:
