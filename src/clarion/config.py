@@ -38,7 +38,7 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Seconds to wait for any frame after the server's pusher:ping before closing with 4201.
     pong_timeout: float = 30.0
     # WebSocket connections from one IP address (0: no limit); more are refused with 4100.
-    # Behind a reverse proxy every connection comes from the proxy: raise it or set 0.
+    # The client's address: behind a proxy, set trusted_proxies or proxy_protocol.
     max_connections_per_ip: int = 1000
     # Proxies (CIDRs) whose X-Forwarded-For / Forwarded headers name the client: from one
     # of them, the client is the right-most address of the header that is not itself
@@ -196,6 +196,7 @@ _ENV_SERVER = {
     "CLARION_LOG_LEVEL": "log_level",
     "CLARION_DRAIN_WINDOW": "drain_window",
     "CLARION_ALLOW_DEMO_APP": "allow_demo_app",
+    "CLARION_PROXY_PROTOCOL": "proxy_protocol",
 }
 _ENV_CLUSTER = {"CLARION_CLUSTER_ADAPTER": "adapter", "CLARION_REDIS_URL": "redis_url"}
 _ENV_APP = {"CLARION_APP_ID": "id", "CLARION_APP_KEY": "key", "CLARION_APP_SECRET": "secret"}
@@ -241,6 +242,10 @@ def load(
     for var, field in _ENV_SERVER.items():
         if var in env:
             server[field] = env[var]
+    if "CLARION_TRUSTED_PROXIES" in env:
+        # Comma-separated CIDRs (a compose file or a container's environment).
+        cidrs = env["CLARION_TRUSTED_PROXIES"].split(",")
+        server["trusted_proxies"] = [cidr.strip() for cidr in cidrs if cidr.strip()]
     for var, field in _ENV_CLUSTER.items():
         if var in env:
             raw["cluster"][field] = env[var]
