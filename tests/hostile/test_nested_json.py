@@ -111,24 +111,25 @@ async def _frames(ws: ClientConnection, depth: int, channel: str) -> None:
     await _still_open(ws)
 
 
+async def _join_presence(
+    ws: ClientConnection, socket_id: str, channel: str, channel_data: str
+) -> dict[str, Any]:
+    """Subscribe with ``channel_data`` signed correctly; the server's answer."""
+    data = {
+        "channel": channel,
+        "channel_data": channel_data,
+        "auth": _sign(f"{socket_id}:{channel}:{channel_data}"),
+    }
+    await ws.send(json.dumps({"event": "pusher:subscribe", "data": data}))
+    return await recv_json(ws)
+
+
 async def _presence_path(ws: ClientConnection, socket_id: str, depth: int) -> None:
     """channel_data is a string inside the message: signed correctly, yet unusable."""
     for index in range(REPEAT):
         channel = f"presence-nested-{depth}-{index}"
         channel_data = '{"user_id":"u","user_info":' + nested(depth) + "}"
-        await ws.send(
-            json.dumps(
-                {
-                    "event": "pusher:subscribe",
-                    "data": {
-                        "channel": channel,
-                        "channel_data": channel_data,
-                        "auth": _sign(f"{socket_id}:{channel}:{channel_data}"),
-                    },
-                }
-            )
-        )
-        answer = await recv_json(ws)
+        answer = await _join_presence(ws, socket_id, channel, channel_data)
         assert answer["event"] == "pusher:subscription_error", answer
         assert answer["channel"] == channel
         data = answer["data"] if isinstance(answer["data"], dict) else json.loads(answer["data"])
@@ -219,21 +220,8 @@ def test_nested_presence_channel_data_in_cluster_mode(
             for depth in DEPTHS:
                 await _presence_path(ws, socket_id, depth)
             # The connection still works for a real member after it.
-            channel = "presence-after"
             channel_data = json.dumps({"user_id": "ok"})
-            await ws.send(
-                json.dumps(
-                    {
-                        "event": "pusher:subscribe",
-                        "data": {
-                            "channel": channel,
-                            "channel_data": channel_data,
-                            "auth": _sign(f"{socket_id}:{channel}:{channel_data}"),
-                        },
-                    }
-                )
-            )
-            answer = await recv_json(ws)
+            answer = await _join_presence(ws, socket_id, "presence-after", channel_data)
             assert answer["event"] == "pusher_internal:subscription_succeeded", answer
             await ws.close()
 
