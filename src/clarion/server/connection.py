@@ -6,9 +6,12 @@ HTTP API. On ``GET {prefix}/app/{key}`` with a WebSocket upgrade, the admission
 (:mod:`clarion.server.websocket`) answers 101 and from then on turns bytes into text
 messages, and the Pusher session (:mod:`clarion.protocol.session`, whose state is part of
 this object) decides what each message calls for. This class carries the decisions out
-against the hub, and owns what spans the layers: opening, closing and the order of
-messages waiting on the cluster state. No task, coroutine or buffer is kept per idle
-connection.
+against the hub, and owns what spans the layers: opening, closing, the order of
+messages waiting on the cluster state, and the client's address (the socket's peer, a
+PROXY protocol header read before any HTTP byte, or a trusted proxy's forwarding headers
+per request: :mod:`clarion.protocol.proxy`). Nothing a client sends escapes a handler: a
+failure is answered (``pusher:error``, or an HTTP error) and logged once a minute per
+kind. No task, coroutine or buffer is kept per idle connection.
 """
 
 from __future__ import annotations
