@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from clarion.protocol.handshake import origin_pattern_error
 from clarion.protocol.webhooks import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 
 
@@ -37,8 +38,16 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Seconds to wait for any frame after the server's pusher:ping before closing with 4201.
     pong_timeout: float = 30.0
     # WebSocket connections from one IP address (0: no limit); more are refused with 4100.
-    # Behind a reverse proxy every connection comes from the proxy: raise it or set 0.
+    # The client's address: behind a proxy, set trusted_proxies or proxy_protocol.
     max_connections_per_ip: int = 1000
+    # Proxies (CIDRs) whose X-Forwarded-For / Forwarded headers name the client: from one
+    # of them, the client is the right-most address of the header that is not itself
+    # trusted. From any other peer those headers are ignored. Default: none.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    # Every connection starts with a PROXY protocol header (v1 or v2, from HAProxy or a
+    # TCP load balancer) naming the client; a connection without one is closed. With
+    # trusted_proxies set, only those peers may send it.
+    proxy_protocol: bool = False
     log_level: str = "info"
     # One log line per WebSocket connection, when it closes: app, socket id, address,
     # close code and how long it lasted.
@@ -160,6 +169,11 @@ class AppConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_channel_name_length: int = 200
     max_event_channels: int = 100
     max_batch_size: int = 10
+    # Origins whose browsers may connect ("https://app.example.com", "https://*.example.org":
+    # subdomains only; the port must match when given). A connection with another Origin
+    # header is refused with 4009; one without an Origin (native apps, servers) is not.
+    # ["*"]: any origin.
+    allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     # Webhook targets of this app ([[apps.webhooks]]).
     webhooks: list[WebhookTarget] = msgspec.field(default_factory=list)
     # Seconds channel_vacated / member_removed / user_offline are held back; cancelled
@@ -186,6 +200,7 @@ _ENV_SERVER = {
     "CLARION_LOG_LEVEL": "log_level",
     "CLARION_DRAIN_WINDOW": "drain_window",
     "CLARION_ALLOW_DEMO_APP": "allow_demo_app",
+    "CLARION_PROXY_PROTOCOL": "proxy_protocol",
 }
 _ENV_CLUSTER = {"CLARION_CLUSTER_ADAPTER": "adapter", "CLARION_REDIS_URL": "redis_url"}
 _ENV_APP = {"CLARION_APP_ID": "id", "CLARION_APP_KEY": "key", "CLARION_APP_SECRET": "secret"}
@@ -231,6 +246,10 @@ def load(
     for var, field in _ENV_SERVER.items():
         if var in env:
             server[field] = env[var]
+    if "CLARION_TRUSTED_PROXIES" in env:
+        # Comma-separated CIDRs (a compose file or a container's environment).
+        cidrs = env["CLARION_TRUSTED_PROXIES"].split(",")
+        server["trusted_proxies"] = [cidr.strip() for cidr in cidrs if cidr.strip()]
     for var, field in _ENV_CLUSTER.items():
         if var in env:
             raw["cluster"][field] = env[var]
@@ -318,6 +337,13 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"server.{field} must be at least 1024 bytes")
     if server.max_connections_per_ip < 0:
         raise ConfigError("server.max_connections_per_ip must be >= 0 (0: no limit)")
+    for cidr in server.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"server.trusted_proxies: {cidr!r} is not a network (e.g. 10.0.0.0/8)"
+            ) from None
     if (server.tls_cert is None) != (server.tls_key is None):
         raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
     for field in ("tls_cert", "tls_key", "tls_ca"):
@@ -367,6 +393,10 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{where}.client_event_rate_limit must be at least 1")
         if app.user_authentication_timeout is not None and app.user_authentication_timeout <= 0:
             raise ConfigError(f"{where}.user_authentication_timeout must be positive")
+        for origin in app.allowed_origins:
+            problem = origin_pattern_error(origin)
+            if problem:
+                raise ConfigError(f"{where}.allowed_origins: {problem}")
         if app.webhook_delay < 0 or app.webhook_batch_window < 0:
             raise ConfigError(f"{where}: webhook_delay and webhook_batch_window must be >= 0")
         for number, target in enumerate(app.webhooks):

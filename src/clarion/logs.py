@@ -61,3 +61,46 @@ def setup(level: str, worker: bool = False) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if worker:
         logging.getLogger("clarion").info("worker started")
+
+
+class OncePerInterval:
+    """Log each *kind* of problem at most once per ``interval`` seconds.
+
+    For failures a client can cause at will (a malformed frame, a bad PROXY header, a
+    handler that raised on its input): one line per kind and interval, saying how many
+    were not logged since, instead of a line (or a traceback) per frame. Kinds are
+    strings chosen by the code, never by the client, so the table stays small.
+    """
+
+    __slots__ = ("_last", "interval", "logger")
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(
+        self,
+        level: int,
+        kind: str,
+        message: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Log ``message`` unless ``kind`` was logged within the interval; True if logged."""
+        now = time.monotonic() if now is None else now
+        last = self._last.get(kind)
+        if last is not None and now - last[0] < self.interval:
+            self._last[kind] = (last[0], last[1] + 1)
+            return False
+        suppressed = last[1] if last is not None else 0
+        self._last[kind] = (now, 0)
+        self.logger.log(
+            level,
+            message,
+            *args,
+            exc_info=exc_info,
+            extra={"kind": kind, "suppressed": suppressed},
+        )
+        return True

@@ -253,10 +253,16 @@ function userAuthenticator(name) {
 // sockets through Runtime.createWebSocket; the reports carry no client name (one driver
 // process may hold many clients), so tests that read them give the client a driver of
 // its own.
+//
+// With DRIVER_ORIGIN set, every socket of this driver sends that Origin header, as a
+// browser on that page would (Node's WebSocket sends none of its own).
 const runtime = Pusher.Runtime;
 const createWebSocket = runtime.createWebSocket;
+const ORIGIN = process.env.DRIVER_ORIGIN || null;
 runtime.createWebSocket = function (url) {
-  const socket = createWebSocket.call(this, url);
+  const socket = ORIGIN
+    ? new (this.getWebSocketAPI())(url, [], { headers: { Origin: ORIGIN } })
+    : createWebSocket.call(this, url);
   socket.addEventListener("close", (e) => {
     emit({ type: "ws_close", code: e.code, reason: e.reason || "" });
   });

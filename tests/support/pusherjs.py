@@ -46,7 +46,11 @@ def _matches(report: Report, fields: dict[str, Any]) -> bool:
 
 
 class Driver:
-    """One node process holding any number of named pusher-js clients."""
+    """One node process holding any number of named pusher-js clients.
+
+    ``env={"DRIVER_ORIGIN": "https://app.example.com"}`` makes every socket of the driver
+    send that ``Origin`` header, as a browser on that page does.
+    """
 
     def __init__(
         self, host: str, port: int, log_path: Path, env: dict[str, str] | None = None

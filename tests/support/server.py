@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -88,6 +89,9 @@ def start_server(
                 process, match.group(2), int(match.group(3)), output, tls=match.group(1) == "https"
             )
             _drain(process, output)
+            if "proxy_protocol = true" in config:
+                _check_up_through_proxy(server)
+                return server
             # The tests' own certificates are self-signed: readiness is checked unverified.
             unverified = ssl._create_unverified_context() if server.tls else None
             with urllib.request.urlopen(server.http + "/up", timeout=5, context=unverified) as r:
@@ -95,6 +99,16 @@ def start_server(
             return server
     process.kill()
     raise RuntimeError("Clarion did not start:\n" + "".join(output))
+
+
+def _check_up_through_proxy(server: RunningServer) -> None:
+    """GET /up on a server that requires a PROXY protocol header (the proxy's own check)."""
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(b"PROXY UNKNOWN\r\nGET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply
 
 
 def _drain(process: subprocess.Popen[str], output: list[str]) -> None:

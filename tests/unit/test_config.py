@@ -98,6 +98,13 @@ def test_many_apps_each_with_limits(tmp_path: Path) -> None:
             "single-app",
         ),
         ("", {"CLARION_PORT": "not-a-port"}, "port"),
+        ('[server]\ntrusted_proxies = ["10.0.0.0/33"]\n', {}, "trusted_proxies"),
+        ("", {"CLARION_TRUSTED_PROXIES": "10.0.0.0/8, nope"}, "trusted_proxies"),
+        (
+            '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\nallowed_origins = ["example.com"]\n',
+            {},
+            "allowed_origins",
+        ),
     ],
 )
 def test_invalid_configuration_is_refused_clearly(
@@ -213,3 +220,27 @@ def test_per_app_event_limits(tmp_path: Path) -> None:
     config.write_text('[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\nmax_batch_size = 0\n')
     with pytest.raises(ConfigError, match="max_batch_size must be at least 1"):
         load(str(config), env={})
+
+
+def test_proxy_settings_from_file_and_environment(tmp_path: Path) -> None:
+    assert load(None, env={}).server.trusted_proxies == []
+    assert load(None, env={}).server.proxy_protocol is False
+    path = _write(tmp_path, '[server]\ntrusted_proxies = ["10.0.0.0/8", "::1"]\n')
+    assert load(path, env={}).server.trusted_proxies == ["10.0.0.0/8", "::1"]
+    env = {
+        "CLARION_TRUSTED_PROXIES": " 172.28.0.0/16 ,127.0.0.1/32,",
+        "CLARION_PROXY_PROTOCOL": "1",
+    }
+    settings = load(None, env=env)
+    assert settings.server.trusted_proxies == ["172.28.0.0/16", "127.0.0.1/32"]
+    assert settings.server.proxy_protocol is True
+
+
+def test_allowed_origins_default_to_any(tmp_path: Path) -> None:
+    assert load(None, env={}).apps[0].allowed_origins == ["*"]
+    path = _write(
+        tmp_path,
+        '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\n'
+        'allowed_origins = ["https://a.example.com", "https://*.example.org"]\n',
+    )
+    assert load(path, env={}).apps[0].allowed_origins[1] == "https://*.example.org"

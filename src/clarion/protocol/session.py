@@ -29,8 +29,9 @@ Rules, per message (:meth:`Session.receive`)
 - ``pusher:ping`` → ``pusher:pong``, at once, even behind messages still waiting on the
   cluster state. ``pusher:pong`` and unknown ``pusher:*`` events → nothing.
 - ``pusher:subscribe`` → in this order: a missing channel is a ``pusher:error``; a bad
-  name is ``InvalidChannel`` (400); past the app's channels-per-connection limit,
-  ``LimitReached`` (4100); then by kind: public and cache channels need nothing;
+  name (or one longer than the app's ``max_channel_name_length``, capped at 164) is
+  ``InvalidChannel`` (400); past the app's channels-per-connection limit, ``LimitReached``
+  (4100); then by kind: public and cache channels need nothing;
   private and encrypted channels need ``auth`` over ``socket_id:channel`` (``AuthError``
   401); presence channels need ``channel_data`` and ``auth`` over
   ``socket_id:channel:channel_data``, or a signed-in user and ``auth`` over
@@ -46,9 +47,10 @@ Rules, per message (:meth:`Session.receive`)
   :meth:`Session.signed_in` (``pusher:signin_success``, then the watchlist frame).
 - ``client-*`` → in order, each refusal a ``pusher:error`` and never a close: client
   events enabled for the app; a channel given; a private or presence channel; subscribed
-  to it; the event name at most 200 characters; at most ``client_event_rate_limit`` in the
-  current one-second window (else code 4301). Then :class:`ClientEvent`; its frame comes
-  from :meth:`Session.client_event_frame`, which refuses data over 10 KiB.
+  to it; the event name at most the app's ``max_event_name_length`` (200) characters; at
+  most ``client_event_rate_limit`` in the current one-second window (else code 4301).
+  Then :class:`ClientEvent`; its frame comes from :meth:`Session.client_event_frame`,
+  which refuses data over the app's ``max_event_payload_kb`` (10 KiB).
 - Anything else, or a ``data`` that is not an object: ``pusher:error`` with code null.
 
 Activity (:meth:`Session.activity`, about once a second): not authorised within the
@@ -98,6 +100,8 @@ class SessionApp(Protocol):
     def config(self) -> SessionSettings: ...
     @property
     def credentials(self) -> signing.Credentials: ...
+    @property
+    def limits(self) -> names.EventLimits: ...
 
 
 class JoinResult(Protocol):
@@ -291,7 +295,7 @@ class Session(Generic[A]):
         channel = data.get("channel")
         if not isinstance(channel, str):
             raise BadMessage("Missing parameter: data.channel")
-        problem = names.channel_name_error(channel, names.MAX_CHANNEL_NAME_SUBSCRIBE)
+        problem = names.channel_name_error(channel, app.limits.max_subscribe_channel_name)
         if problem:
             return _refused(channel, "InvalidChannel", problem, 400)
         limit = app.config.max_channels_per_connection
@@ -436,8 +440,9 @@ class Session(Generic[A]):
             )
         if channel not in self.channels:
             raise BadMessage(f"Subscribe to {channel} before sending client events on it")
-        if len(message.event) > names.MAX_EVENT_NAME:
-            raise BadMessage(f"Client event name is longer than {names.MAX_EVENT_NAME} characters")
+        max_name = app.limits.max_event_name_length
+        if len(message.event) > max_name:
+            raise BadMessage(f"Client event name is longer than {max_name} characters")
         now = self.clock()
         if now - self.client_events_window >= 1.0:
             self.client_events_window = now
@@ -450,17 +455,13 @@ class Session(Generic[A]):
     def client_event_frame(self, event: ClientEvent, user_id: str | None) -> bytes | Reply:
         """The frame the channel's other subscribers get (``user_id``: the sender's, on a
         presence channel), or the ``pusher:error`` refusing data that is too large."""
+        app = self.app
+        assert app is not None
+        limit = app.limits.max_event_payload_bytes
         frame = messages.client_event(event.event, event.channel, event.data, user_id)
         # The frame is bigger than its data, so only a big frame needs the exact size.
-        if (
-            len(frame) > names.MAX_EVENT_DATA_BYTES
-            and len(messages.encode_json(event.data)) > names.MAX_EVENT_DATA_BYTES
-        ):
-            return Reply(
-                messages.error(
-                    None, f"Client event data is larger than {names.MAX_EVENT_DATA_BYTES} bytes"
-                )
-            )
+        if len(frame) > limit and len(messages.encode_json(event.data)) > limit:
+            return Reply(messages.error(None, f"Client event data is larger than {limit} bytes"))
         return frame
 
     # --- activity ----------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """Who may connect: the per-address and per-app connection counts, and accept or refuse.
 
 Every socket counts against its address from ``connection_made`` on, upgraded or not, so
-that idle or half-sent requests cannot take all the descriptors either. A WebSocket
-upgrade is admitted when the connect URL passes :mod:`clarion.protocol.handshake` and
-then, in this order: the app is under its ``max_connections`` (counting the other nodes
+that idle or half-sent requests cannot take all the descriptors either. The address is
+the client's (:mod:`clarion.protocol.proxy`): the socket's peer at first, then, when a
+PROXY protocol header or a trusted proxy's forwarding header names the client, that
+address (:func:`readdress` moves the count, so every socket is counted exactly once).
+A WebSocket upgrade is admitted when the connect URL passes
+:mod:`clarion.protocol.handshake` and then, in this order: the upgrade's Origin is
+allowed by the app, the app is under its ``max_connections`` (counting the other nodes
 of a cluster), the server is still accepting, and the address is under
 ``max_connections_per_ip``.
 """
@@ -41,15 +45,25 @@ def socket_closed(ctx: Context, address: str) -> None:
         per_ip.pop(address, None)
 
 
+def readdress(ctx: Context, old: str, new: str) -> str:
+    """Move a socket's count from address ``old`` to ``new``; return ``new``."""
+    if new != old:
+        socket_closed(ctx, old)
+        per_ip = ctx.connections_per_ip
+        per_ip[new] = per_ip.get(new, 0) + 1
+    return new
+
+
 def over_address_limit(ctx: Context, address: str) -> bool:
     """More sockets from ``address`` than allowed (this one is counted already)."""
     per_ip = ctx.settings.max_connections_per_ip
     return bool(per_ip) and ctx.connections_per_ip.get(address, 0) > per_ip
 
 
-def admit(ctx: Context, path: str, query: str, address: str) -> App:
+def admit(ctx: Context, path: str, query: str, address: str, origin: str | None = None) -> App:
     """The app a WebSocket upgrade connects to; raise :class:`ConnectRefused` if refused."""
     app = handshake.connect_app(path, query, ctx.settings.path_prefix, ctx.registry.by_key)
+    handshake.check_origin(origin, app.config.allowed_origins)
     limit = app.config.max_connections
     if limit is not None and (
         ctx.connections_per_app.get(app.id, 0) + ctx.connections_elsewhere.get(app.id, 0) >= limit

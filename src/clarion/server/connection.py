@@ -6,9 +6,12 @@ HTTP API. On ``GET {prefix}/app/{key}`` with a WebSocket upgrade, the admission
 (:mod:`clarion.server.websocket`) answers 101 and from then on turns bytes into text
 messages, and the Pusher session (:mod:`clarion.protocol.session`, whose state is part of
 this object) decides what each message calls for. This class carries the decisions out
-against the hub, and owns what spans the layers: opening, closing and the order of
-messages waiting on the cluster state. No task, coroutine or buffer is kept per idle
-connection.
+against the hub, and owns what spans the layers: opening, closing, the order of
+messages waiting on the cluster state, and the client's address (the socket's peer, a
+PROXY protocol header read before any HTTP byte, or a trusted proxy's forwarding headers
+per request: :mod:`clarion.protocol.proxy`). Nothing a client sends escapes a handler: a
+failure is answered (``pusher:error``, or an HTTP error) and logged once a minute per
+kind. No task, coroutine or buffer is kept per idle connection.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import httptools
 from clarion import metrics
 from clarion.apps import App
 from clarion.cluster.interfaces import Member, PresenceFull
-from clarion.protocol import messages
+from clarion.logs import OncePerInterval
+from clarion.protocol import messages, proxy
 from clarion.protocol.api import error_body
 from clarion.protocol.errors import BadMessage, ConnectRefused
 from clarion.protocol.messages import ClientMessage, SignedInUser
@@ -41,13 +45,19 @@ from clarion.protocol.session import (
 from clarion.server import admission, http, websocket
 from clarion.server.context import Context
 from clarion.server.eager import run_eagerly
-from clarion.server.http import HttpLayer, split_target
+from clarion.server.http import HEAD_TIMEOUT, HttpLayer, split_target
 from clarion.server.websocket import WebSocketLayer, switching_protocols
 
 __all__ = ["CLOSE_GRACE", "MAX_PENDING_MESSAGES", "Connection"]
 
 log = logging.getLogger("clarion.connection")
 connections_log = logging.getLogger("clarion.connections")
+# The answer to a message whose handling failed (the connection stays open).
+CANNOT_HANDLE = messages.error(None, "The server could not handle this message")
+# Kinds of failure logged by event name (any other name is the client's choice).
+_KNOWN_EVENTS = frozenset({"pusher:subscribe", "pusher:unsubscribe", "pusher:signin"})
+# Failures a client can cause at will: one line per kind a minute, never one per frame.
+client_input_log = OncePerInterval(log)
 
 # Messages of one connection waiting behind one that awaits the cluster state; past it
 # the connection is not read until they are handled.
@@ -70,7 +80,9 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         "_closing",
         "_lost",
         "_pending",
+        "_proxy",
         "_upgraded",
+        "_via",
         "ctx",
         "peer",
         "transport",
@@ -80,7 +92,9 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         Session.__init__(self)
         self.ctx = ctx
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.peer = ""  # the client's address, read once when the socket opens
+        self.peer = ""  # the client's address (see clarion.protocol.proxy)
+        self._via = ""  # the address the socket comes from: its peer's, or a PROXY header's
+        self._proxy: tuple[proxy.HeaderReader, float] | None = None  # awaited PROXY header
         self._closing = False
         self._upgraded = False
         self._lost = False
@@ -108,15 +122,105 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
         self._http_start()
-        self.peer = admission.socket_opened(ctx, transport)
+        self.peer = self._via = admission.socket_opened(ctx, transport)
         self.last_seen = time.monotonic()
         ctx.http_connections.add(self)
+        settings = ctx.settings
+        if settings.proxy_protocol:
+            if settings.trusted_proxies and not proxy.is_trusted(
+                self.peer, proxy.networks(tuple(settings.trusted_proxies))
+            ):
+                client_input_log.log(
+                    logging.WARNING,
+                    "proxy-untrusted",
+                    "closed a connection from %s: not a trusted proxy (proxy_protocol is on)",
+                    self.peer,
+                )
+                self._closing = True
+                self.transport.abort()
+                return
+            self._proxy = (proxy.HeaderReader(), self.last_seen)
 
     def data_received(self, data: bytes) -> None:
-        if self._upgraded:
-            self._ws_data(data)
-        else:
-            self._http_data(data)
+        try:
+            if self._upgraded:
+                self._ws_data(data)
+            elif self._proxy is not None:
+                self._proxy_data(data)
+            else:
+                self._http_data(data)
+        except Exception as exc:  # nothing from the client escapes a handler
+            # A bug met by client input: logged once per kind and interval (never a
+            # traceback per frame), and the connection ends cleanly.
+            self._input_failed(exc, "read")
+            if self._upgraded:
+                self.close(1011, "Internal error")
+            else:
+                self._http_reply(500, error_body(500, "Internal server error"), False)
+
+    def _input_failed(self, exc: Exception, where: str) -> None:
+        client_input_log.log(
+            logging.ERROR,
+            f"{where}:{type(exc).__name__}",
+            "handling client input failed (%s); similar failures are logged once a minute",
+            where,
+            exc_info=exc,
+        )
+
+    # --- the PROXY protocol header ------------------------------------------------------
+
+    def _proxy_data(self, data: bytes) -> None:
+        assert self._proxy is not None
+        try:
+            done = self._proxy[0].feed(data)
+        except proxy.ProxyError as error:
+            client_input_log.log(
+                logging.WARNING,
+                "proxy-header",
+                "closed a connection from %s: %s",
+                self.peer,
+                error,
+            )
+            self._proxy = None
+            self._closing = True
+            self.transport.abort()
+            return
+        if done is None:
+            return
+        address, rest = done
+        self._proxy = None
+        if address is not None:
+            self.peer = self._via = admission.readdress(self.ctx, self.peer, address)
+        if rest:
+            self._http_data(rest)
+
+    def check_http(self, now: float) -> None:
+        # The PROXY header must be complete within HEAD_TIMEOUT of the connection's start,
+        # however slowly its bytes come.
+        if self._proxy is not None and now - self._proxy[1] > HEAD_TIMEOUT:
+            self._proxy = None
+            self._closing = True
+            self.transport.abort()
+            return
+        HttpLayer.check_http(self, now)
+
+    # --- forwarding headers from trusted proxies --------------------------------------
+
+    def on_headers_complete(self) -> None:
+        trusted = self.ctx.settings.trusted_proxies
+        if trusted:
+            headers = self._headers
+            x_forwarded = headers.get(b"x-forwarded-for")
+            forwarded = headers.get(b"forwarded")
+            address = proxy.client_address(
+                self._via,
+                proxy.networks(tuple(trusted)),
+                x_forwarded.decode("latin-1") if x_forwarded is not None else None,
+                forwarded.decode("latin-1") if forwarded is not None else None,
+            )
+            # Per request: a proxy's keep-alive connection carries many clients' requests.
+            self.peer = admission.readdress(self.ctx, self.peer, address)
+        HttpLayer.on_headers_complete(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -172,11 +276,14 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             )
             return
         self._upgraded = True
+        origin = self._headers.get(b"origin")
         self._headers = {}
         self._body = []
         ctx = self.ctx
         try:
-            app = admission.admit(ctx, path, query, self.peer)
+            app = admission.admit(
+                ctx, path, query, self.peer, origin.decode("latin-1") if origin else None
+            )
         except ConnectRefused as refused:
             self.transport.write(switching)
             admission.refused(refused)
@@ -209,6 +316,10 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         except BadMessage as exc:
             self.transport.write(messages.error(None, str(exc)))
             return
+        except Exception as exc:  # nothing from the client escapes a handler
+            self._input_failed(exc, "parse")
+            self.transport.write(messages.error(None, "Invalid message"))
+            return
         if message.event == "pusher:ping":
             # The session's answer to a ping (PONG) is sent here at once, even behind
             # messages waiting on the cluster state, and without a call on the hot path.
@@ -221,7 +332,21 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             if len(self._pending) == MAX_PENDING_MESSAGES:
                 self.transport.pause_reading()
             return
-        self._carry_out(self.receive(message))
+        self._handle(message)
+
+    def _handle(self, message: ClientMessage) -> None:
+        """Decide and carry out one message; a failure answers this message only: the
+        connection stays open (docs/protocol.md: a bad message is a pusher:error)."""
+        try:
+            self._carry_out(self.receive(message))
+        except Exception as exc:  # nothing from the client escapes a handler
+            event = message.event
+            self._input_failed(exc, event if event in _KNOWN_EVENTS else "message")
+            self._cannot_handle()
+
+    def _cannot_handle(self) -> None:
+        if not self._closing:
+            self.transport.write(CANNOT_HANDLE)
 
     def _carry_out(self, decision: Decision | None) -> None:
         """Do what the session decided about a message."""
@@ -252,12 +377,15 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             task.add_done_callback(self._resume_messages)
 
     def _resume_messages(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("message handling failed for %s", self.socket_id, exc_info=task.exception())
+        if not task.cancelled():
+            failure = task.exception()
+            if isinstance(failure, Exception):
+                self._input_failed(failure, "cluster")
+                self._cannot_handle()
         queued, self._pending = self._pending, None
         was_full = queued is not None and len(queued) >= MAX_PENDING_MESSAGES
         while queued and self._pending is None and not self._closing:
-            self._carry_out(self.receive(queued.popleft()))
+            self._handle(queued.popleft())
         if queued and self._pending is not None:
             self._pending.extendleft(reversed(queued))
         if (

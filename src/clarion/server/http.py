@@ -59,10 +59,21 @@ _STATUS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
-# The request headers kept (the rest are only counted against the head limit).
+# The request headers kept (the rest are only counted against the head limit); the
+# lines of a repeated forwarding header are joined with commas, in order.
 _UPGRADE_HEADERS = frozenset(
-    {b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version", b"content-length"}
+    {
+        b"upgrade",
+        b"connection",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"content-length",
+        b"origin",
+        b"x-forwarded-for",
+        b"forwarded",
+    }
 )
+_JOINED_HEADERS = frozenset({b"x-forwarded-for", b"forwarded"})
 # Requests of one connection waiting behind one that awaits the cluster state; past it
 # the connection is not read until they are answered.
 MAX_PENDING_REQUESTS = 100
@@ -170,6 +181,8 @@ class HttpLayer:
         self._head_bytes += len(name) + len(value)
         name = name.lower()
         if name in _UPGRADE_HEADERS:
+            if name in _JOINED_HEADERS and name in self._headers:
+                value = self._headers[name] + b"," + value
             self._headers[name] = value
 
     def on_headers_complete(self) -> None:

@@ -19,12 +19,14 @@ from clarion import metrics
 from clarion.apps import App, AppRegistry
 from clarion.cluster.interfaces import BrokerUnavailable, ChannelState, RateLimiter
 from clarion.hub.channels import Hub
+from clarion.logs import OncePerInterval
 from clarion.protocol import api, names
 from clarion.protocol.api import PublishRequest
 from clarion.protocol.errors import ApiError
 from clarion.protocol.signing import parse_query, verify_request
 
 log = logging.getLogger("clarion.http_api")
+failures_log = OncePerInterval(log)
 Response = tuple[int, bytes]
 Endpoint = Callable[["App", list[str], dict[str, str], bytes], Awaitable[Response]]
 _encode = msgspec.json.encode
@@ -73,8 +75,17 @@ class HttpApi:
         except BrokerUnavailable as exc:
             message = f"Not delivered to the whole cluster: {exc}"
             response = 503, api.error_body(503, message)
-        except Exception:
-            log.exception("HTTP API request failed: %s %s", method, raw_path)
+        except Exception as exc:
+            # Once a minute per endpoint and exception type: a request that trips a bug
+            # can be sent in a loop, and must not write a traceback each time.
+            failures_log.log(
+                logging.ERROR,
+                f"{_endpoint_label(parts)}:{type(exc).__name__}",
+                "HTTP API request failed: %s %s",
+                method,
+                raw_path,
+                exc_info=exc,
+            )
             response = 500, api.error_body(500, "Internal server error")
         endpoint = _endpoint_label(parts)
         key = (endpoint, response[0])

@@ -114,3 +114,73 @@ def test_query_value() -> None:
     assert handshake.query_value("a=1&b=x+y&c=%2F", "b") == "x y"
     assert handshake.query_value("a=1&b=2", "c") is None
     assert handshake.query_value("flag&a=1", "flag") == ""
+
+
+# --- origins ---------------------------------------------------------------------------
+
+PATTERNS = ["https://app.example.com", "https://*.example.org", "http://localhost:3000"]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example.com",
+        "HTTPS://APP.EXAMPLE.COM",
+        "https://app.example.com:443",
+        "https://a.example.org",
+        "https://a.b.example.org",
+        "http://localhost:3000",
+    ],
+)
+def test_allowed_origins(origin: str) -> None:
+    assert handshake.origin_allowed(origin, PATTERNS)
+    handshake.check_origin(origin, PATTERNS)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://app.example.com",
+        "https://app.example.com:8443",
+        "https://app.example.com.evil.net",
+        "https://example.org",
+        "https://evilexample.org",
+        "http://a.example.org",
+        "http://localhost",
+        "http://localhost:3001",
+        "null",
+        "",
+        "https://app.example.com/path",
+        "https://user@app.example.com",
+        "https://app.example.com:99999",
+    ],
+)
+def test_refused_origins(origin: str) -> None:
+    assert not handshake.origin_allowed(origin, PATTERNS)
+    with pytest.raises(ConnectRefused) as caught:
+        handshake.check_origin(origin, PATTERNS)
+    assert (caught.value.code, caught.value.message) == (
+        CloseCode.UNAUTHORIZED,
+        "Origin not allowed",
+    )
+
+
+def test_no_origin_is_never_refused_and_star_allows_any() -> None:
+    handshake.check_origin(None, PATTERNS)
+    handshake.check_origin(None, [])
+    assert handshake.origin_allowed("null", ["*"])
+    assert not handshake.origin_allowed("https://a.example.com", [])
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*", "https://a.example.com", "https://*.example.org", "http://[::1]:8080"]
+)
+def test_valid_origin_patterns(pattern: str) -> None:
+    assert handshake.origin_pattern_error(pattern) is None
+
+
+@pytest.mark.parametrize(
+    "pattern", ["example.com", "*.example.org", "https://a.*.org", "https://x/y", "https://x:0x1"]
+)
+def test_invalid_origin_patterns(pattern: str) -> None:
+    assert handshake.origin_pattern_error(pattern)

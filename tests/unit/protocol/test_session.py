@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from clarion.apps import limits_of
 from clarion.config import AppConfig
 from clarion.protocol import messages
 from clarion.protocol.errors import CloseCode
 from clarion.protocol.messages import ClientMessage
-from clarion.protocol.names import ChannelKind
+from clarion.protocol.names import ChannelKind, EventLimits
 from clarion.protocol.session import (
     ClientEvent,
     Close,
@@ -39,9 +40,11 @@ KEY, SECRET, SOCKET_ID = "app-key", "app-secret", "123.456"
 class FakeApp:
     config: AppConfig
     credentials: Credentials = field(init=False)
+    limits: EventLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.credentials = Credentials(self.config.key, self.config.secret)
+        self.limits = limits_of(self.config)
 
 
 class FakeClock:
@@ -569,6 +572,41 @@ def test_client_event_data_over_10_kib_is_refused() -> None:
     refused = session.client_event_frame(decision, None)
     assert isinstance(refused, Reply)
     assert error(refused) == (None, "Client event data is larger than 10240 bytes")
+
+
+def test_client_events_follow_the_apps_limits() -> None:
+    session = private_session(max_event_payload_kb=1, max_event_name_length=20)
+    decision = client_event(session, "private-room", data="x" * (1024 - 2))
+    assert isinstance(decision, ClientEvent)
+    assert isinstance(session.client_event_frame(decision, None), bytes)
+    decision = client_event(session, "private-room", data="x" * 1024)
+    assert isinstance(decision, ClientEvent)
+    assert error(session.client_event_frame(decision, None)) == (
+        None,
+        "Client event data is larger than 1024 bytes",
+    )
+    assert isinstance(client_event(session, "private-room", "client-" + "x" * 13), ClientEvent)
+    assert error(client_event(session, "private-room", "client-" + "x" * 14)) == (
+        None,
+        "Client event name is longer than 20 characters",
+    )
+    raised = private_session(max_event_payload_kb=64, max_event_name_length=300)
+    decision = client_event(raised, "private-room", data="x" * (40 * 1024))
+    assert isinstance(decision, ClientEvent)
+    assert isinstance(raised.client_event_frame(decision, None), bytes)
+    assert isinstance(client_event(raised, "private-room", "client-" + "x" * 250), ClientEvent)
+
+
+def test_subscribe_follows_the_apps_channel_name_limit_up_to_164() -> None:
+    short = new_session(max_channel_name_length=10)
+    assert isinstance(subscribe(short, "a" * 10), Join)
+    kind, status, _ = subscription_error(subscribe(short, "a" * 11), "a" * 11)
+    assert (kind, status) == ("InvalidChannel", 400)
+    # A higher cap keeps the protocol's 164 characters for subscribe.
+    long = new_session(max_channel_name_length=500)
+    assert isinstance(subscribe(long, "a" * 164), Join)
+    kind, status, _ = subscription_error(subscribe(long, "a" * 165), "a" * 165)
+    assert (kind, status) == ("InvalidChannel", 400)
 
 
 def test_client_event_rules_in_order() -> None:
