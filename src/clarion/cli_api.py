@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import sys
@@ -58,9 +57,17 @@ def add_commands(commands: Any) -> None:
     where.add_argument("--key", help="the app's key (also CLARION_APP_KEY)")
     where.add_argument("--secret", help="the app's secret (also CLARION_APP_SECRET)")
 
-    trigger = commands.add_parser("trigger", parents=[common], help="publish an event")
+    trigger = commands.add_parser(
+        "trigger",
+        parents=[common],
+        help="publish an event",
+        usage="clarion trigger [options] CHANNEL EVENT [DATA]\n"
+        "       clarion trigger [options] --channels a,b EVENT [DATA]",
+    )
     # CHANNEL EVENT [DATA], or EVENT [DATA] with --channels: sorted out in _request.
-    trigger.add_argument("words", nargs="+", metavar="CHANNEL EVENT [DATA]")
+    trigger.add_argument(
+        "words", nargs="+", metavar="ARG", help="CHANNEL EVENT [DATA] (DATA: a string, default {})"
+    )
     trigger.add_argument("--channels", help="comma-separated channels to publish on")
     trigger.add_argument("--exclude", metavar="SOCKET_ID", help="socket id not to send to")
     trigger.add_argument("--info", help="attributes to return: user_count,subscription_count")
@@ -93,8 +100,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.command == "tail":
-            with contextlib.suppress(KeyboardInterrupt):
+            try:
                 asyncio.run(tail(target, args.channels, args.user_id))
+            except KeyboardInterrupt:
+                return 0  # Ctrl-C: the way a tail ends
             return 1  # the server closed the connection
         answer = _request(target, args)
     except Failure as exc:
@@ -239,7 +248,10 @@ async def _tail(target: Target, channels: list[str], user_id: str) -> None:
                 await ws.send('{"event":"pusher:pong","data":{}}')
             elif event == "pusher_internal:subscription_succeeded":
                 print(f"subscribed to {message.get('channel')}", file=sys.stderr, flush=True)
-            elif event in ("pusher:subscription_error", "pusher:error"):
+            elif event == "pusher:subscription_error":
+                # Watching fewer channels than asked without noticing is worse than stopping.
+                raise Failure(f"{message.get('channel')}: refused: {message.get('data')}")
+            elif event == "pusher:error":
                 print(f"clarion: {event}: {message.get('data')}", file=sys.stderr, flush=True)
             elif not event.startswith("pusher:"):
                 line = {"event": event, "channel": message.get("channel")}

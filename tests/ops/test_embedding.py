@@ -63,13 +63,13 @@ def test_started_and_stopped_twice_in_one_process() -> None:
 
 
 def test_settings_are_checked_like_the_config_file() -> None:
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match=r"server\.port"):
         clarion.Server(port=70000, apps=[APP])
-    with pytest.raises(ConfigError, match="apps\\[0\\]"):
+    with pytest.raises(ConfigError, match=r"apps\[0\]"):
         clarion.Server(apps=[{"id": "1", "key": "k"}])
     with pytest.raises(ConfigError, match="unknown field"):
         clarion.Server(prot=0, apps=[APP])
-    with pytest.raises(ConfigError, match="cluster.adapter"):
+    with pytest.raises(ConfigError, match=r"cluster\.adapter"):
         clarion.Server(apps=[APP], cluster={"adapter": "carrier-pigeon"})
     with pytest.raises(TypeError, match="apps="):
         clarion.Server(port=0)

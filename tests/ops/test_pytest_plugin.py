@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-SCRATCH_TESTS = '''
+SCRATCH_TESTS = """
 import json
 import time
 
@@ -83,7 +83,7 @@ async def test_async_tests_too(clarion_server, anyio_backend):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-'''
+"""
 
 
 def test_an_application_suite_uses_the_plugin(tmp_path: Path) -> None:
