@@ -5,10 +5,13 @@ in a subprocess that knows nothing of Clarion but its ``pytest11`` entry point."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from tests.support.paths import ROOT
 
 SCRATCH_TESTS = """
 import json
@@ -88,8 +91,11 @@ def anyio_backend():
 
 def test_an_application_suite_uses_the_plugin(tmp_path: Path) -> None:
     (tmp_path / "test_realtime.py").write_text(textwrap.dedent(SCRATCH_TESTS))
+    # The manual's first example is one of the tests.
+    manual = (ROOT / "docs" / "testing.md").read_text()
+    (tmp_path / "test_manual.py").write_text(re.findall(r"```python\n(.*?)```", manual, re.S)[0])
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_realtime.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "."],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -98,7 +104,7 @@ def test_an_application_suite_uses_the_plugin(tmp_path: Path) -> None:
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 passed" in result.stdout, result.stdout
+    assert "8 passed" in result.stdout, result.stdout
 
 
 def test_a_failing_expectation_fails_the_test(tmp_path: Path) -> None:
@@ -119,3 +125,10 @@ def test_a_failing_expectation_fails_the_test(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no 'member_added' webhook within 0.2 s" in result.stdout
+    # -p no:clarion turns the plugin off: the fixture is then unknown.
+    off = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:clarion",
+         "test_wrong.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "fixture 'clarion_server' not found" in off.stdout, off.stdout
