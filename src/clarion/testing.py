@@ -174,6 +174,7 @@ class ClarionServer:
         self.host, self.port = server.host, server.port
         self.http_url = server.http_url
         self.ws_url = server.ws_url
+        self._stopped = False
 
     @property
     def pusher_kwargs(self) -> dict[str, Any]:
@@ -243,9 +244,10 @@ class ClarionServer:
             yield Subscription(ws, channel, socket_id)
 
     def stop(self) -> None:
-        """Stop the server (done by the fixture at the end of the test)."""
-        if self._loop.is_closed():
+        """Stop the server (done by the fixture at the end of the test); once is enough."""
+        if self._stopped:
             return
+        self._stopped = True
         future = asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop)
         try:
             future.result(START_TIMEOUT)

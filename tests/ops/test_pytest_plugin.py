@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from clarion.testing import ClarionServer, start_clarion_server
 from tests.support.paths import ROOT
 
 SCRATCH_TESTS = """
@@ -132,3 +137,36 @@ def test_a_failing_expectation_fails_the_test(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "fixture 'clarion_server' not found" in off.stdout, off.stdout
+
+
+def test_presence_members_see_each_other(clarion_server: ClarionServer) -> None:
+    # In this very suite too: the entry point loaded the plugin for Clarion's own tests.
+    with clarion_server.subscribe("presence-room", user_id="alice") as alice:
+        with clarion_server.subscribe("presence-room", "bob", {"name": "Bob"}):
+            added = alice.next_event()
+            assert added["event"] == "pusher_internal:member_added"
+            assert added["data"] == {"user_id": "bob", "user_info": {"name": "Bob"}}
+        assert alice.next_event()["event"] == "pusher_internal:member_removed"
+    removed = clarion_server.webhooks.wait_for("member_removed", channel="presence-room")
+    assert removed["user_id"] in ("alice", "bob")
+
+
+def test_a_refused_subscription_raises(make_clarion_server: Callable[..., ClarionServer]) -> None:
+    server = make_clarion_server(max_presence_members=1)
+    with (
+        server.subscribe("presence-full", "alice"),
+        pytest.raises(RuntimeError, match="cannot subscribe to presence-full"),
+        server.subscribe("presence-full", "bob"),
+    ):
+        pass
+
+
+def test_outside_pytest_fixtures() -> None:
+    server = start_clarion_server(client_events=True)
+    try:
+        assert server.pusher_kwargs["port"] == server.port
+    finally:
+        server.stop()
+        server.stop()  # once is enough; a second does nothing
+    with pytest.raises(OSError):
+        socket.create_connection((server.host, server.port), timeout=1).close()
