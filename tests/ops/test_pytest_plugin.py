@@ -4,6 +4,7 @@ in a subprocess that knows nothing of Clarion but its ``pytest11`` entry point."
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -13,10 +14,11 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import pusher
 import pytest
 
 from clarion.testing import ClarionServer, start_clarion_server
-from tests.support.paths import ROOT
+from tests.support.paths import JS_DIR, ROOT
 
 SCRATCH_TESTS = """
 import json
@@ -170,3 +172,26 @@ def test_outside_pytest_fixtures() -> None:
         server.stop()  # once is enough; a second does nothing
     with pytest.raises(OSError):
         socket.create_connection((server.host, server.port), timeout=1).close()
+
+
+def test_pusher_js_connects_with_the_options(clarion_server: ClarionServer) -> None:
+    script = f"""
+    const Pusher = require("pusher-js");
+    const client = new Pusher({json.dumps(clarion_server.key)},
+                              {json.dumps(clarion_server.pusher_js_options)});
+    const channel = client.subscribe("browser");
+    channel.bind("pusher:subscription_succeeded", () => console.log("subscribed"));
+    channel.bind("hello", (data) => {{ console.log(JSON.stringify(data)); process.exit(0); }});
+    setTimeout(() => process.exit(3), 10000);
+    """
+    node = subprocess.Popen(["node", "-e", script], cwd=JS_DIR, stdout=subprocess.PIPE, text=True)
+    assert node.stdout is not None
+    try:
+        assert node.stdout.readline() == "subscribed\n"
+        pusher.Pusher(**clarion_server.pusher_kwargs).trigger("browser", "hello", {"a": 1})
+        assert json.loads(node.stdout.readline()) == {"a": 1}
+        assert node.wait(10) == 0
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
