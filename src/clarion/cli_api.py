@@ -239,8 +239,10 @@ async def _tail(target: Target, channels: list[str], user_id: str) -> None:
         if established.get("event") != "pusher:connection_established":
             raise Failure(f"connection refused: {json.dumps(established)}")
         socket_id = json.loads(established["data"])["socket_id"]
+        member = {"user_id": user_id}
         for channel in channels:
-            await ws.send(json.dumps(_subscribe(target, socket_id, channel, user_id)))
+            frame = subscribe_frame(target.key, target.secret, socket_id, channel, member)
+            await ws.send(json.dumps(frame))
         async for raw in ws:
             message = json.loads(raw)
             event = message.get("event", "")
@@ -260,13 +262,18 @@ async def _tail(target: Target, channels: list[str], user_id: str) -> None:
         print(f"clarion: connection closed: {ws.close_code} {ws.close_reason}", file=sys.stderr)
 
 
-def _subscribe(target: Target, socket_id: str, channel: str, user_id: str) -> dict[str, Any]:
+def subscribe_frame(
+    key: str, secret: str, socket_id: str, channel: str, member: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``pusher:subscribe`` frame for ``channel``, signed here as an app's auth
+    endpoint would sign it when the channel is private or presence (``member``: the
+    presence member, ``{"user_id": ..., "user_info": ...}``). Also the pytest plugin's."""
     data: dict[str, Any] = {"channel": channel}
     channel_data = None
     if channel.startswith("presence-"):
-        channel_data = json.dumps({"user_id": user_id})
+        channel_data = json.dumps(member)
         data["channel_data"] = channel_data
     if channel.startswith(("private-", "presence-")):
-        signature = sign(target.secret, channel_auth_string(socket_id, channel, channel_data))
-        data["auth"] = f"{target.key}:{signature}"
+        signature = sign(secret, channel_auth_string(socket_id, channel, channel_data))
+        data["auth"] = f"{key}:{signature}"
     return {"event": "pusher:subscribe", "data": data}

@@ -217,7 +217,7 @@ class ClarionServer:
         if not given), and close it on exit."""
         from websockets.sync.client import connect
 
-        from clarion.protocol.signing import channel_auth_string
+        from clarion.cli_api import subscribe_frame
 
         url = f"{self.ws_url}/app/{self.key}?protocol=7&client=clarion-testing&version=1.0"
         with connect(url, open_timeout=5.0, close_timeout=1.0) as ws:
@@ -225,15 +225,11 @@ class ClarionServer:
             if established["event"] != "pusher:connection_established":
                 raise RuntimeError(f"connection refused: {established}")
             socket_id = established["data"]["socket_id"]
-            data: dict[str, Any] = {"channel": channel}
-            channel_data = None
-            if channel.startswith("presence-"):
-                member = {"user_id": user_id or f"user-{next(_users)}", "user_info": user_info}
-                channel_data = json.dumps({k: v for k, v in member.items() if v is not None})
-                data["channel_data"] = channel_data
-            if channel.startswith(("private-", "presence-")):
-                data["auth"] = self.sign(channel_auth_string(socket_id, channel, channel_data))
-            ws.send(json.dumps({"event": "pusher:subscribe", "data": data}))
+            member: dict[str, Any] = {"user_id": user_id or f"user-{next(_users)}"}
+            if user_info is not None:
+                member["user_info"] = user_info
+            frame = subscribe_frame(self.key, self.secret, socket_id, channel, member)
+            ws.send(json.dumps(frame))
             deadline = time.monotonic() + 5.0
             while True:
                 reply = _parse(ws.recv(timeout=max(0.01, deadline - time.monotonic())))

@@ -96,20 +96,25 @@ def anyio_backend():
 """
 
 
-def test_an_application_suite_uses_the_plugin(tmp_path: Path) -> None:
-    (tmp_path / "test_realtime.py").write_text(textwrap.dedent(SCRATCH_TESTS))
-    # The manual's first example is one of the tests.
-    manual = (ROOT / "docs" / "testing.md").read_text()
-    (tmp_path / "test_manual.py").write_text(re.findall(r"```python\n(.*?)```", manual, re.S)[0])
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "."],
-        cwd=tmp_path,
+def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest in a subprocess on ``folder``'s test files, as an application runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=120,
         # Nothing points the subprocess at Clarion's sources: the entry point loads it.
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
+
+
+def test_an_application_suite_uses_the_plugin(tmp_path: Path) -> None:
+    (tmp_path / "test_realtime.py").write_text(textwrap.dedent(SCRATCH_TESTS))
+    # The manual's first example is one of the tests.
+    manual = (ROOT / "docs" / "testing.md").read_text()
+    (tmp_path / "test_manual.py").write_text(re.findall(r"```python\n(.*?)```", manual, re.S)[0])
+    result = run_pytest(tmp_path, ".")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "8 passed" in result.stdout, result.stdout
 
@@ -123,21 +128,11 @@ def test_a_failing_expectation_fails_the_test(tmp_path: Path) -> None:
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_wrong.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_pytest(tmp_path, "test_wrong.py")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no 'member_added' webhook within 0.2 s" in result.stdout
     # -p no:clarion turns the plugin off: the fixture is then unknown.
-    off = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:clarion",
-         "test_wrong.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    off = run_pytest(tmp_path, "-p", "no:clarion", "test_wrong.py")
     assert "fixture 'clarion_server' not found" in off.stdout, off.stdout
 
 
