@@ -146,10 +146,11 @@ class Subscription:
         TimeoutError if none arrives within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no event on {self.channel} within {timeout} s")
-            message = _parse(self._ws.recv(timeout=remaining))
+            try:
+                raw = self._ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(f"no event on {self.channel} within {timeout} s") from None
+            message = _parse(raw)
             if message["event"] == "pusher:ping":
                 self._ws.send(json.dumps({"event": "pusher:pong", "data": {}}))
             elif not message["event"].startswith("pusher:"):
