@@ -81,6 +81,19 @@ def test_metrics_are_off_unless_asked_for() -> None:
     assert asked.settings.metrics.enabled and asked.settings.metrics.port == 0
 
 
+def test_metrics_asked_for_survive_a_restart() -> None:
+    async def main() -> None:
+        server = clarion.Server(port=0, apps=[APP], metrics={"port": 0})
+        for _ in range(2):
+            async with server, httpx.AsyncClient() as client:
+                assert server.node is not None and server.node._metrics_server is not None
+                host, port = server.node._metrics_server.server_address[:2]
+                reply = await client.get(f"http://{host}:{port}/metrics")
+                assert reply.status_code == 200 and "clarion_connections" in reply.text
+
+    asyncio.run(main())
+
+
 def test_a_port_in_use_fails_the_start_and_leaves_it_stopped() -> None:
     async def main() -> None:
         async with clarion.Server(port=0, apps=[APP]) as first:
