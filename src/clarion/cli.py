@@ -1,4 +1,5 @@
-"""The command line: ``clarion serve``, ``clarion config``, ``clarion --version``.
+"""The command line: ``clarion serve``, ``clarion config``, ``clarion --version`` (the
+HTTP API's commands are :mod:`clarion.cli_api`'s, the apps store's :mod:`clarion.cli_apps`').
 
 The only place that parses argv.
 """
@@ -12,7 +13,7 @@ import sys
 import time
 import urllib.request
 
-from clarion import __version__, cli_apps, logs
+from clarion import __version__, cli_api, cli_apps, logs
 from clarion.config import ConfigError, describe, load
 
 
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--url", default="http://127.0.0.1:6001/up")
     health.add_argument("--timeout", type=float, default=3.0)
     cli_apps.add_commands(commands)
+    cli_api.add_commands(commands)
     return parser
 
 
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return _drain(args.pid, args.pid_file, args.timeout)
     if args.command == "health":
         return _health(args.url, args.timeout)
+    if args.command in cli_api.COMMANDS:
+        return cli_api.main(args)
     if args.command == "apps":
         store_url = args.store
         if store_url is None:

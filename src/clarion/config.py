@@ -274,7 +274,17 @@ def load(
             server[name] = value
     if not raw["apps"] and not raw["apps_store"].get("url"):
         raw["apps"] = [dict(DEMO_APP)]
+    return from_mapping(raw)
 
+
+def _where(message: str) -> str:
+    # msgspec says "at `$.apps[0].key`"; users think in TOML terms.
+    return message.replace("`$.", "`").replace("$.", "")
+
+
+def from_mapping(raw: Mapping[str, Any]) -> Settings:
+    """Settings from tables shaped like the TOML file's (``{"server": {...}, "apps": [...]}``),
+    checked as the file is: for :class:`clarion.Server` and the tests' plugin."""
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -282,11 +292,6 @@ def load(
     _validate(settings)
     _check_demo_app(settings)
     return settings
-
-
-def _where(message: str) -> str:
-    # msgspec says "at `$.apps[0].key`"; users think in TOML terms.
-    return message.replace("`$.", "`").replace("$.", "")
 
 
 def validate_apps(apps: list[AppConfig]) -> None:
