@@ -69,6 +69,9 @@ class Joined:
     # The cluster-wide version of this change, when the state orders changes: the
     # members above hold every change of a version <= this one (see Hub.deliver).
     version: int | None = None
+    # The added member had left within the hold-back given to leave() (on any node):
+    # its member_removed and this member_added webhooks cancel out.
+    returned: bool = False
 
 
 @dataclass(slots=True)
@@ -188,8 +191,12 @@ class ChannelState(ABC):
         """Count ``socket_id`` in ``channel``; raise PresenceFull for a new user over the limit."""
 
     @abstractmethod
-    async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Left:
-        """Stop counting ``socket_id`` in ``channel``."""
+    async def leave(
+        self, app_id: str, channel: str, socket_id: str, user_id: str | None, hold: float = 0.0
+    ) -> Left:
+        """Stop counting ``socket_id`` in ``channel``. When it was ``user_id``'s last
+        socket there, a join of that user within ``hold`` seconds is a return
+        (``Joined.returned``); a single process leaves that to the webhook outbox."""
 
     @abstractmethod
     async def presence_members(self, app_id: str, channel: str) -> dict[str, Any]:

@@ -83,7 +83,9 @@ class MemoryState(ChannelState):
         snapshot = {user: entry[0] for user, entry in members.items()} if members else None
         return Joined(occupied=count == 1, member_added=added, members=snapshot)
 
-    async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Left:
+    async def leave(
+        self, app_id: str, channel: str, socket_id: str, user_id: str | None, hold: float = 0.0
+    ) -> Left:
         key = (app_id, channel)
         removed = False
         members = self._members.get(key)

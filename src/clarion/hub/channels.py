@@ -160,6 +160,17 @@ class Hub:
         }
         return {"channels": channels, "subscriptions": subscriptions}
 
+    def member_hold(self, app_id: str) -> float:
+        """Seconds a member's leave is held back for the app's member webhooks (0: the
+        app wants neither member_added nor member_removed)."""
+        config = self._app_config(app_id)
+        if config is None or not config.webhooks:
+            return 0.0
+        events = self.events
+        if events.wants(app_id, "member_removed") or events.wants(app_id, "member_added"):
+            return config.webhook_delay
+        return 0.0
+
     def presence_limit(self, app_id: str) -> int:
         config = self._app_config(app_id)
         return config.max_presence_members if config is not None else names.MAX_PRESENCE_MEMBERS
@@ -339,7 +350,11 @@ class Hub:
             if joined.occupied and not name.startswith(names.SERVER_TO_USER_PREFIX):
                 events.emit(app_id, hooks.channel_event("channel_occupied", name))
             if joined.member_added and member is not None:
-                events.emit(app_id, hooks.member_event("member_added", name, member.user_id))
+                if not joined.returned:
+                    # A return within the hold-back (seen by the cluster state, whichever
+                    # node the user left from) gives neither webhook: the held
+                    # member_removed finds the user present when its delay ends.
+                    events.emit(app_id, hooks.member_event("member_added", name, member.user_id))
                 info = {"user_id": member.user_id, "user_info": member.user_info}
                 added = messages.event(
                     "pusher_internal:member_added", name, messages.json_string(info)
@@ -438,7 +453,8 @@ class Hub:
             log.exception("unwatching %s failed", name)
         user_id = self._forget_member(app, name, sub)
         try:
-            left = await self.state.leave(app_id, name, sub.socket_id, user_id)
+            hold = self.member_hold(app_id) if user_id is not None else 0.0
+            left = await self.state.leave(app_id, name, sub.socket_id, user_id, hold)
         except Exception:
             log.exception("leaving %s in the cluster state failed", name)
             return True

@@ -31,6 +31,8 @@ Key                        Holds                                                
 ``P:conns:N``              app -> node N's open connections (expires)             hash
 ``P:ch:A:C``               pub/sub channel: frames of C (see :mod:`.pubsub`)      channel
 ``P:rate:K:T``             requests in rate-limit bucket K during second T        string
+``P:left:enc(A,C,U)``      "1" for webhook_delay after user U's last socket left  string
+                           presence channel C: a join meanwhile is a return
 ``P:held:enc(A,E,C,U)``    a webhook E held back: the holding node's token, or    string
                            "taken" (C or U empty when E has none)
 ``P:wh:jobs:Q``            webhook job id -> payload                              hash
@@ -186,6 +188,10 @@ class RedisKeys:
 
     def rate(self, bucket: str, window: int) -> str:
         return f"{self.prefix}:rate:{bucket}:{window}"
+
+    def left(self, app_id: str, channel: str, user_id: str) -> str:
+        """Marks a presence member who left within the hold-back (join.lua, leave.lua)."""
+        return f"{self.prefix}:left:{encode(app_id, channel, user_id)}"
 
     def held(self, key: HeldKey) -> str:
         return f"{self.prefix}:held:{encode(*key)}"

@@ -99,11 +99,10 @@ class RedisState(ChannelState):
     ) -> Joined:
         info = self._info_codec.encode(member.user_info).decode() if member is not None else ""
         user = member.user_id if member is not None else ""
-        result = await self._call(
-            self._join,
-            self.keys.channel_keys(app_id, channel),
-            [channel, app_id, user, info, member_limit],
-        )
+        keys = self.keys.channel_keys(app_id, channel)
+        if member is not None:
+            keys.append(self.keys.left(app_id, channel, user))
+        result = await self._call(self._join, keys, [channel, app_id, user, info, member_limit])
         if result is not None and result[0] == -1:
             raise PresenceFull(channel)
         local = await self.local.join(app_id, channel, socket_id, member, 1 << 30)
@@ -120,15 +119,19 @@ class RedisState(ChannelState):
             member_added=result[1] == 1,
             members=members,
             version=int(result[3]),
+            returned=result[4] == 1,
         )
 
     @_changes_share
-    async def leave(self, app_id: str, channel: str, socket_id: str, user_id: str | None) -> Left:
+    async def leave(
+        self, app_id: str, channel: str, socket_id: str, user_id: str | None, hold: float = 0.0
+    ) -> Left:
         local = await self.local.leave(app_id, channel, socket_id, user_id)
+        keys = self.keys.channel_keys(app_id, channel)
+        if user_id is not None:
+            keys.append(self.keys.left(app_id, channel, user_id))
         result = await self._call(
-            self._leave,
-            self.keys.channel_keys(app_id, channel),
-            [channel, app_id, user_id or ""],
+            self._leave, keys, [channel, app_id, user_id or "", round(hold * 1000)]
         )
         if result is None:
             return local
