@@ -41,7 +41,7 @@ bench: $(STAMP)
 # requirements.lock: what the Docker image installs (Clarion and both database drivers);
 # requirements-dev.lock: that plus the dev extra (tests, linters, build tools).
 LOCK := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
-	--no-emit-index-url --no-emit-find-links --upgrade
+	--no-emit-index-url --no-emit-find-links --all-build-deps --upgrade
 lock: $(STAMP)
 	$(LOCK) --extra postgres --extra mysql -o requirements.lock pyproject.toml
 	$(LOCK) --extra dev -o requirements-dev.lock pyproject.toml
