@@ -56,8 +56,8 @@ def check_driver(url: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise MissingDriver(
             f"the apps store {scheme}://... needs the {module} driver, which is not installed: "
-            f"install Clarion with the {extra} extra (pip install 'clarion[{extra}]', "
-            f"or pipx install 'clarion[{extra}]')"
+            f"install Clarion with the {extra} extra (pip install 'clarion[{extra}]'; "
+            f"into a pipx install: pipx inject clarion {module})"
         )
 
 
