@@ -142,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# Clarion {__version__}, effective configuration", file=sys.stderr, flush=True)
         sys.stdout.write(describe(settings))
         return 0
-    print(f"Clarion {__version__}, effective configuration:\n{describe(settings)}", flush=True)
     if settings.apps_store.url:
         try:
-            check_driver(settings.apps_store.url)
+            check_driver(settings.apps_store.url)  # an extra not installed: say so first
         except StoreError as exc:
             print(f"clarion: {exc}", file=sys.stderr)
             return 2
+    print(f"Clarion {__version__}, effective configuration:\n{describe(settings)}", flush=True)
     logs.setup(settings.server.log_level)
     from clarion.server.node import StartupError
     from clarion.server.serve import run
