@@ -10,9 +10,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CLARION_PORT=6001
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# The exact, hash-checked versions of requirements.lock (both database drivers included),
+# then Clarion itself without resolving anything again.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin clarion
 
 USER clarion

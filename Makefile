@@ -1,5 +1,7 @@
 # Two commands: `make run` (set up, start the server with the embedded default) and
-# `make test` (set up, lint, type-check, run every test).
+# `make test` (set up, lint, type-check, run every test). The virtualenv gets the exact
+# versions of requirements-dev.lock (hash-checked); `make lock` compiles the lock files
+# again from pyproject.toml's ranges (commit both files).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,13 +9,13 @@ STAMP  := $(VENV)/.installed
 JS     := tests/js
 JSSTAMP := $(JS)/node_modules/.installed
 
-.PHONY: run test lint unit setup bench clean
+.PHONY: run test lint unit setup bench clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Clarion needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 $(JSSTAMP): $(JS)/package.json $(JS)/package-lock.json
@@ -35,6 +37,14 @@ test: setup lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)
+
+# requirements.lock: what the Docker image installs (Clarion and both database drivers);
+# requirements-dev.lock: that plus the dev extra (tests, linters, build tools).
+LOCK := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --all-build-deps --upgrade
+lock: $(STAMP)
+	$(LOCK) --extra postgres --extra mysql -o requirements.lock pyproject.toml
+	$(LOCK) --extra dev -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules .pytest_cache .mypy_cache .ruff_cache

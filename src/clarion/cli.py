@@ -15,6 +15,7 @@ import urllib.request
 
 from clarion import __version__, cli_api, cli_apps, logs
 from clarion.config import ConfigError, describe, load
+from clarion.stores import StoreError, check_driver
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,9 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the demo app (its secret is public) on a non-loopback host too "
         "(also CLARION_ALLOW_DEMO_APP=1)",
     )
-    commands.add_parser("config", help="print the effective configuration and exit").add_argument(
-        "--config", help="TOML configuration file"
-    )
+    commands.add_parser(
+        "config",
+        help="print the effective configuration as TOML (secrets replaced by <redacted>) and exit",
+    ).add_argument("--config", help="TOML configuration file (also CLARION_CONFIG)")
     drain = commands.add_parser(
         "drain", help="drain a running server gracefully (SIGTERM) and wait for it to exit"
     )
@@ -138,9 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"clarion: configuration error: {exc}", file=sys.stderr)
         return 2
-    print(f"Clarion {__version__}, effective configuration:\n{describe(settings)}\n", flush=True)
     if args.command == "config":
+        # stdout is TOML alone (it loads again once the secrets are put back); the banner
+        # goes to stderr.
+        print(f"# Clarion {__version__}, effective configuration", file=sys.stderr, flush=True)
+        sys.stdout.write(describe(settings))
         return 0
+    if settings.apps_store.url:
+        try:
+            check_driver(settings.apps_store.url)  # an extra not installed: say so first
+        except StoreError as exc:
+            print(f"clarion: {exc}", file=sys.stderr)
+            return 2
+    print(f"Clarion {__version__}, effective configuration:\n{describe(settings)}", flush=True)
     logs.setup(settings.server.log_level)
     from clarion.server.node import StartupError
     from clarion.server.serve import run

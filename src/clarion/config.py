@@ -285,6 +285,7 @@ def _where(message: str) -> str:
 def from_mapping(raw: Mapping[str, Any]) -> Settings:
     """Settings from tables shaped like the TOML file's (``{"server": {...}, "apps": [...]}``),
     checked as the file is: for :class:`clarion.Server` and the tests' plugin."""
+    _refuse_redacted(raw, "")
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -440,14 +441,46 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("webhooks.max_queue_bytes must be at least 1048576 (1 MiB)")
 
 
+# What `clarion config` prints in place of a secret. It is no secret anyone would choose,
+# and the loader refuses it: a printed configuration fed back must not serve this text
+# as the real secret.
+REDACTED = "<redacted>"
+
+# Where the real value of a redacted setting can go instead, for the refusal's message.
+_ENV_HINTS = {
+    "secret": "CLARION_APP_SECRET",
+    "cluster.redis_url": "CLARION_REDIS_URL",
+    "apps_store.url": "CLARION_APPS_STORE",
+}
+
+
 def redact(secret: str) -> str:
-    if len(secret) <= 4:
-        return "****"
-    return secret[:2] + "*" * (len(secret) - 2)
+    """A secret as shown: the marker, whatever the secret."""
+    return REDACTED
+
+
+def _refuse_redacted(value: object, where: str) -> None:
+    """Raise ConfigError at the first string that holds the REDACTED marker."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_redacted(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_redacted(item, f"{where}[{index}]")
+    elif isinstance(value, str) and REDACTED in value:
+        secret = where.endswith(".secret") or ".headers." in where
+        hint = _ENV_HINTS["secret"] if where.endswith(".secret") else _ENV_HINTS.get(where)
+        raise ConfigError(
+            f"{where} is a redacted placeholder ({REDACTED}, as `clarion config` prints it): "
+            f"put the real {'secret' if secret else 'value'} here"
+            + (f" or in {hint}" if hint else "")
+        )
 
 
 def describe(settings: Settings) -> str:
-    """The effective configuration as TOML, secrets redacted (printed at start)."""
+    """The effective configuration as TOML that loads again (``clarion config``), every
+    secret (app secrets, header values, URL passwords and query values) replaced by
+    REDACTED, which the loader refuses."""
     lines = ["[server]", *_fields(settings.server), "", "[webhooks]", *_fields(settings.webhooks)]
     lines += ["", "[cluster]", *_fields(settings.cluster)]
     lines += ["", "[metrics]", *_fields(settings.metrics)]
@@ -455,8 +488,8 @@ def describe(settings: Settings) -> str:
     for app in settings.apps:
         lines += ["", "[[apps]]", *_fields(app, skip={"webhooks"})]
         for target in app.webhooks:
-            lines += ["[[apps.webhooks]]", *_fields(target)]
-    return "\n".join(lines)
+            lines += ["", "[[apps.webhooks]]", *_fields(target)]
+    return "\n".join(lines) + "\n"
 
 
 def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset()) -> list[str]:
@@ -464,11 +497,11 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
     for field in struct.__struct_fields__:
         value = getattr(struct, field)
         if field in skip or value is None:
-            continue
+            continue  # TOML has no null: an unset setting is left out
         if field == "secret":
             value = redact(value)
         elif field in ("redis_url", "url"):
-            value = redact_url(value)
+            value = redact_url(value, REDACTED)
         elif field == "headers":
             # Header values often carry credentials (Authorization): never print them.
             value = {name: redact(v) for name, v in value.items()}
@@ -476,24 +509,24 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
     return lines
 
 
-def redact_url(url: str) -> str:
+def redact_url(url: str, mask: str = "****") -> str:
     """Hide what a URL may carry of credentials: the password of
     ``redis://user:password@host`` and the value of each query argument
-    (``?token=...``)."""
+    (``?token=...``), each replaced by ``mask``."""
     url, question, query = url.partition("?")
     if question:
         query, hash_, _ = query.partition("#")
         masked = "&".join(
-            name + ("=****" if equals else "")
+            name + (f"={mask}" if equals else "")
             for name, equals, _ in (part.partition("=") for part in query.split("&"))
         )
-        return redact_url(url) + "?" + masked + ("#****" if hash_ else "")
+        return redact_url(url, mask) + "?" + masked + (f"#{mask}" if hash_ else "")
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not sep or not at:
         return url
     user, colon, _ = credentials.partition(":")
-    return f"{scheme}://{user}{':****' if colon else ''}@{host}"
+    return f"{scheme}://{user}{':' + mask if colon else ''}@{host}"
 
 
 def _toml(value: object) -> str:

@@ -5,11 +5,14 @@ settings as JSON). The server reads the whole table every ``refresh_seconds`` in
 in-memory registry (lookups on the data plane never wait on the database); the CLI
 (``clarion apps ...``) writes to it. SQLite (``sqlite:///path``, through aiosqlite),
 PostgreSQL (``postgresql://...``, asyncpg) and MySQL / MariaDB (``mysql://...``,
-aiomysql) are supported.
+aiomysql) are supported; the latter two drivers come with the ``clarion[postgres]`` and
+``clarion[mysql]`` extras, and a store whose driver is missing is refused before anything
+starts (:class:`MissingDriver`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from abc import ABC, abstractmethod
 from typing import Any
@@ -28,6 +31,34 @@ _COLUMNS = ("id", "key", "secret", "enabled")
 
 class StoreError(Exception):
     """The store cannot do what was asked; the message says why."""
+
+
+class MissingDriver(StoreError):
+    """The store's database driver is not installed; the message names the extra."""
+
+
+# URL scheme -> (driver module, the extra that installs it).
+_DRIVERS = {
+    "postgresql": ("asyncpg", "postgres"),
+    "postgres": ("asyncpg", "postgres"),
+    "mysql": ("aiomysql", "mysql"),
+    "mariadb": ("aiomysql", "mysql"),
+}
+
+
+def check_driver(url: str) -> None:
+    """Raise :class:`MissingDriver` when the driver of the store at ``url`` is not
+    installed (checked at start, not at the first refresh)."""
+    scheme = url.partition("://")[0]
+    if scheme not in _DRIVERS:
+        return
+    module, extra = _DRIVERS[scheme]
+    if importlib.util.find_spec(module) is None:
+        raise MissingDriver(
+            f"the apps store {scheme}://... needs the {module} driver, which is not installed: "
+            f"install Clarion with the {extra} extra (pip install 'clarion[{extra}]'; "
+            f"into a pipx install: pipx inject clarion {module})"
+        )
 
 
 def _row(app: AppConfig) -> tuple[str, str, str, bool, str]:
@@ -237,9 +268,11 @@ class MysqlStore(_Sql):
 
 def open_store(url: str, create: bool = False) -> AppStore:
     """The store at ``url``; ``create``: make a SQLite file and table that do not exist
-    (the CLI), never done for a server."""
+    (the CLI), never done for a server. Raises :class:`MissingDriver` when the store's
+    driver (an extra) is not installed."""
     if url.startswith("sqlite:///"):
         return SqliteStore(url[len("sqlite:///") :] or ":memory:", create)
+    check_driver(url)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
     if url.startswith(("mysql://", "mariadb://")):

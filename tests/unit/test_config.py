@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from clarion import __version__
-from clarion.config import ConfigError, describe, load, redact_url
+from clarion.config import (
+    REDACTED,
+    AppConfig,
+    AppsStoreSettings,
+    ClusterSettings,
+    ConfigError,
+    MetricsSettings,
+    ServerSettings,
+    Settings,
+    WebhookSettings,
+    WebhookTarget,
+    describe,
+    load,
+    redact_url,
+)
+from tests.support.paths import ROOT
 
 TWO_APPS = (
     '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\n'
@@ -152,7 +170,7 @@ def test_describe_hides_a_token_in_a_webhook_url(tmp_path: Path) -> None:
     )
     text = describe(load(path, env={}))
     assert "SECRET123" not in text
-    assert "https://hooks.example/in?token=****" in text
+    assert f"https://hooks.example/in?token={REDACTED}" in text
 
 
 def test_cli_version_and_config_error(tmp_path: Path) -> None:
@@ -178,8 +196,154 @@ def test_cli_prints_effective_config_without_secret(tmp_path: Path) -> None:
         check=True,
         env={"PATH": "", "CLARION_APP_SECRET": "do-not-print-me"},
     )
-    assert "do-not-print-me" not in out.stdout
+    assert "do-not-print-me" not in out.stdout + out.stderr
     assert 'key = "app-key"' in out.stdout
+
+
+def test_cli_config_output_is_toml_that_loads_once_secrets_are_back(tmp_path: Path) -> None:
+    """`clarion config | python -c 'import tomllib,sys; tomllib.load(sys.stdin.buffer)'`:
+    stdout is TOML alone (the banner on stderr); fed back, it gives the same settings, and
+    its redacted secrets are refused until the real ones are put back."""
+    source = _write(
+        tmp_path,
+        '[server]\nport = 7001\n[cluster]\nredis_url = "redis://:pw@h:6379/0"\n'
+        '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s3cr3t-value"\nmax_connections = 5\n'
+        '[[apps.webhooks]]\nurl = "https://hooks.example/in?token=T0K"\n'
+        'event_types = ["channel_occupied"]\nheaders = { Authorization = "Bearer B3ARER" }\n'
+        '[[apps]]\nid = "2"\nkey = "k2"\nsecret = "an0ther-secret"\n',
+    )
+    out = subprocess.run(
+        f"{sys.executable} -m clarion config --config {source} | {sys.executable} -c "
+        "'import sys, tomllib; tomllib.load(sys.stdin.buffer); print(\"toml ok\")'",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == "toml ok\n"
+    out = subprocess.run(
+        [sys.executable, "-m", "clarion", "config", "--config", source],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "effective configuration" in out.stderr
+    assert "effective configuration" not in out.stdout
+    for secret in ("s3cr3t-value", "an0ther-secret", ":pw@", "T0K", "B3ARER"):
+        assert secret not in out.stdout
+    printed = tomllib.loads(out.stdout)
+    assert printed["apps"][0]["secret"] == REDACTED
+    assert printed["apps"][0]["webhooks"][0]["headers"] == {"Authorization": REDACTED}
+    fed_back = _write(tmp_path, out.stdout)
+    with pytest.raises(ConfigError, match="is a redacted placeholder"):
+        load(fed_back, env={})
+    # With the real secrets (and URL) put back, it is the configuration it came from.
+    restored = (
+        out.stdout.replace(f'secret = "{REDACTED}"', 'secret = "s3cr3t-value"', 1)
+        .replace(f'secret = "{REDACTED}"', 'secret = "an0ther-secret"', 1)
+        .replace(f"redis://:{REDACTED}@", "redis://:pw@")
+        .replace(f"token={REDACTED}", "token=T0K")
+        .replace(f'"Authorization" = "{REDACTED}"', '"Authorization" = "Bearer B3ARER"')
+    )
+    assert load(_write(tmp_path, restored), env={}) == load(source, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        (
+            f'[[apps]]\nid = "1"\nkey = "k"\nsecret = "{REDACTED}"\n',
+            {},
+            "apps[0].secret is a redacted placeholder (<redacted>, as `clarion config` prints "
+            "it): put the real secret here or in CLARION_APP_SECRET",
+        ),
+        (
+            f'[cluster]\nredis_url = "redis://:{REDACTED}@h/0"\n',
+            {},
+            "cluster.redis_url is a redacted placeholder",
+        ),
+        (
+            f'[apps_store]\nurl = "postgresql://u:{REDACTED}@h/db"\n',
+            {},
+            "or in CLARION_APPS_STORE",
+        ),
+        (
+            '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\n[[apps.webhooks]]\n'
+            'url = "http://h/x"\nevent_types = ["channel_occupied"]\n'
+            f'headers = {{ Authorization = "{REDACTED}" }}\n',
+            {},
+            "apps[0].webhooks[0].headers.Authorization is a redacted placeholder",
+        ),
+        ("", {"CLARION_APP_SECRET": REDACTED}, "apps[0].secret is a redacted placeholder"),
+    ],
+)
+def test_the_redacted_marker_is_refused(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(_write(tmp_path, text), env=env)
+    assert message in str(info.value)
+
+
+def test_a_redacted_secret_replaced_from_the_environment_is_accepted(tmp_path: Path) -> None:
+    path = _write(tmp_path, f'[[apps]]\nid = "1"\nkey = "k"\nsecret = "{REDACTED}"\n')
+    assert load(path, env={"CLARION_APP_SECRET": "real"}).apps[0].secret == "real"
+
+
+EXAMPLE = ROOT / "clarion.example.toml"
+# Each table of the example and the Struct whose fields it must list.
+SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "server": ServerSettings,
+    "webhooks": WebhookSettings,
+    "cluster": ClusterSettings,
+    "metrics": MetricsSettings,
+    "apps_store": AppsStoreSettings,
+    "apps": AppConfig,
+    "apps.webhooks": WebhookTarget,
+}
+
+
+def _example_keys() -> dict[str, set[str]]:
+    """The keys of each table of the example, set or commented out ("# key = ...")."""
+    keys: dict[str, set[str]] = {}
+    section = ""
+    for line in EXAMPLE.read_text().splitlines():
+        header = re.fullmatch(r"(?:# )?\[\[?([\w.]+)\]\]?", line.strip())
+        if header:
+            section = header.group(1)
+            keys.setdefault(section, set())
+            continue
+        key = re.match(r"(?:# )?(\w+) = ", line)
+        if key:
+            keys.setdefault(section, set()).add(key.group(1))
+    return keys
+
+
+def test_the_example_configuration_has_every_key_and_loads() -> None:
+    found = _example_keys()
+    assert set(found) == set(SECTIONS)
+    assert set(SECTIONS) - {"apps.webhooks"} == set(Settings.__struct_fields__)
+    for section, struct in SECTIONS.items():
+        fields = set(struct.__struct_fields__) - ({"webhooks"} if struct is AppConfig else set())
+        assert found[section] == fields, section
+    settings = load(str(EXAMPLE), env={})
+    assert [(app.id, app.key) for app in settings.apps] == [("1", "my-key")]
+
+
+def test_the_example_gives_each_default_it_sets() -> None:
+    """A value set in the example is the default it documents (one source of truth)."""
+    raw = tomllib.loads(EXAMPLE.read_text())
+    for section, struct in SECTIONS.items():
+        if section.startswith("apps"):
+            continue
+        default = struct()
+        for key, value in raw[section].items():
+            assert getattr(default, key) == value, f"{section}.{key}"
+    app = raw["apps"][0]
+    default_app = AppConfig(id="1", key="k", secret="s")
+    for key, value in app.items():
+        if key not in ("id", "key", "secret"):
+            assert getattr(default_app, key) == value, f"apps.{key}"
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "example.com"])

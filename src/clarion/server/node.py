@@ -42,7 +42,7 @@ from clarion.server.connection import Connection
 from clarion.server.context import Context
 from clarion.server.http_api import HttpApi
 from clarion.server.tls import Certificates
-from clarion.stores import AppStore, open_store
+from clarion.stores import AppStore, StoreError, open_store
 from clarion.webhooks import Outbox
 
 log = logging.getLogger("clarion.server")
@@ -246,7 +246,10 @@ class Node:
         address listened on. Raises StartupError (or OSError for the port)."""
         loop = asyncio.get_running_loop()
         if self.settings.apps_store.url:
-            self.store = open_store(self.settings.apps_store.url)
+            try:
+                self.store = open_store(self.settings.apps_store.url)
+            except StoreError as exc:  # a driver not installed (an extra), a bad URL
+                raise StartupError(str(exc)) from None
             try:
                 await self.load_apps()
             except Exception as exc:
