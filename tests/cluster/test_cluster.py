@@ -462,7 +462,7 @@ def test_webhooks_keep_their_order_behind_a_cluster_check(
             receiver.wait_for(lambda _, n=2 * (round_ + 1): len(joined()) == n)
             await ws.close()
         assert sorted(joined()) == ["channel_occupied"] * 5 + ["member_added"] * 5
-        # Separate requests have no order (webhooks.md §5); within one, the cause's order.
+        # Separate requests have no order (docs/protocol.md §43); within one, the cause's order.
         for request in receiver.requests:
             seen = [(e["channel"], e["name"]) for e in request.payload["events"]]
             for channel, name in seen:

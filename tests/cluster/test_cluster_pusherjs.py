@@ -151,8 +151,9 @@ def test_killed_node_users_leave_once_within_the_lease(
     elapsed = time.monotonic() - killed
     assert removed["member"] == {"id": "v", "info": {"name": "V"}}
     assert removed["count"] == 2
-    # README: the first survivor to notice removes the dead node's sockets within the
-    # lease (plus a little for the frame to reach pusher-js on a loaded machine).
+    # docs/cluster.md (Dead nodes): the first survivor to notice removes the dead node's
+    # sockets within the lease (plus a little for the frame to reach pusher-js on a loaded
+    # machine).
     assert elapsed < lease + 0.5, f"member_removed {elapsed:.2f} s after the kill"
 
     # The dead node is gone from the registry: no survivor will clean it up again.
@@ -259,7 +260,8 @@ def test_node_stops_listening_when_its_last_subscriber_leaves(
     make_server: Callable[..., RunningServer],
     make_driver: Callable[[RunningServer], Driver],
 ) -> None:
-    """README: each node subscribes (on Redis) only to the channels it has subscribers for."""
+    """docs/cluster.md (What works across nodes): each node subscribes (on Redis) only to
+    the channels it has subscribers for."""
     config = cluster_config(redis_server)
     a, b = make_server(config), make_server(config)
     js = make_driver(a)

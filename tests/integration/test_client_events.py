@@ -1,4 +1,4 @@
-"""Client events sent with pusher-js ``channel.trigger`` (spec §12, §17).
+"""Client events sent with pusher-js ``channel.trigger`` (docs/protocol.md §12, §17).
 
 App 1 of the test config has ``client_events = true``; app 2 has them off. A client event
 goes to every *other* subscriber of a private or presence channel; on presence channels
@@ -115,7 +115,8 @@ def test_client_events_disabled_for_the_app_are_refused(
 def test_client_event_on_a_public_channel_is_refused(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    """pusher-js sends it without complaint; the server must refuse it (§12 rule 3)."""
+    """pusher-js sends it without complaint; the server must refuse it
+    (docs/protocol.md §12, rule 3)."""
     channel = f"public-chat-{uid}"
     sender, receiver = js.client("sender"), js.client("receiver")
     for client in (sender, receiver):
@@ -228,7 +229,7 @@ def test_encrypted_channel_client_events_are_refused(
 
 
 def test_client_events_are_not_cached(js: Driver, uid: str) -> None:
-    """Spec §15: only HTTP-published events are cached; a late subscriber of a
+    """docs/protocol.md §15: only HTTP-published events are cached; a late subscriber of a
     private-cache- channel gets cache_miss after a client event."""
     channel = f"private-cache-chat-{uid}"
     sender, receiver = js.client("sender"), js.client("receiver")

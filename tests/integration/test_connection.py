@@ -1,10 +1,10 @@
 """Connecting with pusher-js: the handshake, socket ids, refusals and unsubscribing.
 
-Refusals (spec §2, §18): the server answers the upgrade with a ``pusher:error`` carrying a
-4001/4003/4004 code and closes; pusher-js treats 4001-4099 as "refused", goes to
-``disconnected`` and schedules no reconnect (trap 6, trap 10). "No reconnect" is read from
-pusher-js itself: in state ``disconnected`` with no retry timer and no connection attempt
-running, nothing in pusher-js will ever connect again on its own.
+Refusals (docs/protocol.md §2, §18): the server answers the upgrade with a ``pusher:error``
+carrying a 4001/4003/4004 code and closes; pusher-js treats 4001-4099 as "refused", goes to
+``disconnected`` and schedules no reconnect (docs/protocol.md §2, §4, §18). "No reconnect"
+is read from pusher-js itself: in state ``disconnected`` with no retry timer and no
+connection attempt running, nothing in pusher-js will ever connect again on its own.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ def test_connection_established_frame_and_socket_id(
 ) -> None:
     client = js.client("client", raw=True)
 
-    # Trap 7: both SDKs insist on digits.digits.
+    # docs/protocol.md §4: both SDKs insist on digits.digits.
     assert client.socket_id is not None
     assert re.fullmatch(r"\d+\.\d+", client.socket_id)
-    # Trap 10 / spec §4: the first frame, data a JSON string with a non-zero timeout.
+    # docs/protocol.md §2, §4: the first frame, data a JSON string with a non-zero timeout.
     first = json.loads(js.wait_for({"type": "raw", "client": "client"})["text"])
     assert first["event"] == "pusher:connection_established"
     assert isinstance(first["data"], str)
@@ -161,7 +161,8 @@ def test_disconnect_removes_the_connections_subscriptions(
 def test_invalid_channel_names_get_subscription_error_400(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    """Spec §6, §10: bad characters or more than 164 characters; the connection stays up."""
+    """docs/protocol.md §6, §10: bad characters or more than 164 characters; the connection
+    stays up."""
     client = js.client("client")
     longest = f"long-{uid}-".ljust(164, "x")
     too_long = longest + "x"

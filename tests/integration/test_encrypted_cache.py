@@ -1,4 +1,4 @@
-"""``private-encrypted-cache-`` channels through pusher-js (spec §15, §17).
+"""``private-encrypted-cache-`` channels through pusher-js (docs/protocol.md §15, §17).
 
 ``pusher:`` events bypass decryption in pusher-js, so ``pusher:cache_miss`` reaches the
 application's binding; a cached encrypted event is replayed as it was published and

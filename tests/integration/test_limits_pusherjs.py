@@ -1,4 +1,4 @@
-"""Per-app and per-server limits as the official clients meet them (spec §10, §18, §19).
+"""Per-app and per-server limits as the official clients meet them (docs/protocol.md §10, §18, §19).
 
 Each test starts a server of its own with the limit under test, so nothing else
 counts against it. (test_connection.py covers ``max_connections`` → 4004 too, and a
@@ -86,7 +86,7 @@ def test_presence_channel_member_limit(
 
     error = carol.wait(type="subscription_error", channel=room)
     assert error["data"]["type"] == "LimitReached"
-    assert error["data"]["status"] == 4100  # spec §10's table
+    assert error["data"]["status"] == 4100  # the table in docs/protocol.md §10
     assert carol.inspect(room)["channel"]["subscribed"] is False
     # A second socket of a member is no new member: still let in.
     tab = js.client("alice-tab")

@@ -1,7 +1,8 @@
-"""Presence channels as pusher-js sees them: members, me, member_added/removed (spec §8).
+"""Presence channels as pusher-js sees them: members, me, member_added/removed
+(docs/protocol.md §8).
 
-Presence is per user, not per socket (trap 9): a user's second socket is no new member,
-and only the user's last socket leaving removes the member.
+Presence is per user, not per socket (docs/protocol.md §8): a user's second socket is no
+new member, and only the user's last socket leaving removes the member.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def test_unsubscribing_the_last_socket_removes_the_member(
 def test_numeric_user_id_is_normalised_to_a_string(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    """channel_data may carry a number as user_id; the server speaks of it as "42" (§8)."""
+    """channel_data may carry a number as user_id; the server speaks of it as "42"
+    (docs/protocol.md §8)."""
     room = f"presence-room-{uid}"
     alice = js.client("alice")
     alice.subscribe(room, presence=ALICE)
@@ -151,7 +153,8 @@ def test_numeric_user_id_is_normalised_to_a_string(
 
 
 def test_member_without_user_info_is_kept_with_null_info(js: Driver, uid: str) -> None:
-    """An absent user_info is stored as null; the member must stay in ``hash`` (§8)."""
+    """An absent user_info is stored as null; the member must stay in ``hash``
+    (docs/protocol.md §8)."""
     room = f"presence-room-{uid}"
     alice = js.client("alice")
     alice.subscribe(room, presence=ALICE)
@@ -167,7 +170,8 @@ def test_member_without_user_info_is_kept_with_null_info(js: Driver, uid: str) -
 def test_presence_auth_made_by_the_python_sdk(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    """Trap 3: the Python SDK writes channel_data with spaces; it is verified as received."""
+    """docs/protocol.md §34: the Python SDK writes channel_data with spaces; it is verified
+    as received."""
     room = f"presence-room-{uid}"
     client = js.client("py-user")
     assert client.socket_id is not None

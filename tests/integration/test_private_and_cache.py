@@ -52,7 +52,7 @@ def test_private_channel_bad_auth_is_subscription_error_401(
     assert error["data"]["type"] == "AuthError"
     assert error["data"]["status"] == 401
     assert client.find(type="subscription_succeeded", channel=channel) == []
-    # pusher-js keeps the channel pending and unsubscribed (spec §10).
+    # pusher-js keeps the channel pending and unsubscribed (docs/protocol.md §10).
     assert client.inspect(channel)["channel"] == {
         "subscribed": False,
         "pending": True,
@@ -94,7 +94,8 @@ def test_cache_channel_replays_the_last_event_to_a_late_subscriber(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
     channel = f"cache-prices-{uid}"
-    # Published while nobody is subscribed (spec §15): both are cached, the last one wins.
+    # Published while nobody is subscribed (docs/protocol.md §15): both are cached, the last
+    # one wins.
     pusher_client.trigger(channel, "price-updated", {"btc": 40000})
     pusher_client.trigger(channel, "price-updated", {"btc": 50000})
 
@@ -123,7 +124,7 @@ def test_cache_channel_replays_the_last_event_to_a_late_subscriber(
     ]
     assert order == ["subscription_succeeded", "price-updated", "marker"]
 
-    # http-api.md §6: info=cache shows the event now cached.
+    # docs/protocol.md §27: info=cache shows the event now cached.
     info = pusher_client.channel_info(channel, ["cache"])
     assert info["occupied"] is True
     assert info["cache"]["event"] == "marker"
@@ -184,7 +185,7 @@ MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 def test_encrypted_channel_payload_is_relayed_untouched(
     js: Driver, server: RunningServer, uid: str
 ) -> None:
-    """Spec §17: the server relays {nonce, ciphertext} as is; pusher-js decrypts it."""
+    """docs/protocol.md §17: the server relays {nonce, ciphertext} as is; pusher-js decrypts it."""
     channel = f"private-encrypted-{uid}"
     client = js.client("client", raw=True, master_key=MASTER_KEY)
     client.subscribe(channel)

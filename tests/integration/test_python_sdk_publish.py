@@ -27,14 +27,15 @@ def test_trigger_one_channel_reaches_subscriber_as_the_sdk_encoded_it(
 
     reply = pusher_client.trigger(channel, "my-event", {"some": "data"})
 
-    assert reply == {}  # trap 2: a JSON body, or the SDK would have raised
+    assert reply == {}  # docs/protocol.md §22: a JSON body, or the SDK would have raised
     event = alice.wait_event(channel, "my-event")
     assert event["data"] == {"some": "data"}
-    # Trap 5 / spec §3, §11: data travels as a string, exactly as the SDK encoded it.
+    # docs/protocol.md §3, §11: data travels as a string, exactly as the SDK encoded it.
     frame = alice.wait_frame("my-event", channel)
     assert frame == {"event": "my-event", "channel": channel, "data": json.dumps({"some": "data"})}
     assert frame["data"] == '{"some": "data"}'  # the Python SDK's spaced separators, untouched
-    # Server-published events carry no user_id, so pusher-js passes empty metadata (§11).
+    # Server-published events carry no user_id, so pusher-js passes empty metadata
+    # (docs/protocol.md §11).
     bound = alice.wait(type="bound", channel=channel, event="my-event")
     assert bound["data"] == {"some": "data"}
     assert bound["metadata"] == {}
@@ -47,7 +48,7 @@ def test_trigger_to_three_channels_reaches_each_subscriber(
     clients = [js.client(f"c{i}") for i in range(3)]
     for client, channel in zip(clients, channels, strict=True):
         client.subscribe(channel)
-    # One connection on two of the channels gets one frame per channel (spec §11).
+    # One connection on two of the channels gets one frame per channel (docs/protocol.md §11).
     both = js.client("both")
     both.subscribe(channels[0])
     both.subscribe(channels[2])
@@ -92,7 +93,7 @@ def test_trigger_with_socket_id_excludes_that_connection_only(
 def test_data_that_is_not_json_and_non_ascii_data_are_delivered_verbatim(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    """The Python SDK escapes non-ASCII in the body (http-api.md §1); data must survive."""
+    """The Python SDK escapes non-ASCII in the body (docs/protocol.md §22); data must survive."""
     channel = f"my-channel-{uid}"
     alice = js.client("alice", raw=True)
     alice.subscribe(channel)
@@ -136,7 +137,7 @@ def test_trigger_batch_as_in_the_guide(js: Driver, pusher_client: pusher.Pusher,
     assert reply == {}
     assert first.wait_event(one, "my-event-1")["data"] == {"some": "data"}
     assert second.wait_event(two, "my-event-2")["data"] == {"some": "other data"}
-    # Delivered in array order (http-api.md §4).
+    # Delivered in array order (docs/protocol.md §25).
     both.wait_event(two, "my-event-2")
     received = [
         (e["channel"], e["event"])
@@ -170,7 +171,7 @@ def test_trigger_batch_socket_id_excludes_per_item(
 def test_trigger_batch_with_info_is_aligned_with_the_request(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    """The Python SDK passes an item's ``info`` through (http-api.md §4)."""
+    """The Python SDK passes an item's ``info`` through (docs/protocol.md §25)."""
     public, presence, quiet = f"my-channel-{uid}", f"presence-my-channel-{uid}", f"quiet-{uid}"
     for name in ("p1", "p2"):
         js.client(name).subscribe(public)

@@ -2,8 +2,8 @@
 
 ``channels_info``, ``channel_info``, ``users_info`` (the guide's calls) and
 ``terminate_user_connections``; each answer is compared with what the pusher-js clients
-subscribed. The Python SDK sends ``body_md5`` on GETs too (trap 4), so every successful GET
-here also proves the server verifies that signature form.
+subscribed. The Python SDK sends ``body_md5`` on GETs too (docs/protocol.md §32.1), so every
+successful GET here also proves the server verifies that signature form.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_channels_info_presence_prefix_with_user_count(
 ) -> None:
     room, lobby, public = f"presence-{uid}-room", f"presence-{uid}-lobby", f"public-{uid}"
     _join(js, "alice", room, "alice")
-    _join(js, "alice-tab", room, "alice")  # the same user twice counts once (trap 9)
+    _join(js, "alice-tab", room, "alice")  # the same user twice counts once (docs/protocol.md §8)
     _join(js, "bob", room, "bob")
     _join(js, "carol", lobby, "carol")
     js.client("watcher").subscribe(public)
@@ -206,12 +206,13 @@ def test_users_info_of_an_empty_presence_channel_and_of_a_public_one(
 def test_terminate_user_connections_returns_empty_object(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    """Trap 1: the Python SDK posts to /users/{id}/terminate_connections (no /apps/{id})."""
+    """docs/protocol.md §29: the Python SDK posts to /users/{id}/terminate_connections
+    (no /apps/{id})."""
     assert pusher_client.terminate_user_connections(f"nobody-{uid}") == {}
 
-    # It closes connections *signed in* as the user (spec §13). A presence member with that
-    # user_id who never signed in is untouched: an event published afterwards still reaches
-    # it (a close frame would have arrived first and stopped delivery).
+    # It closes connections *signed in* as the user (docs/protocol.md §13). A presence member
+    # with that user_id who never signed in is untouched: an event published afterwards still
+    # reaches it (a close frame would have arrived first and stopped delivery).
     channel = f"presence-room-{uid}"
     alice = _join(js, "alice", channel, f"alice-{uid}")
     assert pusher_client.terminate_user_connections(f"alice-{uid}") == {}

@@ -1,4 +1,4 @@
-"""The HTTP API's limits and validation as the official SDKs meet them (http-api.md §2-§9).
+"""The HTTP API's limits and validation as the official SDKs meet them (docs/protocol.md §23-§30).
 
 The SDKs check little themselves (the Python SDK's size check is ``sys.getsizeof``, the
 Node SDK checks no size at all), so these requests reach the server and the status it
@@ -40,7 +40,8 @@ def test_multibyte_data_is_measured_in_utf8_bytes(pusher_client: pusher.Pusher, 
 
 
 def test_oversized_batch_item_is_413_and_nothing_is_published(js: Driver, uid: str) -> None:
-    """An invalid item makes the whole batch fail before anything is published (§4)."""
+    """An invalid item makes the whole batch fail before anything is published
+    (docs/protocol.md §25)."""
     channel = f"my-channel-{uid}"
     client = js.client("client")
     client.subscribe(channel)
@@ -100,7 +101,7 @@ def test_hundred_channels_in_one_trigger(
 def test_channels_info_reports_subscription_count(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    # http-api.md §5 allows only user_count here; issue #2 asks for subscription_count on
+    # docs/protocol.md §26 allows only user_count here; issue #2 asks for subscription_count on
     # GET /channels too (soketi always reports it), so Clarion accepts it for any prefix.
     channel = f"counted-{uid}"
     client = js.client("client")

@@ -1,4 +1,4 @@
-"""subscription_count events as pusher-js sees them (spec §16).
+"""subscription_count events as pusher-js sees them (docs/protocol.md §16).
 
 With ``subscription_count_events = true`` the server tells a non-presence channel's
 subscribers how many connections it has; pusher-js stores the count in

@@ -1,4 +1,5 @@
-"""terminate_connections and watchlists, as signed-in pusher-js clients see them (§13, §14).
+"""terminate_connections and watchlists, as signed-in pusher-js clients see them
+(docs/protocol.md §13, §14).
 
 Terminating a user closes each of its connections with 4009, which pusher-js treats as
 "refused": it ends ``disconnected`` and never reconnects. A watchlist in the sign-in
@@ -185,7 +186,8 @@ def test_watchlist_initial_status_of_a_user_already_online(
 ) -> None:
     bob, carol, watcher_id = f"bob-{uid}", f"carol-{uid}", f"watcher-{uid}"
     _signed_in(js, "bob", bob)
-    # Carol is connected and a presence member, but not signed in: not online (§14).
+    # Carol is connected and a presence member, but not signed in: not online
+    # (docs/protocol.md §14).
     js.client("carol").subscribe(
         f"presence-room-{uid}", presence={"user_id": carol, "user_info": {}}
     )

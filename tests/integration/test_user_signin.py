@@ -1,4 +1,4 @@
-"""User sign-in and server-to-user events through pusher-js (spec §13, §8).
+"""User sign-in and server-to-user events through pusher-js (docs/protocol.md §13, §8).
 
 pusher-js signs in with ``pusher.signin()``: its ``userAuthentication.customHandler``
 signs the user data with the Node SDK's ``authenticateUser``. Once the server answers
@@ -65,7 +65,8 @@ def test_send_to_user_reaches_every_connection_of_that_user_only(
 
 
 def test_signin_made_by_the_python_sdk(js: Driver, pusher_client: pusher.Pusher, uid: str) -> None:
-    """Trap 3: the Python SDK writes user_data with spaces; it is verified as received."""
+    """docs/protocol.md §36: the Python SDK writes user_data with spaces; it is verified as
+    received."""
     carol = f"carol-{uid}"
     client = js.client("carol")
     assert client.socket_id is not None
@@ -107,8 +108,9 @@ def test_bad_signin_signature_is_4009_and_pusher_js_stays_disconnected(
 
 
 def test_signin_with_a_non_string_id_is_refused_with_4009(js: Driver, uid: str) -> None:
-    """A correctly signed user_data whose id is a number is still no valid sign-in (§13):
-    pusher-js would take its signin_success as a sign-out, so the server refuses it."""
+    """A correctly signed user_data whose id is a number is still no valid sign-in
+    (docs/protocol.md §13): pusher-js would take its signin_success as a sign-out, so the
+    server refuses it."""
     client = js.client("numeric")
     assert client.socket_id is not None
     user_data = json.dumps({"id": 42, "user_info": {"uid": uid}})
@@ -140,7 +142,7 @@ def _probe_subscribe(client: JsClient, channel: str, auth: str = "") -> dict[str
 def test_server_to_user_channel_of_another_user_is_refused(
     js: Driver, pusher_client: pusher.Pusher, uid: str
 ) -> None:
-    """Spec §13: subscribing to #server-to-user-X needs being signed in as exactly X."""
+    """docs/protocol.md §13: subscribing to #server-to-user-X needs being signed in as exactly X."""
     bob, mallory = f"bob-{uid}", f"mallory-{uid}"
     victim = js.client("bob")
     victim.user_bind("secret")
@@ -169,7 +171,7 @@ def test_server_to_user_channel_of_another_user_is_refused(
     assert anonymous.find(type="global", event="secret") == []
 
 
-# --- presence through sign-in (spec §8, trap 11) ------------------------------------------
+# --- presence through sign-in (docs/protocol.md §8) --------------------------------------
 
 
 def test_presence_without_channel_data_uses_the_signed_in_user(
@@ -234,7 +236,7 @@ def test_presence_without_channel_data_needs_a_sign_in(
 
 def test_user_id_outside_the_channel_name_characters(js: Driver, uid: str) -> None:
     """The Node SDK signs and sends to any non-empty id, and pusher-js subscribes to
-    ``#server-to-user-{id}`` verbatim: the server accepts such ids (spec §6, http-api §3)."""
+    ``#server-to-user-{id}`` verbatim: the server accepts such ids (docs/protocol.md §6, §24)."""
     odd = f"Jane Doe:{uid}|é+%"
     client = js.client("odd")
     client.user_bind("hello")

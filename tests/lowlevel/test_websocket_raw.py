@@ -29,7 +29,9 @@ def test_connection_established_shape(server: RunningServer) -> None:
         async with await ws_connect(server.ws()) as ws:
             message = await recv_json(ws)
             assert message["event"] == "pusher:connection_established"
-            assert isinstance(message["data"], str), "data must be a JSON string (spec §3)"
+            assert isinstance(message["data"], str), (
+                "data must be a JSON string (docs/protocol.md §3)"
+            )
             data = json.loads(message["data"])
             assert re.fullmatch(r"\d+\.\d+", data["socket_id"])
             assert data["activity_timeout"] == 120

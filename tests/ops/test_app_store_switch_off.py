@@ -2,7 +2,7 @@
 
 Disabling an app (``clarion apps disable``) closes each of its open connections with the
 ``pusher:error`` a new connection to it gets, 4003 "Application disabled"; removing it
-from the store, with 4001 "Application does not exist" (spec §2, §18). Both codes are
+from the store, with 4001 "Application does not exist" (docs/protocol.md §2, §18). Both codes are
 "refused" for pusher-js: it ends ``disconnected`` and does not come back. Other apps'
 connections stay as they are, and a re-enabled app takes new connections again.
 

@@ -53,7 +53,7 @@ def sign_params(
     timestamp: int | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Sign a request the way the official SDKs do (auth.md §1), written independently."""
+    """Sign a request the way the official SDKs do (docs/protocol.md §32), written independently."""
     params = {
         "auth_key": key,
         "auth_timestamp": str(int(time.time()) if timestamp is None else timestamp),

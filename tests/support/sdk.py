@@ -3,7 +3,7 @@ as clients of a running server (``python_sdk``).
 
 The Python SDK (PyPI ``pusher``) is imported directly; the Node SDK (npm ``pusher``, installed
 in ``tests/js/node_modules``) is driven by small scripts run with ``node``. Nothing here reads
-the spec's vector files: every expected value is produced by an SDK while the tests run.
+fixed test-vector files: every expected value is produced by an SDK while the tests run.
 """
 
 from __future__ import annotations

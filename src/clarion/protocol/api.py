@@ -1,7 +1,7 @@
 """HTTP API request bodies and query attributes: decoding, validation and limits.
 
 Each ``parse_*`` function turns raw bytes or query values into a typed request or
-raises :class:`ApiError` with the status the spec gives (http-api.md §2-§9).
+raises :class:`ApiError` with the status given in docs/protocol.md §23-§30.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def parse_publish(raw: bytes, limits: names.EventLimits = names.DEFAULT_LIMITS) 
 def parse_batch(
     raw: bytes, limits: names.EventLimits = names.DEFAULT_LIMITS
 ) -> list[PublishRequest]:
-    """A batch is validated whole before anything is published (spec §4)."""
+    """A batch is validated whole before anything is published (docs/protocol.md §25)."""
     try:
         check_depth(raw)
         body = _decode_batch(raw)

@@ -1,6 +1,6 @@
 """Close and error codes of protocol 7, and the HTTP API's error type.
 
-Close-code ranges decide what pusher-js does next (spec §18): 4000 switches to TLS,
+Close-code ranges decide what pusher-js does next (docs/protocol.md §18): 4000 switches to TLS,
 4001-4099 and >= 4300 stop reconnecting, 4100-4199 reconnect after a second,
 4200-4299 reconnect at once.
 """

@@ -2,7 +2,7 @@
 
 Server frames are built as complete WebSocket text frames (header included), so a
 frame meant for many subscribers is encoded exactly once and the same bytes are
-written to each of them. ``data`` of event frames is a JSON *string* (spec §3);
+written to each of them. ``data`` of event frames is a JSON *string* (docs/protocol.md §3);
 ``pusher:error`` and ``pusher:ping``/``pusher:pong`` carry objects.
 """
 
@@ -112,7 +112,7 @@ PONG = ws_text(b'{"event":"pusher:pong","data":{}}')
 
 
 def event(name: str, channel: str, data: str) -> bytes:
-    """An event frame as every subscriber of ``channel`` receives it (spec §11)."""
+    """An event frame as every subscriber of ``channel`` receives it (docs/protocol.md §11)."""
     return ws_text(_encode({"event": name, "channel": channel, "data": data}))
 
 
@@ -148,7 +148,7 @@ def cache_miss(channel: str) -> bytes:
 
 
 def presence_data(members: dict[str, Any]) -> str:
-    """The ``data`` string of a presence ``subscription_succeeded`` (spec §8).
+    """The ``data`` string of a presence ``subscription_succeeded`` (docs/protocol.md §8).
 
     ``hash`` holds every member, the subscriber included; ``count`` is distinct users.
     """
@@ -156,13 +156,14 @@ def presence_data(members: dict[str, Any]) -> str:
 
 
 def signin_success(user_data: str) -> bytes:
-    """``data`` decodes to an object whose ``user_data`` is the original string (spec §13)."""
+    """``data`` decodes to an object whose ``user_data`` is the original string
+    (docs/protocol.md §13)."""
     data = json_string({"user_data": user_data})
     return ws_text(_encode({"event": "pusher:signin_success", "data": data}))
 
 
 def watchlist_events(entries: list[tuple[str, list[str]]]) -> bytes:
-    """``online``/``offline`` entries; empty ones are left out (spec §14)."""
+    """``online``/``offline`` entries; empty ones are left out (docs/protocol.md §14)."""
     events = [{"name": name, "user_ids": ids} for name, ids in entries if ids]
     data = json_string({"events": events})
     return ws_text(_encode({"event": "pusher_internal:watchlist_events", "data": data}))
@@ -176,7 +177,8 @@ def subscription_count(channel: str, count: int) -> bytes:
 
 
 def client_event(name: str, channel: str, data: Any, user_id: str | None) -> bytes:
-    """A client event as the other subscribers get it: ``data`` as received (spec §12)."""
+    """A client event as the other subscribers get it: ``data`` as received
+    (docs/protocol.md §12)."""
     frame: dict[str, Any] = {"event": name, "channel": channel, "data": data}
     if user_id is not None:
         frame["user_id"] = user_id
@@ -213,7 +215,8 @@ def parse_client_frame(payload: bytes | str) -> ClientMessage:
 
 
 def protocol_data(message: ClientMessage) -> dict[str, Any]:
-    """The ``data`` object of a ``pusher:*`` event; a JSON string is decoded too (spec §3)."""
+    """The ``data`` object of a ``pusher:*`` event; a JSON string is decoded too
+    (docs/protocol.md §3)."""
     data = message.data
     if isinstance(data, str):
         try:

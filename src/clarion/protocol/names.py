@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-# Limits (spec websocket-protocol.md §19, http-api.md §9).
+# Limits (docs/protocol.md §19, §30).
 MAX_CHANNEL_NAME_SUBSCRIBE = 164
 MAX_CHANNEL_NAME_HTTP = 200
 MAX_EVENT_NAME = 200
@@ -56,7 +56,7 @@ class ChannelKind(Enum):
 
 
 def channel_kind(name: str) -> ChannelKind:
-    """The channel's type, decided by prefix in the order the spec gives (§6)."""
+    """The channel's type, decided by prefix in the order of docs/protocol.md §6."""
     if name.startswith("private-encrypted-"):
         return ChannelKind.ENCRYPTED
     if name.startswith("private-"):
@@ -93,7 +93,7 @@ def channel_name_error(name: object, max_length: int) -> str | None:
     """Why ``name`` is not a valid channel name, or None when it is.
 
     ``#server-to-user-{id}`` accepts any non-empty id without control characters,
-    because the Node SDK's ``sendToUser`` does not restrict the id (spec §6).
+    because the Node SDK's ``sendToUser`` does not restrict the id (docs/protocol.md §6).
     """
     if not isinstance(name, str) or not name:
         return "Channel name must be a non-empty string"

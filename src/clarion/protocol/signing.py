@@ -29,7 +29,7 @@ def _equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-# --- HTTP API requests (auth.md §1) ----------------------------------------------
+# --- HTTP API requests (docs/protocol.md §32) --------------------------------------
 
 
 def string_to_sign(method: str, path: str, params: dict[str, str]) -> str:
@@ -127,7 +127,7 @@ def verify_request(
     raise ApiError(401, f"Invalid signature: expected HMAC-SHA256 hex digest of {candidate!r}")
 
 
-# --- channel authorisation and user sign-in (auth.md §2, §3, §5) ----------------
+# --- channel authorisation and user sign-in (docs/protocol.md §33, §34, §36) --------
 
 
 def channel_auth_string(socket_id: str, channel: str, channel_data: str | None = None) -> str:

@@ -1,6 +1,6 @@
 """Webhook shapes: event objects, the ``{time_ms, events}`` envelope and its signature.
 
-Event names and fields follow webhooks.md §2; ``user_online``/``user_offline`` are a
+Event names and fields follow docs/protocol.md §40; ``user_online``/``user_offline`` are a
 Clarion extension (a signed-in user's first socket arrives / last socket leaves).
 """
 

@@ -412,9 +412,9 @@ class Node:
     async def _close_stopped_apps(self, serving: list[App]) -> None:
         """Close the open connections of the apps among ``serving`` that this reload
         disabled (4003) or removed (4001), with the error a new connection to them gets
-        (spec §2): a switched-off app stops serving now, not when its clients reconnect.
+        (docs/protocol.md §2): a switched-off app stops serving now, not when its clients reconnect.
 
-        Both codes are "refused" for pusher-js (spec §18), so no reconnect wave follows
+        Both codes are "refused" for pusher-js (docs/protocol.md §18), so no reconnect wave follows
         and the sockets are closed at once; other apps' connections are not touched.
         """
         registry = self.registry

@@ -1,4 +1,4 @@
-"""HTTP API bodies and query attributes: http-api.md §3-§7 and §9."""
+"""HTTP API bodies and query attributes: docs/protocol.md §24-§28 and §30."""
 
 from __future__ import annotations
 
@@ -282,7 +282,7 @@ def test_one_oversized_item_makes_the_batch_413(position: int) -> None:
 
 
 def test_oversized_item_makes_the_batch_413_even_with_other_bad_items() -> None:
-    # http-api.md §4: an item whose data exceeds 10 240 bytes makes the whole request 413.
+    # docs/protocol.md §25: an item whose data exceeds 10 240 bytes makes the whole request 413.
     items = [item(name="pusher:x"), item(), item(data="x" * 10241), item(channel="bad channel")]
     assert batch_status(items) == 413
 
@@ -344,7 +344,7 @@ def test_channels_query_unknown_attributes_are_refused(info: str) -> None:
 
 @pytest.mark.parametrize("prefix", ["", "private-", "presence-"])
 def test_channels_query_allows_subscription_count(prefix: str) -> None:
-    # http-api.md §5 allows only user_count; Clarion's issue #2 asks for subscription_count
+    # docs/protocol.md §26 allows only user_count; Clarion's issue #2 asks for subscription_count
     # on GET /channels as well (soketi always reports it), for any prefix.
     params = {"filter_by_prefix": prefix, "info": "subscription_count"}
     assert api.parse_channels_query(params) == (prefix, {"subscription_count"})

@@ -1,6 +1,6 @@
 """Server frames (exact WebSocket bytes and JSON shapes) and client-frame parsing.
 
-Shapes follow websocket-protocol.md §1-§4, §7, §10, §15 and §18. Frames are decoded here
+Shapes follow docs/protocol.md §1-§4, §7, §10, §15 and §18. Frames are decoded here
 with a small RFC 6455 parser of our own rather than the library that built them.
 """
 
@@ -116,7 +116,7 @@ def test_subscription_error_shape() -> None:
         "channel": "private-foobar",
         "data": {"type": "AuthError", "error": "Invalid signature", "status": 401},
     }
-    assert isinstance(frame["data"], dict)  # an object, not a string (§10)
+    assert isinstance(frame["data"], dict)  # an object, not a string (docs/protocol.md §10)
 
 
 def test_subscription_succeeded_default_data_is_the_string_braces() -> None:
@@ -251,7 +251,8 @@ def test_non_string_channel_is_a_bad_message(channel: bytes) -> None:
 
 
 def test_protocol_data_decodes_a_json_string() -> None:
-    # Some third-party clients send data JSON-encoded; both forms mean the same (§3).
+    # Some third-party clients send data JSON-encoded; both forms mean the same
+    # (docs/protocol.md §3).
     as_object = messages.parse_client_frame(
         b'{"event":"pusher:subscribe","data":{"auth":"","channel":"my-channel"}}'
     )

@@ -1,6 +1,6 @@
 """Channel kinds, cache channels, channel and event name rules, socket ids.
 
-websocket-protocol.md §4 and §6, http-api.md §3 and §9.
+docs/protocol.md §4, §6, §24 and §30.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Channel authorisation and user sign-in tokens (auth.md §2-§5) against the official SDKs.
+"""Channel authorisation and user sign-in tokens (docs/protocol.md §33-§36) against the
+official SDKs.
 
 The tokens are what an app's auth endpoint returns, produced here by the Python SDK's
 ``authenticate``/``authenticate_user`` and the Node SDK's ``authorizeChannel``/
@@ -40,7 +41,8 @@ class Token:
         )
 
     def expected_signed(self) -> str:
-        """The same string written out from auth.md, independently of signing.py."""
+        """The same string written out from docs/protocol.md §33-§36, independently of
+        signing.py."""
         if self.channel is None:
             return f"{self.socket_id}::user::{self.result['user_data']}"
         if "channel_data" in self.result:
@@ -280,7 +282,7 @@ def test_user_data_is_verified_over_the_exact_string(tokens: dict[tuple[str, str
         assert signing.check_auth_token(own.result["auth"], CREDENTIALS, other.signed()) is not None
 
 
-# --- Pusher's documented examples (auth.md §2, §3), literal fixtures -----------------------
+# --- Pusher's documented examples (docs/protocol.md §33, §34), literal fixtures ---------------
 
 DOCS_PRIVATE = (
     "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"

@@ -1,4 +1,5 @@
-"""HTTP API request signatures (auth.md §1) checked against requests the official SDKs send.
+"""HTTP API request signatures (docs/protocol.md §32) checked against requests the official
+SDKs send.
 
 Both SDKs are pointed at a local capture server; every request they put on the wire is fed
 to :func:`signing.verify_request` exactly as received (raw path, decoded query, raw body),
@@ -145,7 +146,7 @@ def request_(request: pytest.FixtureRequest) -> Captured:
 
 
 def expected_string_to_sign(method: str, path: str, params: dict[str, str]) -> str:
-    """auth.md §1.2, written out again here so that the tests do not trust signing.py."""
+    """docs/protocol.md §32.2, written out again here so that the tests do not trust signing.py."""
     pairs = sorted((k.lower(), v) for k, v in params.items() if k != "auth_signature")
     return f"{method}\n{path}\n" + "&".join(f"{k}={v}" for k, v in pairs)
 
@@ -406,7 +407,7 @@ def test_non_ascii_bodies_are_hashed_as_received(
         verify(req)
 
 
-# --- Pusher's documented example (auth.md §1.4), kept as a literal fixture ----------------
+# --- Pusher's documented example (docs/protocol.md §32.4), kept as a literal fixture --------
 
 DOCS_BODY = b'{"name":"foo","channels":["project-3"],"data":"{\\"some\\":\\"data\\"}"}'
 DOCS_TIMESTAMP = 1353088179
