@@ -25,6 +25,7 @@ import httpx
 import msgspec
 
 from clarion import __version__, metrics
+from clarion.admin.taps import Taps
 from clarion.cluster.interfaces import JobStore
 from clarion.config import AppConfig, WebhookSettings, WebhookTarget, redact_url
 from clarion.protocol import webhooks as shapes
@@ -230,6 +231,8 @@ class Deliveries:
         self._closing = False
         self._adds: set[asyncio.Task[None]] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
+        # The admin console's record of attempts (set by the node; None in unit tests).
+        self.taps: Taps | None = None
 
     @property
     def deadline(self) -> float:
@@ -334,6 +337,8 @@ class Deliveries:
             headers = shapes.headers(config.key, config.secret, body, target.config.headers)
             headers["User-Agent"] = USER_AGENT
             error = await self._poster.post(target.config.url, body, headers)
+            if self.taps is not None:
+                self.taps.webhook(target.app_id, redact_url(target.config.url), job, error)
             if error is None:
                 target.stats.sent += job.count
                 metrics.webhook_deliveries.labels(target.app_id, "sent").inc(job.count)
