@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import os
 import socket
 import time
+from collections import deque
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -52,6 +54,9 @@ MAX_BODY = 256 * 1024
 REQUEST_TIMEOUT = 10.0
 # Seconds between keep-alive comments on an idle stream.
 STREAM_PING = 15.0
+# The overview chart: a point every SAMPLE_EVERY seconds, HISTORY points (5 minutes).
+SAMPLE_EVERY = 2.0
+HISTORY = 150
 STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -60,7 +65,7 @@ STATIC_TYPES = {
 }
 SECURITY_HEADERS = (
     "X-Content-Type-Options: nosniff\r\n"
-    "Referrer-Policy: no-referrer\r\n"
+    "Referrer-Policy: same-origin\r\n"
     "X-Frame-Options: DENY\r\n"
     "Content-Security-Policy: default-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; frame-ancestors 'none'\r\n"
@@ -104,19 +109,44 @@ class AdminServer:
         self.taps = node.hub.taps
         self._server: asyncio.Server | None = None
         self._streams: set[asyncio.Task[None]] = set()
-        # Per app: (when, messages sent) of the last overview, for messages/s.
+        # Per app: (when, messages sent) at the last sample, and the rate it gave.
         self._last_sent: dict[str, tuple[float, float]] = {}
+        self._rates: dict[str, float] = {}
+        # The overview's chart: node-wide connections and messages/s, one per SAMPLE_EVERY.
+        self.history: deque[dict[str, float]] = deque(maxlen=HISTORY)
+        self._sampler: asyncio.Task[None] | None = None
         self.node_name = f"{socket.gethostname()}:{os.getpid()}"
         self.taps.node = self.node_name
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        self._sampler = asyncio.create_task(self._sample())
         sock = self._server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
+
+    async def _sample(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_EVERY)
+
+    def sample(self) -> None:
+        """Messages/s per app since the last sample, and a point of the chart."""
+        now = time.monotonic()
+        for app in self.node.registry:
+            sent = _messages_sent(app.id)
+            last = self._last_sent.get(app.id)
+            if last is not None and now > last[0]:
+                self._rates[app.id] = max(0.0, (sent - last[1]) / (now - last[0]))
+            self._last_sent[app.id] = (now, sent)
+        ctx = self.node.ctx
+        conns = len(ctx.connections) + sum(ctx.connections_elsewhere.values())
+        self.history.append({"conns": conns, "rate": round(sum(self._rates.values()), 1)})
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._sampler is not None:
+            self._sampler.cancel()
         for task in list(self._streams):
             task.cancel()
         if self._streams:
@@ -253,6 +283,9 @@ class AdminServer:
         return auth.same_origin(request.headers.get("origin"), request.headers.get("host"))
 
     async def _login(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        if request.method == "GET":
+            self._reply(writer, 303, b"", extra="Location: /admin/\r\n")
+            return
         if request.method != "POST" or not self._same_origin(request):
             self._json(writer, 403, {"error": "Forbidden"})
             return
@@ -262,19 +295,25 @@ class AdminServer:
         if not target.startswith("/admin/") or "//" in target:
             target = "/admin/"
         if not self.sessions.token_ok(token):
-            self._page(writer, 401, sign_in=True, wrong=True)
+            self._page(writer, 401, sign_in=True, wrong=True, next_path=target)
             return
         new = self.sessions.open()
         extra = f"Set-Cookie: {auth.set_cookie(new)}\r\nLocation: {quote(target)}\r\n"
         self._reply(writer, 303, b"", extra=extra)
 
     def _page(
-        self, writer: asyncio.StreamWriter, status: int, sign_in: bool, wrong: bool = False
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        sign_in: bool,
+        wrong: bool = False,
+        next_path: str = "/admin/",
     ) -> None:
         page = _static("signin.html" if sign_in else "index.html") or b""
         if sign_in:
             note = b'<p class="wrong" role="alert">Wrong token.</p>' if wrong else b""
             page = page.replace(b"<!--NOTE-->", note)
+            page = page.replace(b'value="/admin/"', b'value="%s"' % html.escape(next_path).encode())
         self._reply(writer, status, page, "text/html; charset=utf-8")
 
     # --- the JSON API -------------------------------------------------------------------
@@ -326,15 +365,9 @@ class AdminServer:
         node = self.node
         ctx = node.ctx
         sizes = node.hub.sizes()
-        now = time.monotonic()
         apps = []
         for app in node.registry:
-            sent = _messages_sent(node, app.id)
-            last = self._last_sent.get(app.id)
-            rate = 0.0
-            if last is not None and now > last[0]:
-                rate = max(0.0, (sent - last[1]) / (now - last[0]))
-            self._last_sent[app.id] = (now, sent)
+            rate = self._rates.get(app.id, 0.0)
             connections = ctx.connections_per_app.get(app.id, 0) + ctx.connections_elsewhere.get(
                 app.id, 0
             )
@@ -352,6 +385,7 @@ class AdminServer:
             "apps": apps,
             "nodes": [{"name": self.node_name, "connections": len(ctx.connections)}],
             "types": TYPES,
+            "history": list(self.history),
         }
 
     async def channels(self, app_id: str, prefix: str) -> dict[str, Any]:
@@ -360,9 +394,11 @@ class AdminServer:
         rows = []
         users = occupied.user_counts
         for i, name in enumerate(occupied.names[:500]):
-            row: dict[str, Any] = {"name": name, "subscriptions": occupied.subscription_counts[i]}
+            # The state may hand counts over as text (Redis replies): numbers here.
+            count = int(occupied.subscription_counts[i])
+            row: dict[str, Any] = {"name": name, "subscriptions": count}
             if users is not None and name.startswith("presence-"):
-                row["users"] = users[i]
+                row["users"] = int(users[i])
             rows.append(row)
         return {"channels": rows, "total": len(occupied.names)}
 
@@ -428,7 +464,7 @@ class AdminServer:
             self.taps.unwatch(app_id, watcher)
 
 
-def _messages_sent(node: Node, app_id: str) -> float:
+def _messages_sent(app_id: str) -> float:
     """Frames fan-out wrote for the app on this node (the metrics counter)."""
     from clarion import metrics
 

@@ -34,7 +34,7 @@ const switcher = document.getElementById("app-switcher");
 const counts = document.getElementById("live-counts");
 const appMatch = location.pathname.match(/^\/admin\/apps\/([^/]+)\/?$/);
 const currentApp = appMatch ? decodeURIComponent(appMatch[1]) : null;
-const samples = [];
+let samples = [];
 
 async function refreshOverview(first) {
   const data = await getJSON("/admin/api/overview");
@@ -51,9 +51,9 @@ async function refreshOverview(first) {
     if (currentApp === null || app.id === currentApp) { conns += app.connections; rate += app.messages_per_second; }
   }
   const channels = data.apps.filter(a => currentApp === null || a.id === currentApp).reduce((n, a) => n + a.channels, 0);
-  counts.textContent = `${conns} connections · ${channels} channels · ${rate.toFixed(1)} msg/s`;
-  samples.push({ conns, rate });
-  if (samples.length > 180) samples.shift();
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  counts.textContent = `${plural(conns, "connection")} · ${plural(channels, "channel")} · ${rate.toFixed(1)} msg/s`;
+  samples = data.history;
   if (currentApp === null) renderOverview(data);
 }
 
@@ -76,9 +76,17 @@ function renderOverview(data) {
   drawChart();
 }
 
+function span(seconds) {
+  return seconds < 120 ? `last ${seconds} s` : `last ${Math.round(seconds / 60)} min`;
+}
+
 function drawChart() {
   const canvas = document.getElementById("chart");
   if (!canvas) return;
+  const maxConns = Math.max(1, ...samples.map(p => p.conns));
+  const maxRate = Math.max(1, ...samples.map(p => p.rate));
+  document.getElementById("chart-scale").textContent =
+    `scale: ${maxConns} connections, ${maxRate.toFixed(1)} msg/s · ${span(samples.length * 2)}`;
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height;
   ctx.clearRect(0, 0, w, h);
@@ -88,7 +96,7 @@ function drawChart() {
     const max = Math.max(1, ...samples.map(p => p[key]));
     ctx.strokeStyle = colour; ctx.lineWidth = 2; ctx.beginPath();
     samples.forEach((p, i) => {
-      const x = w - (samples.length - 1 - i) * (w / 179);
+      const x = w - (samples.length - 1 - i) * (w / 149);
       const y = h - 4 - (p[key] / max) * (h - 12);
       if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });
@@ -131,9 +139,9 @@ function openApp(appId) {
     const row = el("div", { class: "row", "data-type": item.type },
       el("span", { class: "time" }, time),
       el("span", { class: `badge badge-${slug(item.type)}` }, item.type),
-      el("span", { class: "socket", title: "socket id" }, item.socket_id || ""),
-      el("span", { class: "channel", title: "channel" }, item.channel || ""),
-      el("span", { class: "event", title: "event" }, item.event || ""));
+      el("span", { class: "socket", title: item.socket_id || "" }, item.socket_id || ""),
+      el("span", { class: "channel", title: item.channel || "" }, item.channel || ""),
+      el("span", { class: "event", title: item.event || "" }, item.event || ""));
     if (item.details) {
       const details = el("details", { class: "details" }, el("summary", {}, "details"), el("pre", {}, item.details));
       if (item.node) details.append(el("p", { class: "node" }, `node ${item.node}`));
@@ -163,6 +171,9 @@ function openApp(appId) {
   });
 
   const stream = new EventSource(`/admin/api/apps/${encodeURIComponent(appId)}/stream`);
+  // Tests (and the curious) can tell when rows start flowing.
+  stream.onopen = () => { log.dataset.stream = "open"; };
+  stream.onerror = () => { log.dataset.stream = "reconnecting"; };
   stream.onmessage = (message) => {
     const item = JSON.parse(message.data);
     if (paused) { if (held.length < MAX_ROWS) held.push(item); else droppedCount++; } else add([item]);
