@@ -251,6 +251,8 @@ def load(
         raw["apps_store"]["url"] = env["CLARION_APPS_STORE"]
     if "CLARION_ADMIN_TOKEN" in env:
         raw["admin"]["token"] = env["CLARION_ADMIN_TOKEN"]
+    if "CLARION_ADMIN_PORT" in env:
+        raw["admin"]["port"] = env["CLARION_ADMIN_PORT"]
     if "CLARION_METRICS_HOST" in env:
         raw["metrics"]["host"] = env["CLARION_METRICS_HOST"]
     app_env = {field: env[var] for var, field in _ENV_APP.items() if var in env}

@@ -213,3 +213,16 @@ def test_per_app_event_limits(tmp_path: Path) -> None:
     config.write_text('[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\nmax_batch_size = 0\n')
     with pytest.raises(ConfigError, match="max_batch_size must be at least 1"):
         load(str(config), env={})
+
+
+def test_admin_console_settings(tmp_path: Path) -> None:
+    assert load(None, env={}).admin.token is None  # off unless a token is set
+    path = _write(tmp_path, '[admin]\nport = 9700\ntoken = "a-token-of-twenty-chars"\n')
+    admin = load(path, env={}).admin
+    assert (admin.host, admin.port, admin.token) == ("127.0.0.1", 9700, "a-token-of-twenty-chars")
+    env = {"CLARION_ADMIN_TOKEN": "another-long-admin-token", "CLARION_ADMIN_PORT": "0"}
+    admin = load(path, env=env).admin
+    assert (admin.port, admin.token) == (0, "another-long-admin-token")
+    assert "another-long-admin-token" not in describe(load(path, env=env))
+    with pytest.raises(ConfigError, match="at least 16"):
+        load(None, env={"CLARION_ADMIN_TOKEN": "too-short"})
