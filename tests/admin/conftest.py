@@ -29,9 +29,8 @@ class Admin:
     token: str
 
 
-@pytest.fixture(scope="module")
-def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
-    running = start_server(tmp_path_factory.mktemp("admin"), CONFIG)
+def console_of(running: RunningServer) -> Admin:
+    """The admin console of a server started with an ``[admin]`` token, once announced."""
     found: list[re.Match[str]] = []
 
     def announced() -> bool:
@@ -39,5 +38,11 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
         return bool(found)
 
     until(announced, what="the admin console's URL")
-    yield Admin(running, found[0].group(1), found[0].group(2))
+    return Admin(running, found[0].group(1), found[0].group(2))
+
+
+@pytest.fixture(scope="module")
+def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
+    running = start_server(tmp_path_factory.mktemp("admin"), CONFIG)
+    yield console_of(running)
     running.stop()

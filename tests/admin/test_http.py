@@ -12,9 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.admin.conftest import Admin
+from tests.admin.conftest import TOKEN, Admin, console_of
+from tests.support.config import app, build_config
+from tests.support.polling import until
 from tests.support.pusherjs import Driver
 from tests.support.sdk import python_sdk
+from tests.support.server import RunningServer
+from tests.support.webhook_receiver import Receiver
 
 SECRETS = ("app-secret", "other-secret")
 DATA_ENDPOINTS = [
@@ -137,8 +141,6 @@ class Stream:
             pass
 
     def wait(self, **fields: Any) -> dict[str, Any]:
-        from tests.support.polling import until
-
         def found() -> bool:
             return any(all(row.get(k) == v for k, v in fields.items()) for row in self.rows)
 
@@ -230,3 +232,49 @@ def test_no_secret_in_any_response_body(admin: Admin, make_driver: Callable[...,
     for body in bodies:
         for secret in (*SECRETS, admin.token):
             assert secret not in body
+
+
+def test_webhook_deliveries_rows_and_retry_of_a_given_up_one(
+    make_server: Callable[..., RunningServer],
+    make_driver: Callable[..., Driver],
+    receiver: Receiver,
+) -> None:
+    hook = {"url": receiver.url + "/hook", "event_types": ["channel_occupied"]}
+    config = build_config(
+        app(webhooks=[hook]),
+        server={"host": "127.0.0.1"},
+        webhooks={"retry_for": 0.5},
+        admin={"host": "127.0.0.1", "port": 0, "token": TOKEN},
+    )
+    console = console_of(make_server(config))
+    receiver.scripts["/hook"] = [500]
+    with signed_in(console) as http:
+        rows = Stream(http, "1")
+        try:
+            make_driver(console.server).client("w").subscribe("hooked")
+            row = rows.wait(type="Webhook")
+            assert "HTTP 500" in row["details"]
+            assert "/hook" in row["details"]
+
+            def given_up() -> list[dict[str, Any]]:
+                reply: list[dict[str, Any]] = http.get("/admin/api/apps/1/webhooks").json()[
+                    "given_up"
+                ]
+                return reply
+
+            until(lambda: bool(given_up()), what="the delivery given up")
+            [entry] = given_up()
+            errors = http.get("/admin/api/apps/1/errors").json()["errors"]
+            assert any(e["kind"] == "Webhook failure" for e in errors)
+            receiver.scripts["/hook"] = [200]
+            origin = same_origin(console)
+            cross = http.post(f"/admin/api/apps/1/webhooks/retry/{entry['id']}")
+            assert cross.status_code == 403
+            retried = http.post(f"/admin/api/apps/1/webhooks/retry/{entry['id']}", headers=origin)
+            assert retried.status_code == 200
+            receiver.wait_for(lambda requests: any(r.status == 200 for r in requests))
+            assert [e["name"] for e in receiver.events("/hook")] == ["channel_occupied"]
+            again = http.post(f"/admin/api/apps/1/webhooks/retry/{entry['id']}", headers=origin)
+            assert again.status_code == 404
+        finally:
+            rows.close()

@@ -15,7 +15,9 @@ Routes (everything under ``/admin``):
   ``/admin/api/apps/{id}/errors``: JSON; ``/admin/api/apps/{id}/stream``: the live
   rows as Server-Sent Events. All 401 without a session.
 - ``POST /admin/api/apps/{id}/events``: "Send an event", through the HTTP API's own
-  validation and publish path. Needs the session and a same-origin ``Origin`` (403).
+  validation and publish path; ``POST /admin/api/apps/{id}/webhooks/retry/{n}``: send
+  a given-up webhook delivery again. Both need the session and a same-origin ``Origin``
+  (403).
 
 No app secret is in any answer: apps are shown by id, name and key state only.
 """
@@ -39,6 +41,7 @@ import msgspec
 from clarion.admin import auth
 from clarion.admin.taps import TYPES
 from clarion.cluster.interfaces import BrokerUnavailable
+from clarion.config import redact_url
 from clarion.protocol import api
 from clarion.protocol.errors import ApiError
 
@@ -342,6 +345,12 @@ class AdminServer:
         if request.method == "POST":
             if what == ["events"]:
                 await self._send_event(app, request, writer)
+            elif len(what) == 3 and what[:2] == ["webhooks", "retry"] and what[2].isdigit():
+                retried = node.outbox.deliveries.retry_given_up(app.id, int(what[2]))
+                if retried:
+                    self._json(writer, 200, {"retried": True})
+                else:
+                    self._json(writer, 404, {"error": "No such given-up delivery"})
             else:
                 self._json(writer, 404, {"error": "Not found"})
             return
@@ -353,7 +362,18 @@ class AdminServer:
         elif what == ["webhooks"]:
             status = await node.outbox.status(app.id)
             recent = list(self.taps.deliveries.get(app.id, ()))
-            self._json(writer, 200, {**status, "recent": recent})
+            given_up = [
+                {
+                    "id": entry.number,
+                    "time": entry.time,
+                    "url": redact_url(entry.target.config.url),
+                    "events": entry.job.count,
+                    "attempts": entry.job.attempts,
+                    "error": entry.error,
+                }
+                for entry in node.outbox.deliveries.given_up.get(app.id, ())
+            ]
+            self._json(writer, 200, {**status, "recent": recent, "given_up": given_up})
         elif what == ["errors"]:
             self._json(writer, 200, {"errors": self.taps.error_groups(app.id)})
         elif what == ["stream"]:

@@ -251,7 +251,20 @@ function openApp(appId) {
     table.append(body);
     const recent = el("ul", { class: "recent" }, ...data.recent.map(d => el("li", {},
       el("span", { class: d.status === "sent" ? "ok" : "fail" }, d.status), ` attempt ${d.attempt} · ${d.events} event(s) · ${d.url}`)));
-    box.replaceChildren(table, recent);
+    const givenUp = el("ul", { class: "recent" }, ...data.given_up.map(g => {
+      const button = el("button", { type: "button", class: "small" }, "Retry");
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        const answer = await fetch(`/admin/api/apps/${encodeURIComponent(appId)}/webhooks/retry/${g.id}`,
+          { method: "POST", credentials: "same-origin" });
+        button.textContent = answer.ok ? "Queued" : `Failed (${answer.status})`;
+      });
+      return el("li", {}, el("span", { class: "fail" }, "given up"),
+        ` after ${g.attempts} attempts · ${g.events} event(s) · ${g.error} · ${g.url} `, button);
+    }));
+    const parts = [table, recent];
+    if (data.given_up.length) parts.push(el("h3", {}, "Given up"), givenUp);
+    box.replaceChildren(...parts);
   }
   async function refreshErrors() {
     const data = await getJSON(`/admin/api/apps/${encodeURIComponent(appId)}/errors`);
