@@ -119,21 +119,9 @@ async def serve(
             os.unlink(pid_file)
 
 
-def run(
-    settings: Settings,
-    announce: bool = True,
-    reuse_port: bool = False,
-    admin: bool = True,
-    admin_optional: bool = False,
-) -> None:
-    """Run one node in this process until it is told to stop."""
-    main = serve(
-        settings,
-        announce=announce,
-        reuse_port=reuse_port,
-        admin=admin,
-        admin_optional=admin_optional,
-    )
+def run(settings: Settings, **options: bool) -> None:
+    """Run one node in this process until it is told to stop (``options``: serve's)."""
+    main = serve(settings, **options)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
