@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,9 +231,11 @@ def test_filter_type_boxes_and_pause(
 
 
 def test_screenshots_of_the_console_and_the_overview(
-    page: Any, admin: Admin, make_driver: Callable[..., Driver]
+    page: Any, admin: Admin, make_driver: Callable[..., Driver], tmp_path: Path
 ) -> None:
-    """docs/admin-console.png and docs/admin-overview.png, with some traffic in them."""
+    """Screenshots of the console (wide and narrow) and the overview, with some traffic in
+    them; CLARION_UPDATE_SCREENSHOTS=1 writes them to docs/ (admin-console.png,
+    admin-overview.png), so that a test run leaves the tree as it was."""
     from playwright.sync_api import expect
 
     log = open_app(page, admin)
@@ -249,10 +252,12 @@ def test_screenshots_of_the_console_and_the_overview(
     expect(page.locator(".members")).to_contain_text("ann")
     rows(log, "API Message", "order-created").locator("summary").click()
     expect(page.locator("#live-counts")).to_contain_text("1 connection ·", timeout=5000)
-    docs = ROOT / "docs"
+    docs = ROOT / "docs" if os.environ.get("CLARION_UPDATE_SCREENSHOTS") == "1" else tmp_path
     page.screenshot(path=str(docs / "admin-console.png"))
     page.set_viewport_size({"width": 420, "height": 800})
-    page.screenshot(path=str(ROOT / ".venv" / "admin-console-narrow.png"), full_page=False)
+    # The narrow layout: one column, every control reachable.
+    expect(page.get_by_role("button", name="Send event")).to_be_attached()
+    page.screenshot(path=str(tmp_path / "admin-console-narrow.png"))
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(f"{admin.base}/admin/")
     expect(page.locator("#apps-table")).to_contain_text("Main app")

@@ -68,7 +68,15 @@ async def start_admin(node: Node, optional: bool) -> AdminServer | None:
         log.warning("admin console not started: %s:%d: %s", admin.host, admin.port, exc)
         return None
     shown = f"[{host}]" if ":" in host else host
-    print(f"Admin console: http://{shown}:{port}/admin/?token={admin.token}", flush=True)
+    if optional:
+        # The embedded default's token was made just now: the URL is the only way to it.
+        print(f"Admin console: http://{shown}:{port}/admin/?token={admin.token}", flush=True)
+    else:
+        # A configured token stays out of the output (logs are often kept and shared).
+        print(
+            f"Admin console: http://{shown}:{port}/admin/ (sign in with the admin token)",
+            flush=True,
+        )
     return server
 
 
