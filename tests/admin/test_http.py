@@ -278,3 +278,34 @@ def test_webhook_deliveries_rows_and_retry_of_a_given_up_one(
             assert again.status_code == 404
         finally:
             rows.close()
+
+
+def test_errors_are_grouped_auth_failures_and_refused_connections(
+    make_server: Callable[..., RunningServer], make_driver: Callable[..., Driver]
+) -> None:
+    config = build_config(
+        app(max_connections=1),
+        server={"host": "127.0.0.1"},
+        admin={"host": "127.0.0.1", "port": 0, "token": TOKEN},
+    )
+    console = console_of(make_server(config))
+    driver = make_driver(console.server)
+    client = driver.client("first")
+    client.subscribe("private-vault", secret="not-the-app-secret", wait=False)
+    client.wait(type="subscription_error", channel="private-vault")
+    refused = driver.client("second", wait=False)
+    refused.wait_closed(4004)
+    with signed_in(console) as http:
+
+        def errors() -> dict[str, int]:
+            groups = http.get("/admin/api/apps/1/errors").json()["errors"]
+            return {f"{g['kind']}: {g['message']}": g["count"] for g in groups}
+
+        until(lambda: len(errors()) == 2, what=f"two error groups; got {errors()}")
+        found = errors()
+        auth = next(k for k in found if k.startswith("Auth failure"))
+        assert "private-vault" in auth
+        assert "4004" in next(k for k in found if k.startswith("Quota"))
+        assert found[auth] == 1
+        # The signature the client sent is never shown.
+        assert "not-the-app-secret" not in str(found)

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
+from clarion.protocol.errors import ConnectRefused
 
 # The row types, spelled as the console shows them.
 CONNECTION = "Connection"
@@ -221,7 +224,7 @@ def _error_kind(code: int) -> str:
     if code in (4004, 4301):
         return "Quota or rate limit"
     if code in (4100,):
-        return "Slow consumer"
+        return "Slow consumer or over capacity"
     if code in (4009,):
         return "Auth failure"
     if code in (4003,):
@@ -233,6 +236,18 @@ def closed_with_error(taps: Taps, app: Any, socket_id: str | None, code: int, me
     """A socket is closed with a Pusher error: remember it for the app's Errors part."""
     if app is not None:
         taps.error(app.id, _error_kind(code), f"{code}: {message}", socket_id)
+
+
+def connection_refused(
+    taps: Taps, by_key: Callable[[str], Any], path: str, refused: ConnectRefused
+) -> None:
+    """A WebSocket was refused at the handshake (over quota, disabled app, too many from
+    one address): an error of the app its key names, if it names one."""
+    app = by_key(path.rsplit("/", 1)[-1])
+    if app is not None:
+        code = int(refused.code)
+        kind = "Refused connection" if code == 4100 else _error_kind(code)
+        taps.error(app.id, kind, f"{code}: {refused.message}")
 
 
 def reply_sent(taps: Taps, app: Any, socket_id: str | None, frame: bytes) -> None:

@@ -182,6 +182,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         except ConnectRefused as refused:
             self.transport.write(switching)
             admission.refused(refused)
+            taps.connection_refused(ctx.hub.taps, ctx.registry.by_key, path, refused)
             self.close_with_error(refused.code, refused.message)
             return
         established = self.start(app, ctx.new_socket_id(), time.monotonic())
