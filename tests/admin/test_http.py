@@ -4,6 +4,7 @@ the live stream, "Send an event" through the HTTP API's path, and no secret anyw
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -309,3 +310,20 @@ def test_errors_are_grouped_auth_failures_and_refused_connections(
         assert found[auth] == 1
         # The signature the client sent is never shown.
         assert "not-the-app-secret" not in str(found)
+
+
+def test_hostile_requests_get_a_400_not_a_traceback(admin: Admin) -> None:
+    host, port = admin.base.removeprefix("http://").split(":")
+    for request in (
+        b"GARBAGE\r\n\r\n",
+        b"GET /admin/ HTTP/1.1\r\nNoColonHere\r\n\r\n",
+        b"GET /admin/ HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
+        b"POST /admin/login HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+    ):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(request)
+            reply = sock.recv(200)
+            assert reply.startswith(b"HTTP/1.1 400"), (request[:40], reply)
+    # Paths that try to leave the static folder.
+    for path in ("/admin/static/..%2Fserver.py", "/admin/static/.hidden", "/admin/../etc"):
+        assert httpx.get(admin.base + path, timeout=5).status_code in (401, 404)

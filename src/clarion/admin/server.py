@@ -53,6 +53,8 @@ _encode = msgspec.json.encode
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 256 * 1024
+# Requests and streams open at once.
+MAX_CLIENTS = 64
 # Seconds a client has to send its whole request.
 REQUEST_TIMEOUT = 10.0
 # Seconds between keep-alive comments on an idle stream.
@@ -122,7 +124,9 @@ class AdminServer:
         self.taps.node = self.node_name
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._handle, host, port, reuse_address=True, limit=MAX_HEAD
+        )
         self._sampler = asyncio.create_task(self._sample())
         sock = self._server.sockets[0].getsockname()
         return str(sock[0]), int(sock[1])
@@ -158,6 +162,10 @@ class AdminServer:
     # --- HTTP ---------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._streams) >= MAX_CLIENTS:
+            # A console is a few requests at a time: more is a client gone wrong.
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
