@@ -459,6 +459,8 @@ class AdminServer:
         if form.get("socket_id"):
             body["socket_id"] = form["socket_id"]
         try:
+            if not app.enabled:  # as the API's router refuses it, before the endpoint
+                raise ApiError(403, f"App {app.id} is disabled")
             status, reply = await self.node.api.events(app, ["events"], {}, _encode(body))
         except ApiError as exc:
             status, reply = exc.status, api.error_body(exc.status, exc.message)
