@@ -486,8 +486,12 @@ class AdminServer:
                     out.append(b"event: dropped\ndata: %d\n\n" % dropped)
                 writer.write(b"".join(out) if out else b": ping\n\n")
                 # Waits on this console only: the data plane never waits (the watcher's
-                # queue is bounded and drops instead).
-                await asyncio.wait_for(writer.drain(), 30.0)
+                # queue is bounded and drops instead). A console that reads nothing for
+                # 30 s is let go.
+                try:
+                    await asyncio.wait_for(writer.drain(), 30.0)
+                except TimeoutError:
+                    return
                 if writer.is_closing():
                     return
         finally:
