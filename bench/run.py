@@ -50,7 +50,8 @@ APP_ID, APP_KEY, APP_SECRET = "1", "app-key", "app-secret"
 SERVERS = ("clarion", "reference")
 SCENARIOS = ("fanout", "latency", "connect", "http")
 # The scenarios of issues 3-6 (README, "More scenarios"): not in the default run.
-MORE_SCENARIOS = ("presence", "private", "webhooks", "metrics", "cluster", "crossnode", "queries")
+MORE_SCENARIOS = ("presence", "private", "webhooks", "metrics", "cluster", "crossnode", "queries",
+                  "admin")
 SCENARIO_GROUPS = {"core": SCENARIOS, "more": MORE_SCENARIOS, "all": SCENARIOS + MORE_SCENARIOS}
 # The Clarion set-ups each of them compares, in order (the first is the baseline of a ratio).
 VARIANTS = {
@@ -58,6 +59,8 @@ VARIANTS = {
     "private": ("clarion",),
     "webhooks": ("no-webhooks", "webhooks"),
     "metrics": ("metrics-off", "metrics-on"),
+    # Issue 12: the admin console on with nobody watching, and one console on the app.
+    "admin": ("admin-off", "admin-idle", "admin-console"),
     "cluster": ("1-worker", "2-workers"),
     "crossnode": ("single-node", "redis-same-node", "cross-node"),
     # "-churn": a channel subscribed and unsubscribed --query-churn times a second meanwhile,
@@ -76,6 +79,9 @@ HTTP_PUBLISH_MIN = 30_000.0
 PRIVATE_SUBSCRIBE_MIN = 5_000.0
 WEBHOOKS_RATIO_MIN = 0.95
 METRICS_RATIO_MIN = 0.95
+ADMIN_IDLE_RATIO_MIN = 0.98
+ADMIN_CONSOLE_RATIO_MIN = 0.8
+ADMIN_TOKEN = "bench-admin-token-0123456789"
 CLUSTER_RATIO_MIN = 1.3
 CROSSNODE_P50_EXTRA_MAX_MS = 2.0
 QUERY_P99_MAX_MS = 5.0
@@ -320,12 +326,12 @@ def toml_value(value: object) -> str:
 def clarion_toml(
     port: int, *, server: dict[str, Any] | None = None, app: dict[str, Any] | None = None,
     webhooks: list[dict[str, Any]] | None = None, metrics: dict[str, Any] | None = None,
-    cluster: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None, admin: dict[str, Any] | None = None,
 ) -> str:
     """A Clarion config: the benchmark's app, no per-address cap, and what a set-up adds."""
     lines = ["[server]", 'host = "127.0.0.1"', f"port = {port}", "max_connections_per_ip = 0"]
     lines += [f"{k} = {toml_value(v)}" for k, v in (server or {}).items()]
-    for table, values in (("metrics", metrics), ("cluster", cluster)):
+    for table, values in (("metrics", metrics), ("cluster", cluster), ("admin", admin)):
         if values:
             lines += ["", f"[{table}]", *(f"{k} = {toml_value(v)}" for k, v in values.items())]
     lines += ["", "[[apps]]", f'id = "{APP_ID}"', f'key = "{APP_KEY}"', f'secret = "{APP_SECRET}"']
@@ -438,6 +444,7 @@ def build_stack(
     webhooks: list[dict[str, Any]] = []
     metrics_cfg: dict[str, Any] = {"port": 0}  # on (Clarion's default), on any free port
     cluster: dict[str, Any] = {}
+    admin: dict[str, Any] = {}
     scenario = case.scenario
     if scenario == "presence":
         # Room for the members still joining (the channel itself stays at --churn-members).
@@ -455,6 +462,8 @@ def build_stack(
         else:
             stack.metrics_port = free_port()
             metrics_cfg = {"enabled": True, "port": stack.metrics_port}
+    elif scenario == "admin" and kind != "admin-off":
+        admin = {"port": free_port(), "token": ADMIN_TOKEN}
     redis_kinds = {"1-worker", "2-workers", "redis-same-node", "cross-node", "redis",
                    "redis-churn"}
     if kind in redis_kinds:
@@ -465,7 +474,7 @@ def build_stack(
 
     def config(port: int) -> str:
         return clarion_toml(port, server=server, app=app, webhooks=webhooks,
-                            metrics=metrics_cfg, cluster=cluster)
+                            metrics=metrics_cfg, cluster=cluster, admin=admin)
 
     workers = 2 if kind == "2-workers" else 1
     names = ("node-a", "node-b") if kind == "cross-node" else ("clarion",)
@@ -477,6 +486,27 @@ def build_stack(
     stack.ws_port = stack.nodes[-1].port  # node B the subscribers
     for node in stack.nodes:
         stack.server_pids += [node.pid, *descendants(node.pid)]
+    if kind == "admin-console":
+        stack.helpers.append(start_console(admin["port"], workdir, tag, gen_cpu))
+
+
+def start_console(port: int, workdir: Path, tag: str, cpu: int | None) -> Helper:
+    """An admin console watching the benchmark's app (bench/admin_console.py)."""
+    log = workdir / f"{tag}-console.json"
+    cmd = [sys.executable, str(Path(__file__).with_name("admin_console.py")), str(port),
+           ADMIN_TOKEN, APP_ID]
+    deadline = time.monotonic() + 10
+    out = log.open("wb")
+    process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                               preexec_fn=pinning(cpu))
+    out.close()
+    helper = Helper("console", process, port, log, cpu)
+    while b"watching" not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_helper(helper)
+            raise RuntimeError(f"the admin console did not open:\n{log.read_text()}")
+        time.sleep(0.05)
+    return helper
 
 
 def stop_stack(stack: Stack) -> tuple[list[str], dict[str, Any]]:
@@ -495,6 +525,11 @@ def stop_stack(stack: Stack) -> tuple[list[str], dict[str, Any]]:
                 extra["receiver"] = json.loads(helper.log.read_text())["receiver"]
             except (OSError, ValueError, KeyError):
                 issues.append("the webhook receiver reported nothing")
+        if helper.name == "console":
+            try:
+                extra["console"] = json.loads(helper.log.read_text().splitlines()[-1])["console"]
+            except (OSError, ValueError, KeyError, IndexError):
+                issues.append("the admin console reported nothing")
     return issues, extra
 
 
@@ -726,6 +761,9 @@ def more_cases(scenario: str, opts: argparse.Namespace, timing: list[str]) -> li
                      f"fan-out, {n:,} subscribers, webhooks off/on")]
     if scenario == "metrics":
         return [Case("metrics", n, variants, fanout, f"fan-out, {n:,} subscribers, metrics off/on")]
+    if scenario == "admin":
+        return [Case("admin", n, variants, fanout,
+                     f"fan-out, {n:,} subscribers, admin off / on idle / one console open")]
     if scenario == "cluster":
         args = [*fanout, "--concurrency", str(opts.redis_concurrency)]
         args[args.index("--publishers") + 1] = str(opts.cluster_publishers)
@@ -1249,6 +1287,11 @@ def more_verdicts(
     elif case.scenario == "metrics":
         ratio_row(f"fan-out deliveries/s, {case.n:,} subs, metrics on/off", "metrics-on",
                   "metrics-off", METRICS_RATIO_MIN)
+    elif case.scenario == "admin":
+        ratio_row(f"fan-out deliveries/s, {case.n:,} subs, admin on (no console)/off",
+                  "admin-idle", "admin-off", ADMIN_IDLE_RATIO_MIN)
+        ratio_row(f"fan-out deliveries/s, {case.n:,} subs, one console open/admin off",
+                  "admin-console", "admin-off", ADMIN_CONSOLE_RATIO_MIN)
     elif case.scenario == "cluster":
         ratio_row(f"fan-out deliveries/s, {case.n:,} subs, Redis, 2 workers / 1", "2-workers",
                   "1-worker", CLUSTER_RATIO_MIN)

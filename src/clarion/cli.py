@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import sys
 import time
 import urllib.request
 
 from clarion import __version__, cli_api, cli_apps, logs
-from clarion.config import ConfigError, describe, load
+from clarion.config import ConfigError, describe, is_loopback, load
 from clarion.stores import StoreError, check_driver
 
 
@@ -140,6 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"clarion: configuration error: {exc}", file=sys.stderr)
         return 2
+    workers = getattr(args, "workers", 1)
+    admin_auto = (
+        args.command == "serve"
+        and workers == 1
+        and settings.admin.token is None
+        and not (args.config or os.environ.get("CLARION_CONFIG"))
+        and is_loopback(settings.server.host)
+        and is_loopback(settings.admin.host)
+    )
+    if admin_auto:
+        # The embedded default (`make run`): the admin console is on, with a token made
+        # now and printed as a ready-to-open URL (as Jupyter does).
+        settings.admin.token = secrets.token_urlsafe(24)
     if args.command == "config":
         # stdout is TOML alone (it loads again once the secrets are put back); the banner
         # goes to stderr.
@@ -158,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     from clarion.server.serve import run
     from clarion.server.supervisor import run_workers
 
-    workers = getattr(args, "workers", 1)
     if workers < 1:
         print("clarion: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -174,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if workers > 1:
             run_workers(settings, workers)
         else:
-            run(settings)
+            run(settings, admin_optional=admin_auto)
     except StartupError as exc:
         print(f"clarion: {exc}", file=sys.stderr)
         return 1

@@ -98,6 +98,15 @@ class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 9601
 
 
+class AdminSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The built-in admin console (``[admin]``): on when a token is set."""
+
+    host: str = "127.0.0.1"
+    port: int = 9602
+    # At least 16 characters (also CLARION_ADMIN_TOKEN); None: no console.
+    token: str | None = None
+
+
 class AppsStoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Apps from a database besides ``[[apps]]`` (``[apps_store]``)."""
 
@@ -189,6 +198,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     apps_store: AppsStoreSettings = msgspec.field(default_factory=AppsStoreSettings)
+    admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
     apps: list[AppConfig] = msgspec.field(default_factory=list)
 
 
@@ -219,6 +229,7 @@ def load(
         "cluster": {},
         "metrics": {},
         "apps_store": {},
+        "admin": {},
     }
     path = config_path or env.get("CLARION_CONFIG")
     if path:
@@ -237,7 +248,7 @@ def load(
         if not isinstance(raw.get("apps", []), list):
             raise ConfigError("apps must be an array of tables: write [[apps]]")
         raw.setdefault("apps", [])
-        for table in ("cluster", "metrics", "webhooks", "apps_store"):
+        for table in ("cluster", "metrics", "webhooks", "apps_store", "admin"):
             if not isinstance(raw.get(table, {}), dict):
                 raise ConfigError(f"[{table}] must be a table")
             raw.setdefault(table, {})
@@ -257,6 +268,10 @@ def load(
         raw["metrics"]["port"] = env["CLARION_METRICS_PORT"]
     if "CLARION_APPS_STORE" in env:
         raw["apps_store"]["url"] = env["CLARION_APPS_STORE"]
+    if "CLARION_ADMIN_TOKEN" in env:
+        raw["admin"]["token"] = env["CLARION_ADMIN_TOKEN"]
+    if "CLARION_ADMIN_PORT" in env:
+        raw["admin"]["port"] = env["CLARION_ADMIN_PORT"]
     if "CLARION_METRICS_HOST" in env:
         raw["metrics"]["host"] = env["CLARION_METRICS_HOST"]
     app_env = {field: env[var] for var, field in _ENV_APP.items() if var in env}
@@ -356,6 +371,11 @@ def _validate(settings: Settings) -> None:
         path = getattr(server, field)
         if path is not None and not os.access(path, os.R_OK):
             raise ConfigError(f"server.{field}: cannot read {path}")
+    admin = settings.admin
+    if admin.token is not None and len(admin.token) < 16:
+        raise ConfigError("admin.token must be at least 16 characters")
+    if not 0 <= admin.port <= 65535:
+        raise ConfigError(f"admin.port must be between 0 and 65535, got {admin.port}")
     if server.drain_window < 0:
         raise ConfigError("server.drain_window must be >= 0")
     if server.pong_timeout <= 0:
@@ -485,6 +505,7 @@ def describe(settings: Settings) -> str:
     lines += ["", "[cluster]", *_fields(settings.cluster)]
     lines += ["", "[metrics]", *_fields(settings.metrics)]
     lines += ["", "[apps_store]", *_fields(settings.apps_store)]
+    lines += ["", "[admin]", *_fields(settings.admin)]
     for app in settings.apps:
         lines += ["", "[[apps]]", *_fields(app, skip={"webhooks"})]
         for target in app.webhooks:
@@ -498,7 +519,7 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
         value = getattr(struct, field)
         if field in skip or value is None:
             continue  # TOML has no null: an unset setting is left out
-        if field == "secret":
+        if field in ("secret", "token"):
             value = redact(value)
         elif field in ("redis_url", "url"):
             value = redact_url(value, REDACTED)

@@ -39,6 +39,7 @@ def build_config(
     cluster: Table | None = None,
     metrics: Table | None = None,
     apps_store: Table | None = None,
+    admin: Table | None = None,
 ) -> str:
     """The text of a config file: the given tables, then one ``[[apps]]`` per app, in order.
 
@@ -52,6 +53,7 @@ def build_config(
             ("cluster", cluster),
             ("metrics", metrics),
             ("apps_store", apps_store),
+            ("admin", admin),
         )
         if table is not None
     ]

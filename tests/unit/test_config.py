@@ -14,6 +14,7 @@ import pytest
 from clarion import __version__
 from clarion.config import (
     REDACTED,
+    AdminSettings,
     AppConfig,
     AppsStoreSettings,
     ClusterSettings,
@@ -293,6 +294,7 @@ def test_a_redacted_secret_replaced_from_the_environment_is_accepted(tmp_path: P
 EXAMPLE = ROOT / "clarion.example.toml"
 # Each table of the example and the Struct whose fields it must list.
 SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "admin": AdminSettings,
     "server": ServerSettings,
     "webhooks": WebhookSettings,
     "cluster": ClusterSettings,
@@ -408,3 +410,16 @@ def test_allowed_origins_default_to_any(tmp_path: Path) -> None:
         'allowed_origins = ["https://a.example.com", "https://*.example.org"]\n',
     )
     assert load(path, env={}).apps[0].allowed_origins[1] == "https://*.example.org"
+
+
+def test_admin_console_settings(tmp_path: Path) -> None:
+    assert load(None, env={}).admin.token is None  # off unless a token is set
+    path = _write(tmp_path, '[admin]\nport = 9700\ntoken = "a-token-of-twenty-chars"\n')
+    admin = load(path, env={}).admin
+    assert (admin.host, admin.port, admin.token) == ("127.0.0.1", 9700, "a-token-of-twenty-chars")
+    env = {"CLARION_ADMIN_TOKEN": "another-long-admin-token", "CLARION_ADMIN_PORT": "0"}
+    admin = load(path, env=env).admin
+    assert (admin.port, admin.token) == (0, "another-long-admin-token")
+    assert "another-long-admin-token" not in describe(load(path, env=env))
+    with pytest.raises(ConfigError, match="at least 16"):
+        load(None, env={"CLARION_ADMIN_TOKEN": "too-short"})

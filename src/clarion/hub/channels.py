@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from clarion import metrics
+from clarion.admin import taps as tap
 from clarion.cluster.interfaces import (
     Broker,
     BrokerUnavailable,
@@ -136,6 +137,9 @@ class Hub:
         self.state = state
         self._app_config = app_config
         self.events: EventSink = events if events is not None else NoEvents()
+        # The admin console's live log: empty (one dict check per call site) while no
+        # console watches.
+        self.taps = tap.Taps()
         self._apps: dict[str, AppChannels] = {}
         # Subscribers whose transport raised during a fan-out (filled by write_to_all
         # through the bound append, so a healthy fan-out allocates nothing), and the
@@ -189,6 +193,11 @@ class Hub:
         """
         unavailable: BrokerUnavailable | None = None
         confirmations: list[Awaitable[None]] | None = None
+        if app_id in self.taps.apps:
+            for channel in request.channels:
+                self.taps.emit(
+                    app_id, tap.API_MESSAGE, request.socket_id, channel, request.name, request.data
+                )
         for channel in request.channels:
             frame = messages.event(request.name, channel, request.data)
             try:
@@ -347,14 +356,29 @@ class Hub:
             if presence and member is not None:
                 app.members.setdefault(name, {})[sub] = member.user_id
             events = self.events
+            taps = self.taps
+            watched = app_id in taps.apps
+            if watched:
+                taps.emit(app_id, tap.SUBSCRIBED, sub.socket_id, name)
             if joined.occupied and not name.startswith(names.SERVER_TO_USER_PREFIX):
                 events.emit(app_id, hooks.channel_event("channel_occupied", name))
+                if watched:
+                    taps.emit(app_id, tap.OCCUPIED, sub.socket_id, name)
             if joined.member_added and member is not None:
                 if not joined.returned:
                     # A return within the hold-back (seen by the cluster state, whichever
                     # node the user left from) gives neither webhook: the held
                     # member_removed finds the user present when its delay ends.
                     events.emit(app_id, hooks.member_event("member_added", name, member.user_id))
+                if watched:
+                    taps.emit(
+                        app_id,
+                        tap.MEMBER_ADDED,
+                        sub.socket_id,
+                        name,
+                        None,
+                        {"user_id": member.user_id, "user_info": member.user_info},
+                    )
                 info = {"user_id": member.user_id, "user_info": member.user_info}
                 added = messages.event(
                     "pusher_internal:member_added", name, messages.json_string(info)
@@ -459,10 +483,14 @@ class Hub:
             log.exception("leaving %s in the cluster state failed", name)
             return True
         try:
+            if app_id in self.taps.apps:
+                self.taps.emit(app_id, tap.UNSUBSCRIBED, sub.socket_id, name)
             if left.member_removed and user_id is not None:
                 self._member_removed(app_id, name, user_id, left.version)
             if left.vacated and not name.startswith(names.SERVER_TO_USER_PREFIX):
                 self.events.emit(app_id, hooks.channel_event("channel_vacated", name))
+                if app_id in self.taps.apps:
+                    self.taps.emit(app_id, tap.VACATED, sub.socket_id, name)
             self._count_changed(app, name)
         except Exception:
             log.exception("announcing the leave of %s failed", name)
@@ -476,6 +504,8 @@ class Hub:
         )
         self._broadcast(app_id, name, versioned(removed, version), None)
         self.events.emit(app_id, hooks.member_event("member_removed", name, user_id))
+        if app_id in self.taps.apps:
+            self.taps.emit(app_id, tap.MEMBER_REMOVED, None, name, None, {"user_id": user_id})
 
     def _broadcast(self, app_id: str, channel: str, frame: bytes, exclude: str | None) -> None:
         """Publish a frame the hub itself produced; local delivery happens even with the
@@ -523,6 +553,8 @@ class Hub:
     ) -> None:
         """Forward a client event to the channel's other subscribers (never to the sender)."""
         self._broadcast(app_id, channel, frame, sender.socket_id)
+        if app_id in self.taps.apps:
+            self.taps.emit(app_id, tap.CLIENT_EVENT, sender.socket_id, channel, event, data)
         if self.events.wants(app_id, "client_event"):
             self.events.emit(
                 app_id, hooks.client_event(channel, event, data, sender.socket_id, user_id)
@@ -579,6 +611,8 @@ class Hub:
     ) -> bytes | None:
         """Record a signed-in socket; return the watchlist frame due to it, if any."""
         app = self.app(app_id)
+        if app_id in self.taps.apps:
+            self.taps.emit(app_id, tap.SIGN_IN, sub.socket_id, None, None, {"user_id": user_id})
         if app.users.add(sub, user_id):
             await self.broker.watch(app_id, TERMINATE_PREFIX + user_id)
         for watched in app.users.watch(sub, watchlist):

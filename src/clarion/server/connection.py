@@ -25,6 +25,7 @@ from typing import Any
 import httptools
 
 from clarion import metrics
+from clarion.admin import taps
 from clarion.apps import App
 from clarion.cluster.interfaces import Member, PresenceFull
 from clarion.logs import OncePerInterval
@@ -233,6 +234,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             self._leave_all()
             admission.closed(ctx, self, app)
             reason = self._close_reason()
+            taps.connection_closed(ctx.hub.taps, app.id, self.socket_id, reason)
             metrics.connections_closed.labels(app.id, reason).inc()
             if ctx.settings.log_connections:
                 # One line per connection, written when it ends: it says when it opened
@@ -287,10 +289,12 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         except ConnectRefused as refused:
             self.transport.write(switching)
             admission.refused(refused)
+            taps.connection_refused(ctx.hub.taps, ctx.registry.by_key, path, refused)
             self.close_with_error(refused.code, refused.message)
             return
         established = self.start(app, ctx.new_socket_id(), time.monotonic())
         admission.opened(ctx, self, app)
+        taps.connection_opened(ctx.hub.taps, app.id, self.socket_id, self.peer)
         # A subscriber that stops reading makes its transport call pause_writing here.
         self.transport.set_write_buffer_limits(high=ctx.settings.write_buffer_limit)
         self.transport.write(switching + established)
@@ -352,6 +356,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         """Do what the session decided about a message."""
         if isinstance(decision, Reply):
             self.transport.write(decision.frame)
+            taps.reply_sent(self.ctx.hub.taps, self.app, self.socket_id, decision.frame)
             return
         if isinstance(decision, ClientEvent):
             self._forward(decision)
@@ -487,6 +492,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         """Send ``pusher:error`` with ``code``, then close with the same code (spec §18)."""
         if self._closing:
             return
+        taps.closed_with_error(self.ctx.hub.taps, self.app, self.socket_id, int(code), message)
         self.transport.write(messages.error(int(code), message))
         self.close(int(code), message)
 

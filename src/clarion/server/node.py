@@ -178,6 +178,7 @@ class Node:
             self._app_config, settings.webhooks, store=backend.jobs, marks=backend.marks
         )
         self.hub = hub = Hub(backend.broker, backend.state, self._app_config, self.outbox)
+        self.outbox.deliveries.taps = hub.taps
         self.api = HttpApi(
             registry,
             hub,

@@ -12,8 +12,9 @@ import resource
 import signal
 from contextlib import suppress
 
+from clarion.admin.server import AdminServer
 from clarion.config import Settings
-from clarion.server.node import Node
+from clarion.server.node import Node, StartupError
 
 log = logging.getLogger("clarion.server")
 
@@ -51,7 +52,41 @@ def print_listening(host: str, port: int, settings: Settings) -> None:
         print(f"  app id={app.id} key={app.key}", flush=True)
 
 
-async def serve(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
+async def start_admin(node: Node, optional: bool) -> AdminServer | None:
+    """Open the admin console when ``[admin] token`` is set; return it. ``optional``
+    (the embedded default's console) turns a port in use into a warning."""
+    admin = node.settings.admin
+    if admin.token is None:
+        return None
+    server = AdminServer(node, admin.token)
+    try:
+        host, port = await server.start(admin.host, admin.port)
+    except OSError as exc:
+        if not optional:
+            where = f"{admin.host}:{admin.port}"
+            raise StartupError(f"cannot open the admin console on {where}: {exc}") from None
+        log.warning("admin console not started: %s:%d: %s", admin.host, admin.port, exc)
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    if optional:
+        # The embedded default's token was made just now: the URL is the only way to it.
+        print(f"Admin console: http://{shown}:{port}/admin/?token={admin.token}", flush=True)
+    else:
+        # A configured token stays out of the output (logs are often kept and shared).
+        print(
+            f"Admin console: http://{shown}:{port}/admin/ (sign in with the admin token)",
+            flush=True,
+        )
+    return server
+
+
+async def serve(
+    settings: Settings,
+    announce: bool = True,
+    reuse_port: bool = False,
+    admin: bool = True,
+    admin_optional: bool = False,
+) -> None:
     """Start a node, wait for SIGTERM or SIGINT, and stop it."""
     check_open_files_limit(settings)
     node = Node(settings, reuse_port=reuse_port)
@@ -81,17 +116,20 @@ async def serve(settings: Settings, announce: bool = True, reuse_port: bool = Fa
             out.write(f"{os.getpid()}\n")
     if announce:
         print_listening(host, port, settings)
+    console = await start_admin(node, admin_optional) if admin else None
     await stop.wait()
     log.info("shutting down")
+    if console is not None:
+        await console.stop()
     await node.stop(window[0])
     if pid_file:
         with suppress(OSError):
             os.unlink(pid_file)
 
 
-def run(settings: Settings, announce: bool = True, reuse_port: bool = False) -> None:
-    """Run one node in this process until it is told to stop."""
-    main = serve(settings, announce=announce, reuse_port=reuse_port)
+def run(settings: Settings, **options: bool) -> None:
+    """Run one node in this process until it is told to stop (``options``: serve's)."""
+    main = serve(settings, **options)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS

@@ -29,7 +29,7 @@ log = logging.getLogger("clarion.server")
 
 def _worker(settings: Settings) -> None:
     logs.setup(settings.server.log_level, worker=True)
-    run(settings, announce=False, reuse_port=True)
+    run(settings, announce=False, reuse_port=True, admin=False)  # one console: not per worker
 
 
 def run_workers(settings: Settings, workers: int) -> None:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +28,7 @@ import httpx
 import msgspec
 
 from clarion import __version__, metrics
+from clarion.admin.taps import Taps
 from clarion.cluster.interfaces import JobStore
 from clarion.config import AppConfig, WebhookSettings, WebhookTarget, redact_url
 from clarion.protocol import webhooks as shapes
@@ -37,6 +41,8 @@ log = logging.getLogger("clarion.webhooks")
 USER_AGENT = f"Clarion-Webhooks/{__version__}"
 FIRST_RETRY = 1.0
 MAX_RETRY_GAP = 60.0
+# Given-up jobs kept per app for the admin console's Retry.
+MAX_GIVEN_UP = 20
 POLL = 1.0  # seconds between two looks at a target's queue when nothing wakes its poller
 DROP_LOG_EVERY = 10.0  # seconds between two log lines about a target's full queue
 
@@ -150,6 +156,17 @@ class Target:
         return not prefix or str(event.get("channel", "")).startswith(prefix)
 
 
+@dataclass
+class GivenUp:
+    """A job whose retry window ended without a delivery."""
+
+    number: int
+    target: Target
+    job: Job
+    error: str
+    time: float
+
+
 class Poster(Protocol):
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
         """Send one request: None if the receiver took it (2xx), else what went wrong."""
@@ -230,6 +247,12 @@ class Deliveries:
         self._closing = False
         self._adds: set[asyncio.Task[None]] = set()
         self._deliveries: set[asyncio.Task[None]] = set()
+        # The admin console's record of attempts (set by the node; None in unit tests).
+        self.taps: Taps | None = None
+        # Per app, the last jobs given up (number, target, job, error): the admin console
+        # may send one again. Bounded: their events are kept encoded, a few KiB each.
+        self.given_up: dict[str, deque[GivenUp]] = {}
+        self._given_up_numbers = itertools.count(1)
 
     @property
     def deadline(self) -> float:
@@ -334,6 +357,8 @@ class Deliveries:
             headers = shapes.headers(config.key, config.secret, body, target.config.headers)
             headers["User-Agent"] = USER_AGENT
             error = await self._poster.post(target.config.url, body, headers)
+            if self.taps is not None:
+                self.taps.webhook(target.app_id, redact_url(target.config.url), job, error)
             if error is None:
                 target.stats.sent += job.count
                 metrics.webhook_deliveries.labels(target.app_id, "sent").inc(job.count)
@@ -376,6 +401,10 @@ class Deliveries:
         target.stats.retrying += 1
 
     def _give_up(self, target: Target, job: Job, error: str) -> None:
+        kept = self.given_up.get(target.app_id)
+        if kept is None:
+            kept = self.given_up[target.app_id] = deque(maxlen=MAX_GIVEN_UP)
+        kept.appendleft(GivenUp(next(self._given_up_numbers), target, job, error, time.time()))
         target.stats.dropped += job.count
         metrics.webhook_deliveries.labels(target.app_id, "dropped").inc(job.count)
         log.error(
@@ -386,6 +415,16 @@ class Deliveries:
             error,
             job.count,
         )
+
+    def retry_given_up(self, app_id: str, number: int) -> bool:
+        """Queue a given-up job again, as new (its retry window starts over)."""
+        kept = self.given_up.get(app_id, deque())
+        for entry in kept:
+            if entry.number == number:
+                kept.remove(entry)
+                self.add(entry.target, Job(entry.job.events, count=entry.job.count))
+                return True
+        return False
 
     def _spawn(self, coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

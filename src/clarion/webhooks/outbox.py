@@ -71,6 +71,11 @@ class Outbox:
         self._pending: dict[str, list[WebhookEvent]] = {}
         self._flush_timers: dict[str, Timer] = {}
 
+    @property
+    def deliveries(self) -> Deliveries:
+        """The delivery side (the node hands it the admin console's taps)."""
+        return self._deliveries
+
     # --- choosing targets -------------------------------------------------------------
 
     def _targets_of(self, app_id: str) -> list[Target]:

@@ -1,0 +1,114 @@
+"""The admin console's taps: nothing formatted without a watcher, bounded queues that
+drop (and count) instead of pushing back, grouped errors, no secret in a row."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from clarion.admin import taps
+from clarion.admin.taps import MAX_DETAILS, Taps, Watcher
+from clarion.protocol import messages
+
+
+class Unencodable:
+    """Details that raise if anyone tries to format them."""
+
+
+def test_nothing_is_formatted_while_nobody_watches() -> None:
+    t = Taps()
+    assert t.apps == {}
+    t.emit("1", taps.API_MESSAGE, "1.1", "ch", "ev", Unencodable())  # no watcher: no encode
+    watcher = t.watch("1")
+    t.emit("2", taps.API_MESSAGE, "1.1", "ch", "ev", Unencodable())  # another app's
+    assert watcher.rows == deque_empty()
+    with pytest.raises(TypeError):
+        t.emit("1", taps.API_MESSAGE, "1.1", "ch", "ev", Unencodable())
+
+
+def deque_empty() -> object:
+    from collections import deque
+
+    return deque()
+
+
+def test_rows_carry_what_the_console_shows() -> None:
+    t = Taps(node="n1")
+    watcher = t.watch("1")
+    t.emit("1", taps.SUBSCRIBED, "1.2", "presence-room", None, {"user_id": "u"})
+    rows, dropped = watcher.take()
+    assert dropped == 0
+    row = json.loads(rows[0])
+    assert row["type"] == "Subscribed"
+    assert row["socket_id"] == "1.2"
+    assert row["channel"] == "presence-room"
+    assert row["node"] == "n1"
+    assert json.loads(row["details"]) == {"user_id": "u"}
+
+
+def test_details_are_capped() -> None:
+    t = Taps()
+    watcher = t.watch("1")
+    t.emit("1", taps.API_MESSAGE, None, "c", "e", "x" * (MAX_DETAILS * 3))
+    row = json.loads(watcher.take()[0][0])
+    assert len(row["details"]) < MAX_DETAILS + 100
+    assert "more characters" in row["details"]
+
+
+def test_a_slow_console_loses_rows_and_is_told_how_many() -> None:
+    watcher = Watcher(limit=1000)
+    for _ in range(100):
+        watcher.put(b"x" * 100)
+    assert watcher.size <= 1000
+    rows, dropped = watcher.take()
+    assert len(rows) == 10
+    assert dropped == 90
+    assert watcher.take() == ([], 0)
+
+
+def test_unwatch_leaves_the_data_plane_check_empty() -> None:
+    t = Taps()
+    a, b = t.watch("1"), t.watch("1")
+    t.unwatch("1", a)
+    assert "1" in t.apps
+    t.unwatch("1", b)
+    assert t.apps == {}
+    t.unwatch("1", b)  # twice: harmless
+
+
+def test_errors_are_grouped_with_counts_and_streamed() -> None:
+    t = Taps()
+    t.error("1", "Auth failure", "401: bad signature")
+    watcher = t.watch("1")
+    t.error("1", "Auth failure", "401: bad signature")
+    t.error("1", "Slow consumer", "4100: too slow")
+    groups = t.error_groups("1")
+    assert [(g.kind, g.count) for g in groups] == [("Slow consumer", 1), ("Auth failure", 2)]
+    rows = [json.loads(r) for r in watcher.take()[0]]
+    assert [r["type"] for r in rows] == ["Error", "Error"]
+
+
+def test_error_replies_are_recorded_without_the_auth_sent() -> None:
+    t = Taps()
+    watcher = t.watch("1")
+    frame = messages.subscription_error("private-x", "AuthError", "Invalid signature", 401)
+    taps.reply_sent(t, SimpleNamespace(id="1"), "1.1", frame)
+    taps.reply_sent(t, SimpleNamespace(id="1"), "1.1", messages.event("e", "c", "{}"))
+    [group] = t.error_groups("1")
+    assert group.kind == "Auth failure"
+    assert "private-x" in group.message
+    assert len(watcher.take()[0]) == 1
+
+
+def test_webhook_attempts_are_kept_and_failures_are_errors() -> None:
+    t = Taps()
+    watcher = t.watch("1")
+    job = SimpleNamespace(attempts=2, count=1, events=[{"name": "channel_occupied"}])
+    t.webhook("1", "http://hooks.example/x", job, "HTTP 500")
+    t.webhook("1", "http://hooks.example/x", job, None)
+    assert [d.status for d in t.deliveries["1"]] == ["sent", "HTTP 500"]
+    assert t.error_groups("1")[0].kind == "Webhook failure"
+    types = [json.loads(r)["type"] for r in watcher.take()[0]]
+    assert types == ["Error", "Webhook", "Webhook"]
