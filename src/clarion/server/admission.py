@@ -1,16 +1,28 @@
 """Who may connect: the per-address and per-app connection counts, and accept or refuse.
 
 Every socket counts against its address from ``connection_made`` on, upgraded or not, so
-that idle or half-sent requests cannot take all the descriptors either. A WebSocket
+that idle or half-sent requests cannot take all the descriptors either; so does every
+request head in progress across reads (``max_unfinished_heads_per_ip``). A WebSocket
 upgrade is admitted when the connect URL passes :mod:`clarion.protocol.handshake` and
 then, in this order: the app is under its ``max_connections`` (counting the other nodes
-of a cluster), the server is still accepting, and the address is under
-``max_connections_per_ip``.
+of a cluster), the server is still accepting and has descriptors to spare, and the
+address is under ``max_connections_per_ip``.
+
+At the open-file limit the event loop (uvloop: libuv) accepts and at once closes every
+new connection, and tells nobody, so the server must not get there: the last
+``[server] reserved_files`` descriptors are a reserve. A socket accepted into it
+(:func:`spare`) is counted and logged, answered one HTTP request (``/up`` keeps
+answering) but never upgraded, and makes room by closing the oldest socket that is
+still speaking HTTP and not waiting for an answer: a slowloris goes before anyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import resource
+import time
 from typing import TYPE_CHECKING
 
 from clarion import metrics
@@ -21,6 +33,12 @@ from clarion.server.context import Context
 
 if TYPE_CHECKING:
     from clarion.server.connection import Connection
+
+log = logging.getLogger("clarion.server")
+
+# Seconds between two log lines about the open-file limit.
+FILE_LIMIT_LOG_INTERVAL = 10.0
+_file_limit_logged = [-FILE_LIMIT_LOG_INTERVAL]
 
 
 def socket_opened(ctx: Context, transport: asyncio.BaseTransport) -> str:
@@ -41,14 +59,87 @@ def socket_closed(ctx: Context, address: str) -> None:
         per_ip.pop(address, None)
 
 
+def head_opened(ctx: Context, address: str) -> bool:
+    """A request head from ``address`` goes on across reads: count it, or return False
+    when the address has ``max_unfinished_heads_per_ip`` of them already."""
+    heads = ctx.unfinished_heads
+    count = heads.get(address, 0)
+    cap = ctx.settings.max_unfinished_heads_per_ip
+    if cap and count >= cap:
+        metrics.sockets_dropped.labels("unfinished_heads").inc()
+        return False
+    heads[address] = count + 1
+    return True
+
+
+def head_closed(ctx: Context, address: str) -> None:
+    """A head counted by :func:`head_opened` is complete (or its socket is gone)."""
+    heads = ctx.unfinished_heads
+    left = heads.get(address, 1) - 1
+    if left > 0:
+        heads[address] = left
+    else:
+        heads.pop(address, None)
+
+
+def _lowest_free_file() -> int:
+    """The descriptor the next accept would get (the kernel hands out the lowest)."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 1 << 62  # none left (EMFILE or ENFILE)
+    os.close(fd)
+    return fd
+
+
+def spare(ctx: Context) -> bool:
+    """Whether a new socket took one of the reserved descriptors; if so, count and log it
+    and close the oldest idle HTTP socket to make room.
+
+    Reading the descriptor table costs two system calls, so it is read only when an
+    estimate (the last reading plus the sockets opened since) reaches the reserve.
+    """
+    reserved_from = ctx.reserved_from
+    if not reserved_from:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            soft = 1 << 62
+        reserved_from = ctx.reserved_from = soft - min(ctx.settings.reserved_files, soft // 4)
+        ctx.next_file = _lowest_free_file()
+    ctx.next_file += 1
+    if ctx.next_file < reserved_from:
+        return False
+    # The socket just accepted holds a descriptor: the next free one is one higher.
+    ctx.next_file = _lowest_free_file()
+    if ctx.next_file <= reserved_from:
+        return False
+    metrics.file_limit_sockets.inc()
+    now = time.monotonic()
+    if now - _file_limit_logged[0] >= FILE_LIMIT_LOG_INTERVAL:
+        _file_limit_logged[0] = now
+        log.warning(
+            "open-file limit nearly reached (%d of %d descriptors in use): refusing "
+            "WebSocket connections and closing idle HTTP sockets until some are free",
+            ctx.next_file,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
+    for conn in ctx.http_connections:
+        if not conn.waiting_for_answer():
+            metrics.sockets_dropped.labels("file_limit").inc()
+            conn.evict()
+            break
+    return True
+
+
 def over_address_limit(ctx: Context, address: str) -> bool:
     """More sockets from ``address`` than allowed (this one is counted already)."""
     per_ip = ctx.settings.max_connections_per_ip
     return bool(per_ip) and ctx.connections_per_ip.get(address, 0) > per_ip
 
 
-def admit(ctx: Context, path: str, query: str, address: str) -> App:
-    """The app a WebSocket upgrade connects to; raise :class:`ConnectRefused` if refused."""
+def admit(ctx: Context, path: str, query: str, address: str, spare: bool = False) -> App:
+    """The app a WebSocket upgrade connects to; raise :class:`ConnectRefused` if refused
+    (``spare``: the socket is in the reserved descriptors)."""
     app = handshake.connect_app(path, query, ctx.settings.path_prefix, ctx.registry.by_key)
     limit = app.config.max_connections
     if limit is not None and (
@@ -59,6 +150,9 @@ def admit(ctx: Context, path: str, query: str, address: str) -> App:
         )
     if not ctx.accepting:
         raise ConnectRefused(CloseCode.RECONNECT, "Server is shutting down; reconnect")
+    if spare:
+        # 41xx: pusher-js waits a second before it tries again.
+        raise ConnectRefused(CloseCode.OVER_CAPACITY, "Over capacity: the server is full")
     if over_address_limit(ctx, address):
         # 41xx: pusher-js waits a second before trying again, so a reconnect loop cannot
         # spin; the cap itself keeps descriptors for everyone else.

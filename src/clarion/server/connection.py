@@ -9,6 +9,15 @@ this object) decides what each message calls for. This class carries the decisio
 against the hub, and owns what spans the layers: opening, closing and the order of
 messages waiting on the cluster state. No task, coroutine or buffer is kept per idle
 connection.
+
+Fairness: one turn of the event loop hands the parsers at most ``READ_BUDGET`` bytes of
+one connection. A read bigger than that is split: the connection stops being read, the
+rest is parsed a budget at a time on later turns (every other connection, and the
+accept, get theirs in between), and reading resumes once it is done. Whatever may not
+be parsed yet (too many messages or requests waiting on the cluster state) stops the
+reading too. A client's ``pusher:ping`` is answered at most ``PONG_RATE`` times a second
+(with a burst of as many); pusher-js's own ping, byte for byte, is recognised without
+parsing its JSON.
 """
 
 from __future__ import annotations
@@ -44,14 +53,24 @@ from clarion.server.eager import run_eagerly
 from clarion.server.http import HttpLayer, split_target
 from clarion.server.websocket import WebSocketLayer, switching_protocols
 
-__all__ = ["CLOSE_GRACE", "MAX_PENDING_MESSAGES", "Connection"]
+__all__ = ["CLOSE_GRACE", "MAX_PENDING_BYTES", "MAX_PENDING_MESSAGES", "READ_BUDGET", "Connection"]
 
 log = logging.getLogger("clarion.connection")
 connections_log = logging.getLogger("clarion.connections")
 
-# Messages of one connection waiting behind one that awaits the cluster state; past it
-# the connection is not read until they are handled.
+# Messages of one connection waiting behind one that awaits the cluster state, and their
+# bytes; past either the connection is not read until they are handled.
 MAX_PENDING_MESSAGES = 100
+MAX_PENDING_BYTES = 64 * 1024
+# Bytes of one connection parsed per turn of the event loop (see the module docstring).
+READ_BUDGET = 16 * 1024
+# pusher:pong answers per second (and at once) at most; more pings are not answered.
+PONG_RATE = 10
+_PONG_SPACING = 1.0 / PONG_RATE
+# pusher-js's ping as it sends it.
+_PING = b'{"event":"pusher:ping","data":{}}'
+# Held input of a connection read no more (see Connection._stop_reading).
+_STOPPED = memoryview(b"")
 # Seconds a closing socket may take to answer our close frame (or, for HTTP, to close
 # after our reply) before it is dropped.
 CLOSE_GRACE = 2.0
@@ -68,8 +87,11 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         *http.SLOTS,
         *websocket.SLOTS,
         "_closing",
+        "_held",
         "_lost",
         "_pending",
+        "_pending_bytes",
+        "_pong_due",
         "_upgraded",
         "ctx",
         "peer",
@@ -84,7 +106,13 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         self._closing = False
         self._upgraded = False
         self._lost = False
-        self._pending: deque[ClientMessage] | None = None
+        # Messages waiting on the cluster state, each with its size, and their bytes.
+        self._pending: deque[tuple[ClientMessage, int]] | None = None
+        self._pending_bytes = 0
+        # Bytes read but not parsed yet (over the turn's budget).
+        self._held: memoryview | None = None
+        # When the pong allowance is back to full (the pongs are spaced _PONG_SPACING).
+        self._pong_due = 0.0
         # HTTP layer
         self._parser = None
         self._url = b""
@@ -96,34 +124,102 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         self._keep_alive = True
         self._in_head = True
         self._head_bytes = 0
+        self._head_raw = 0
+        self._head_address = None
+        self._spare = False
         self._request_started = None
         self._queue = None
         # WebSocket layer
         self.ws = None
         self._fragments = None
+        self._allowance = 0.0
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
-        self._http_start()
+        self._http_start(time.monotonic())
         self.peer = admission.socket_opened(ctx, transport)
-        self.last_seen = time.monotonic()
-        ctx.http_connections.add(self)
+        self._spare = admission.spare(ctx)
+        ctx.http_connections[self] = None
 
     def data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            # Read while bytes were held (reading resumed by something else): they go
+            # after them. Nothing is kept once reading has stopped for good.
+            if self._held is not _STOPPED:
+                self._held = memoryview(bytes(self._held) + data)
+            return
+        if len(data) > READ_BUDGET:
+            # More than one turn's worth: the rest waits for later turns, unread.
+            view = memoryview(data)
+            self._held = view[READ_BUDGET:]
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._feed_held)
+            data = view[:READ_BUDGET]  # type: ignore[assignment]
         if self._upgraded:
             self._ws_data(data)
         else:
             self._http_data(data)
 
+    def _feed_held(self) -> None:
+        """Parse the next budget of held bytes (one call per turn)."""
+        held = self._held
+        if held is None or held is _STOPPED or self._lost or not self._may_read():
+            return  # _read_more calls again once the reason is gone
+        if len(held) > READ_BUDGET:
+            self._held = held[READ_BUDGET:]
+            held = held[:READ_BUDGET]
+            asyncio.get_running_loop().call_soon(self._feed_held)
+        else:
+            self._held = None
+        if self._upgraded:
+            self._ws_data(held)  # type: ignore[arg-type]
+        else:
+            self._http_data(held)  # type: ignore[arg-type]
+        if self._held is None and not self._lost and self._may_read():
+            self.transport.resume_reading()
+
+    def _may_read(self) -> bool:
+        """Whether more input may be parsed now: reading has not stopped for good, and
+        the messages or requests waiting on the cluster state are under their bounds."""
+        if self._held is _STOPPED:
+            return False
+        pending = self._pending
+        if pending is not None and (
+            len(pending) >= MAX_PENDING_MESSAGES or self._pending_bytes >= MAX_PENDING_BYTES
+        ):
+            return False
+        queue = self._queue
+        return queue is None or len(queue) < http.MAX_PENDING_REQUESTS
+
+    def _read_more(self) -> None:
+        """What stopped the parsing is gone: go on with held bytes, or read again."""
+        if self._lost or not self._may_read():
+            return
+        if self._held is not None:
+            asyncio.get_running_loop().call_soon(self._feed_held)
+        else:
+            self.transport.resume_reading()
+
+    def _stop_reading(self) -> None:
+        """Read and parse nothing more from this socket (it is being closed)."""
+        self._held = _STOPPED
+        if not self._lost:
+            # Not write_eof: a fan-out may still write to the socket until it is gone.
+            self.transport.pause_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._lost = True
         ctx = self.ctx
-        ctx.http_connections.discard(self)
+        ctx.http_connections.pop(self, None)
         admission.socket_closed(ctx, self.peer)
+        address = self._head_address
+        if address is not None:
+            self._head_address = None
+            admission.head_closed(ctx, address)
         app = self.app
         if app is not None:
             self._leave_all()
@@ -151,7 +247,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
 
     def _upgrade_requested(self, rest: bytes) -> None:
         """The HTTP layer saw a complete upgrade request; ``rest`` came after its head."""
-        self.ctx.http_connections.discard(self)
+        self.ctx.http_connections.pop(self, None)
         try:
             self._accept_websocket(rest)
         except (ValueError, UnicodeDecodeError, httptools.HttpParserError) as error:
@@ -176,13 +272,14 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         self._body = []
         ctx = self.ctx
         try:
-            app = admission.admit(ctx, path, query, self.peer)
+            app = admission.admit(ctx, path, query, self.peer, spare=self._spare)
         except ConnectRefused as refused:
             self.transport.write(switching)
             admission.refused(refused)
             self.close_with_error(refused.code, refused.message)
             return
         established = self.start(app, ctx.new_socket_id(), time.monotonic())
+        self._allowance = self._message_burst()
         admission.opened(ctx, self, app)
         # A subscriber that stops reading makes its transport call pause_writing here.
         self.transport.set_write_buffer_limits(high=ctx.settings.write_buffer_limit)
@@ -199,6 +296,9 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         received = app.received
         received[0].inc()
         received[1].inc(len(payload))
+        if payload == _PING:
+            self._pong()
+            return
         try:
             text = payload.decode()
         except UnicodeDecodeError:
@@ -210,18 +310,28 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             self.transport.write(messages.error(None, str(exc)))
             return
         if message.event == "pusher:ping":
-            # The session's answer to a ping (PONG) is sent here at once, even behind
-            # messages waiting on the cluster state, and without a call on the hot path.
-            self.transport.write(PONG.frame)
+            self._pong()
             return
-        if self._pending is not None:
+        pending = self._pending
+        if pending is not None:
             # An earlier message still waits on the cluster state: keep the order, and
             # stop reading from a client that sends faster than the state answers.
-            self._pending.append(message)
-            if len(self._pending) == MAX_PENDING_MESSAGES:
+            pending.append((message, len(payload)))
+            self._pending_bytes += len(payload)
+            if not self._may_read():
                 self.transport.pause_reading()
             return
         self._carry_out(self.receive(message))
+
+    def _pong(self) -> None:
+        """The session's answer to a ping (PONG), sent at once, even behind messages
+        waiting on the cluster state, unless the client pings faster than PONG_RATE."""
+        now = self.last_seen  # when these bytes came
+        due = self._pong_due
+        due = (due if due > now else now) + _PONG_SPACING
+        if due - now <= 1.0:
+            self._pong_due = due
+            self.transport.write(PONG.frame)
 
     def _carry_out(self, decision: Decision | None) -> None:
         """Do what the session decided about a message."""
@@ -249,23 +359,25 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             return
         if task is not None:
             self._pending = deque()
+            self._pending_bytes = 0
             task.add_done_callback(self._resume_messages)
 
     def _resume_messages(self, task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("message handling failed for %s", self.socket_id, exc_info=task.exception())
         queued, self._pending = self._pending, None
-        was_full = queued is not None and len(queued) >= MAX_PENDING_MESSAGES
+        was_full = queued is not None and (
+            len(queued) >= MAX_PENDING_MESSAGES or self._pending_bytes >= MAX_PENDING_BYTES
+        )
+        self._pending_bytes = 0
         while queued and self._pending is None and not self._closing:
-            self._carry_out(self.receive(queued.popleft()))
+            self._carry_out(self.receive(queued.popleft()[0]))
         if queued and self._pending is not None:
+            # Another message waits on the state now: those behind it keep their place.
             self._pending.extendleft(reversed(queued))
-        if (
-            was_full
-            and not self._closing
-            and (self._pending is None or len(self._pending) < MAX_PENDING_MESSAGES)
-        ):
-            self.transport.resume_reading()
+            self._pending_bytes += sum(size for _, size in queued)
+        if was_full and not self._closing:
+            self._read_more()
 
     async def _join(self, join: Join) -> None:
         app = self.app
