@@ -63,7 +63,7 @@ connections_log = logging.getLogger("clarion.connections")
 MAX_PENDING_MESSAGES = 100
 MAX_PENDING_BYTES = 64 * 1024
 # Bytes of one connection parsed per turn of the event loop (see the module docstring).
-READ_BUDGET = 16 * 1024
+READ_BUDGET = 4 * 1024
 # pusher:pong answers per second (and at once) at most; more pings are not answered.
 PONG_RATE = 10
 _PONG_SPACING = 1.0 / PONG_RATE
@@ -293,9 +293,6 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         app = self.app
         if self._closing or app is None:
             return
-        received = app.received
-        received[0].inc()
-        received[1].inc(len(payload))
         if payload == _PING:
             self._pong()
             return

@@ -123,29 +123,40 @@ class WebSocketLayer:
         self.last_seen = now
         self.ping_sent_at = 0.0
         ws.receive_data(data)
-        frames = 0
+        # Counted for the metrics once per read, not once per message.
+        frames = texts = size = 0
         for frame in ws.events_received():
             frames += 1
             if not isinstance(frame, Frame):
                 continue
             opcode = frame.opcode
             if opcode is Opcode.TEXT:
-                if frame.fin:
-                    self._on_text(bytes(frame.data))
-                else:
+                if not frame.fin:
                     self._fragments = [bytes(frame.data)]
+                    continue
+                payload = bytes(frame.data)
             elif opcode is Opcode.CONT and self._fragments is not None:
                 self._fragments.append(bytes(frame.data))
-                if frame.fin:
-                    payload = b"".join(self._fragments)
-                    self._fragments = None
-                    self._on_text(payload)
-            elif opcode is Opcode.BINARY and not frame.fin:
+                if not frame.fin:
+                    continue
+                payload = b"".join(self._fragments)
                 self._fragments = None
-            # Binary frames are not part of the protocol and are ignored (spec §1);
-            # pings are answered and close frames echoed by the parser itself.
+            else:
+                if opcode is Opcode.BINARY and not frame.fin:
+                    self._fragments = None
+                # Binary frames are not part of the protocol and are ignored (spec §1);
+                # pings are answered and close frames echoed by the parser itself.
+                continue
+            texts += 1
+            size += len(payload)
+            self._on_text(payload)
             if self._closing:
                 break
+        app = self.app
+        if texts and app is not None:
+            received = app.received
+            received[0].inc(texts)
+            received[1].inc(size)
         # The allowance grows with time at the sustained rate, up to the burst.
         allowance = self._allowance + elapsed * self.ctx.settings.max_messages_per_second
         burst = self._message_burst()
