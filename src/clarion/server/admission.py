@@ -38,6 +38,8 @@ log = logging.getLogger("clarion.server")
 
 # Seconds between two log lines about the open-file limit.
 FILE_LIMIT_LOG_INTERVAL = 10.0
+# Seconds between two readings of the process's descriptors near the limit.
+FILES_RECOUNT = 1.0
 _file_limit_logged = [-FILE_LIMIT_LOG_INTERVAL]
 
 
@@ -47,10 +49,12 @@ def socket_opened(ctx: Context, transport: asyncio.BaseTransport) -> str:
     address = str(peer[0]) if peer else ""
     per_ip = ctx.connections_per_ip
     per_ip[address] = per_ip.get(address, 0) + 1
+    ctx.files.sockets += 1
     return address
 
 
 def socket_closed(ctx: Context, address: str) -> None:
+    ctx.files.sockets -= 1
     per_ip = ctx.connections_per_ip
     left = per_ip.get(address, 1) - 1
     if left > 0:
@@ -82,45 +86,43 @@ def head_closed(ctx: Context, address: str) -> None:
         heads.pop(address, None)
 
 
-def _lowest_free_file() -> int:
-    """The descriptor the next accept would get (the kernel hands out the lowest)."""
+def _open_files() -> int:
+    """Descriptors this process has open (0 where /proc cannot tell)."""
     try:
-        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return len(os.listdir("/proc/self/fd")) - 1  # less the one listing them
     except OSError:
-        return 1 << 62  # none left (EMFILE or ENFILE)
-    os.close(fd)
-    return fd
+        return 0
 
 
 def spare(ctx: Context) -> bool:
     """Whether a new socket took one of the reserved descriptors; if so, count and log it
     and close the oldest idle HTTP socket to make room.
 
-    Reading the descriptor table costs two system calls, so it is read only when an
-    estimate (the last reading plus the sockets opened since) reaches the reserve.
+    The sockets are counted as they open and close; the other descriptors are read from
+    the process (which costs a walk of its descriptor table) when the count first comes
+    near the reserve, and then at most every FILES_RECOUNT seconds.
     """
-    reserved_from = ctx.reserved_from
-    if not reserved_from:
+    files = ctx.files
+    if not files.reserved_from:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if soft == resource.RLIM_INFINITY:
             soft = 1 << 62
-        reserved_from = ctx.reserved_from = soft - min(ctx.settings.reserved_files, soft // 4)
-        ctx.next_file = _lowest_free_file()
-    ctx.next_file += 1
-    if ctx.next_file < reserved_from:
+        files.reserved_from = soft - min(ctx.settings.reserved_files, soft // 4)
+    if files.sockets + files.others < files.reserved_from:
         return False
-    # The socket just accepted holds a descriptor: the next free one is one higher.
-    ctx.next_file = _lowest_free_file()
-    if ctx.next_file <= reserved_from:
-        return False
-    metrics.file_limit_sockets.inc()
     now = time.monotonic()
+    if now - files.counted_at >= FILES_RECOUNT:
+        files.counted_at = now
+        files.others = max(0, _open_files() - files.sockets)
+        if files.sockets + files.others < files.reserved_from:
+            return False
+    metrics.file_limit_sockets.inc()
     if now - _file_limit_logged[0] >= FILE_LIMIT_LOG_INTERVAL:
         _file_limit_logged[0] = now
         log.warning(
             "open-file limit nearly reached (%d of %d descriptors in use): refusing "
             "WebSocket connections and closing idle HTTP sockets until some are free",
-            ctx.next_file,
+            files.sockets + files.others,
             resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         )
     for conn in ctx.http_connections:

@@ -17,6 +17,19 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class OpenFiles:
+    """The descriptors in use as the admission counts them: its own sockets exactly, the
+    rest (listening sockets, Redis, webhooks, logs) as last read from the process."""
+
+    # How many descriptors may be used before the reserve (0: the limit is not read yet).
+    reserved_from: int = 0
+    sockets: int = 0
+    others: int = 0
+    # When the others were last read (time.monotonic()).
+    counted_at: float = -1e9
+
+
+@dataclass
 class Context:
     """Everything a connection needs from the server, shared by all connections."""
 
@@ -38,10 +51,7 @@ class Context:
     # Leave-all tasks of closed connections still waiting on the cluster state.
     leaving: set[asyncio.Task[None]] = field(default_factory=set)
     accepting: bool = True
-    # The open-file limit (server/admission.py, spare): the first descriptor of the
-    # reserve (0: not read yet), and the lowest free descriptor as last read plus the
-    # sockets opened since (an estimate that only rises between readings).
-    reserved_from: int = 0
-    next_file: int = 0
+    # Descriptors in use, against the open-file limit (server/admission.py, spare).
+    files: OpenFiles = field(default_factory=OpenFiles)
     # Run handlers without a task when the state answers at once (the memory adapter).
     eager: bool = True

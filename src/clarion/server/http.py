@@ -208,6 +208,9 @@ class HttpLayer:
     def evict(self) -> None:
         """Drop the socket now, to free its descriptor (see admission.spare)."""
         self._closing = True
+        # Out of the watched sockets at once: the next eviction must pick another, even
+        # before the transport reports the socket gone.
+        self.ctx.http_connections.pop(self, None)  # type: ignore[call-overload]
         self.transport.abort()
 
     # --- httptools callbacks ----------------------------------------------------------
