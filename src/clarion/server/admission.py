@@ -99,23 +99,24 @@ def spare(ctx: Context) -> bool:
     and close the oldest idle HTTP socket to make room.
 
     The sockets are counted as they open and close; the other descriptors are read from
-    the process (which costs a walk of its descriptor table) when the count first comes
-    near the reserve, and then at most every FILES_RECOUNT seconds.
+    the process (which costs a walk of its descriptor table) with the first socket, and
+    again when the count comes near the reserve, at most every FILES_RECOUNT seconds.
     """
     files = ctx.files
+    if files.sockets + files.others <= files.reserved_from:
+        return False
+    # The first socket (the limit is not read yet), or one near the reserve.
+    now = time.monotonic()
     if not files.reserved_from:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if soft == resource.RLIM_INFINITY:
             soft = 1 << 62
         files.reserved_from = soft - min(ctx.settings.reserved_files, soft // 4)
-    if files.sockets + files.others < files.reserved_from:
-        return False
-    now = time.monotonic()
     if now - files.counted_at >= FILES_RECOUNT:
         files.counted_at = now
         files.others = max(0, _open_files() - files.sockets)
-        if files.sockets + files.others < files.reserved_from:
-            return False
+    if files.sockets + files.others <= files.reserved_from:
+        return False
     metrics.file_limit_sockets.inc()
     if now - _file_limit_logged[0] >= FILE_LIMIT_LOG_INTERVAL:
         _file_limit_logged[0] = now

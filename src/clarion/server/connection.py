@@ -67,6 +67,8 @@ READ_BUDGET = 4 * 1024
 # pusher:pong answers per second (and at once) at most; more pings are not answered.
 PONG_RATE = 10
 _PONG_SPACING = 1.0 / PONG_RATE
+# PONG_RATE spacings make a second; half a spacing more absorbs the rounding of the sums.
+_PONG_WINDOW = 1.0 + _PONG_SPACING / 2
 # pusher-js's ping as it sends it.
 _PING = b'{"event":"pusher:ping","data":{}}'
 # Held input of a connection read no more (see Connection._stop_reading).
@@ -326,7 +328,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         now = self.last_seen  # when these bytes came
         due = self._pong_due
         due = (due if due > now else now) + _PONG_SPACING
-        if due - now <= 1.0:
+        if due - now < _PONG_WINDOW:
             self._pong_due = due
             self.transport.write(PONG.frame)
 

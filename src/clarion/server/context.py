@@ -21,7 +21,8 @@ class OpenFiles:
     """The descriptors in use as the admission counts them: its own sockets exactly, the
     rest (listening sockets, Redis, webhooks, logs) as last read from the process."""
 
-    # How many descriptors may be used before the reserve (0: the limit is not read yet).
+    # How many descriptors may be used before the reserve (0: the limit is not read yet):
+    # a socket that makes more is in it.
     reserved_from: int = 0
     sockets: int = 0
     others: int = 0
