@@ -124,7 +124,8 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         self._upgrade = False
         self._busy = False
         self._keep_alive = True
-        self._in_head = True
+        self._in_head = http.HEAD_OPEN
+        self._phase_at = 0.0
         self._head_bytes = 0
         self._head_raw = 0
         self._head_address = None

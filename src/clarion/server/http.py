@@ -243,6 +243,8 @@ class HttpLayer:
             self._head_address = None
             admission.head_closed(self.ctx, address)
         parser = self._parser
+        if parser is None:
+            return  # answered and closing already: the rest of the bytes are discarded
         if self._head_bytes + len(parser.get_method()) + _REQUEST_LINE_FRAMING > MAX_HEAD_BYTES:
             self._head_too_large()
             raise httptools.HttpParserCallbackError("request head too large")
