@@ -53,14 +53,18 @@ def socket_opened(ctx: Context, transport: asyncio.BaseTransport) -> str:
     return address
 
 
+def _uncount(counts: dict[str, int], address: str) -> None:
+    """One less for ``address`` (no entry once none is left: addresses come and go)."""
+    left = counts.get(address, 1) - 1
+    if left > 0:
+        counts[address] = left
+    else:
+        counts.pop(address, None)
+
+
 def socket_closed(ctx: Context, address: str) -> None:
     ctx.files.sockets -= 1
-    per_ip = ctx.connections_per_ip
-    left = per_ip.get(address, 1) - 1
-    if left > 0:
-        per_ip[address] = left
-    else:
-        per_ip.pop(address, None)
+    _uncount(ctx.connections_per_ip, address)
 
 
 def head_opened(ctx: Context, address: str) -> bool:
@@ -78,12 +82,7 @@ def head_opened(ctx: Context, address: str) -> bool:
 
 def head_closed(ctx: Context, address: str) -> None:
     """A head counted by :func:`head_opened` is complete (or its socket is gone)."""
-    heads = ctx.unfinished_heads
-    left = heads.get(address, 1) - 1
-    if left > 0:
-        heads[address] = left
-    else:
-        heads.pop(address, None)
+    _uncount(ctx.unfinished_heads, address)
 
 
 def _open_files() -> int:

@@ -5,7 +5,10 @@ transport that keeps what is written and whether reading is paused."""
 from __future__ import annotations
 
 import os
+from types import ModuleType, SimpleNamespace
 from typing import Any
+
+import pytest
 
 from clarion.config import AppConfig, ServerSettings, Settings
 from clarion.server.connection import Connection
@@ -66,6 +69,23 @@ class Transport:
     @property
     def data(self) -> bytes:
         return b"".join(self.written)
+
+
+class Clock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def install(self, monkeypatch: pytest.MonkeyPatch, *modules: ModuleType) -> Clock:
+        """Make it the ``time`` these modules read."""
+        namespace = SimpleNamespace(monotonic=self.monotonic, perf_counter=self.monotonic)
+        for module in modules:
+            monkeypatch.setattr(module, "time", namespace)
+        return self
 
 
 def build_node(app: dict[str, Any] | None = None, **server: Any) -> Node:

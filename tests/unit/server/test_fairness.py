@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,27 +14,22 @@ import pytest
 from clarion import metrics
 from clarion.server import connection, websocket
 from clarion.server.connection import MAX_PENDING_BYTES, PONG_RATE, READ_BUDGET
-from tests.unit.server.edge import build_node, client_frame, close_code, server_texts, upgraded
+from tests.unit.server.edge import (
+    Clock,
+    build_node,
+    client_frame,
+    close_code,
+    server_texts,
+    upgraded,
+)
 
 PING = b'{"event":"pusher:ping","data":{}}'
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The time the WebSocket layer and the connection read."""
-    fake = Clock()
-    namespace = SimpleNamespace(monotonic=fake.monotonic, perf_counter=fake.monotonic)
-    monkeypatch.setattr(websocket, "time", namespace)
-    monkeypatch.setattr(connection, "time", namespace)
-    return fake
+    return Clock().install(monkeypatch, websocket, connection)
 
 
 def _events(data: bytes) -> list[dict[str, Any]]:

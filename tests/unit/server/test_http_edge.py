@@ -7,31 +7,19 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from clarion.server import admission, connection, http
 from clarion.server.http import IDLE_HTTP_TIMEOUT, MAX_HEAD_BYTES
-from tests.unit.server.edge import UPGRADE, build_node, open_connection, server_texts
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
+from tests.unit.server.edge import UPGRADE, Clock, build_node, open_connection, server_texts
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    namespace = SimpleNamespace(monotonic=fake.monotonic, perf_counter=fake.monotonic)
-    monkeypatch.setattr(http, "time", namespace)
-    monkeypatch.setattr(connection, "time", namespace)
-    return fake
+    """The time the HTTP layer and the connection read."""
+    return Clock().install(monkeypatch, http, connection)
 
 
 def in_loop(test: Callable[..., None]) -> Callable[..., None]:
