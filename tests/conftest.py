@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,10 +25,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 def make_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
-    def make(config: str = DEFAULT_CONFIG, env: dict[str, str] | None = None) -> RunningServer:
+    def make(
+        config: str = DEFAULT_CONFIG, env: dict[str, str] | None = None, **options: Any
+    ) -> RunningServer:
         sub = tmp_path / f"s{len(started)}"
         sub.mkdir()
-        running = start_server(sub, config, env)
+        running = start_server(sub, config, env, **options)
         started.append(running)
         return running
 

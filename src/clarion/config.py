@@ -48,6 +48,19 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # TCP load balancer) naming the client; a connection without one is closed. With
     # trusted_proxies set, only those peers may send it.
     proxy_protocol: bool = False
+    # Seconds from the first byte of a request head to its end (and for a new socket to
+    # send one); the socket is closed after it, however slowly the bytes trickle in.
+    head_timeout: float = 10.0
+    # Sockets from one address in the middle of a request head (0: no limit); the next
+    # one gets 429 and is closed.
+    max_unfinished_heads_per_ip: int = 16
+    # WebSocket frames per second one connection may keep sending (after a burst of ten
+    # seconds' worth plus twice max_channels_per_connection); past it, closed with 4100.
+    max_messages_per_second: int = 100
+    # File descriptors kept free under the open-file limit: a socket accepted into them
+    # is served HTTP only (WebSocket upgrades refused with 4100) and makes room by closing
+    # the oldest socket that has not sent a request.
+    reserved_files: int = 64
     log_level: str = "info"
     # One log line per WebSocket connection, when it closes: app, socket id, address,
     # close code and how long it lasted.
@@ -380,6 +393,14 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("server.drain_window must be >= 0")
     if server.pong_timeout <= 0:
         raise ConfigError("server.pong_timeout must be positive")
+    if server.head_timeout <= 0:
+        raise ConfigError("server.head_timeout must be positive")
+    if server.max_unfinished_heads_per_ip < 0:
+        raise ConfigError("server.max_unfinished_heads_per_ip must be >= 0 (0: no limit)")
+    if server.max_messages_per_second < 1:
+        raise ConfigError("server.max_messages_per_second must be at least 1")
+    if server.reserved_files < 0:
+        raise ConfigError("server.reserved_files must be >= 0")
     if server.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError("server.log_level must be one of debug, info, warning, error")
     ids: set[str] = set()

@@ -54,6 +54,24 @@ slow_consumers = Counter(
     "Subscribers closed because their write buffer went over the bound",
     ["app"],
 )
+flood_disconnects = Counter(
+    "clarion_flood_disconnects",
+    "WebSocket connections closed (4100) for sending frames faster than "
+    "[server] max_messages_per_second",
+    ["app"],
+)
+sockets_dropped = Counter(
+    "clarion_http_sockets_dropped",
+    "Sockets closed before finishing a request: head_timeout (no complete head within "
+    "[server] head_timeout), unfinished_heads (over max_unfinished_heads_per_ip), "
+    "file_limit (closed to make room at the open-file limit)",
+    ["reason"],
+)
+file_limit_sockets = Counter(
+    "clarion_file_limit_sockets",
+    "Sockets accepted into the reserved file descriptors (the open-file limit is near): "
+    "served HTTP only",
+)
 webhook_deliveries = Counter(
     "clarion_webhook_deliveries",
     "Webhook requests by outcome (sent, failed attempt, events dropped)",

@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,13 @@ _LISTENING = re.compile(r"Clarion listening on (https?)://([\d.]+):(\d+)")
 
 
 def start_server(
-    config_dir: Path, config: str = DEFAULT_CONFIG, env: dict[str, str] | None = None
+    config_dir: Path,
+    config: str = DEFAULT_CONFIG,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> RunningServer:
+    """Start a server; ``preexec_fn`` runs in its process before it starts (say, to lower
+    a resource limit)."""
     path = config_dir / "clarion.toml"
     path.write_text(textwrap.dedent(config))
     process = subprocess.Popen(
@@ -74,6 +80,7 @@ def start_server(
             "PYTHONUNBUFFERED": "1",
         },
         cwd=ROOT,
+        preexec_fn=preexec_fn,
     )
     assert process.stdout is not None
     output: list[str] = []

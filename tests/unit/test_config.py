@@ -124,6 +124,10 @@ def test_many_apps_each_with_limits(tmp_path: Path) -> None:
             {},
             "allowed_origins",
         ),
+        ("[server]\nhead_timeout = 0\n", {}, "head_timeout"),
+        ("[server]\nmax_unfinished_heads_per_ip = -1\n", {}, "max_unfinished_heads_per_ip"),
+        ("[server]\nmax_messages_per_second = 0\n", {}, "max_messages_per_second"),
+        ("[server]\nreserved_files = -1\n", {}, "reserved_files"),
     ],
 )
 def test_invalid_configuration_is_refused_clearly(

@@ -12,6 +12,15 @@ PROXY protocol header read before any HTTP byte, or a trusted proxy's forwarding
 per request: :mod:`clarion.protocol.proxy`). Nothing a client sends escapes a handler: a
 failure is answered (``pusher:error``, or an HTTP error) and logged once a minute per
 kind. No task, coroutine or buffer is kept per idle connection.
+
+Fairness: one turn of the event loop hands the parsers at most ``READ_BUDGET`` bytes of
+one connection. A read bigger than that is split: the connection stops being read, the
+rest is parsed a budget at a time on later turns (every other connection, and the
+accept, get theirs in between), and reading resumes once it is done. Whatever may not
+be parsed yet (too many messages or requests waiting on the cluster state) stops the
+reading too. A client's ``pusher:ping`` is answered at most ``PONG_RATE`` times a second
+(with a burst of as many); pusher-js's own ping, byte for byte, is recognised without
+parsing its JSON.
 """
 
 from __future__ import annotations
@@ -46,10 +55,10 @@ from clarion.protocol.session import (
 from clarion.server import admission, http, websocket
 from clarion.server.context import Context
 from clarion.server.eager import run_eagerly
-from clarion.server.http import HEAD_TIMEOUT, HttpLayer, split_target
+from clarion.server.http import HttpLayer, split_target
 from clarion.server.websocket import WebSocketLayer, switching_protocols
 
-__all__ = ["CLOSE_GRACE", "MAX_PENDING_MESSAGES", "Connection"]
+__all__ = ["CLOSE_GRACE", "MAX_PENDING_BYTES", "MAX_PENDING_MESSAGES", "READ_BUDGET", "Connection"]
 
 log = logging.getLogger("clarion.connection")
 connections_log = logging.getLogger("clarion.connections")
@@ -60,9 +69,21 @@ _KNOWN_EVENTS = frozenset({"pusher:subscribe", "pusher:unsubscribe", "pusher:sig
 # Failures a client can cause at will: one line per kind a minute, never one per frame.
 client_input_log = OncePerInterval(log)
 
-# Messages of one connection waiting behind one that awaits the cluster state; past it
-# the connection is not read until they are handled.
+# Messages of one connection waiting behind one that awaits the cluster state, and their
+# bytes; past either the connection is not read until they are handled.
 MAX_PENDING_MESSAGES = 100
+MAX_PENDING_BYTES = 64 * 1024
+# Bytes of one connection parsed per turn of the event loop (see the module docstring).
+READ_BUDGET = 4 * 1024
+# pusher:pong answers per second (and at once) at most; more pings are not answered.
+PONG_RATE = 10
+_PONG_SPACING = 1.0 / PONG_RATE
+# PONG_RATE spacings make a second; half a spacing more absorbs the rounding of the sums.
+_PONG_WINDOW = 1.0 + _PONG_SPACING / 2
+# pusher-js's ping as it sends it.
+_PING = b'{"event":"pusher:ping","data":{}}'
+# Held input of a connection read no more (see Connection._stop_reading).
+_STOPPED = memoryview(b"")
 # Seconds a closing socket may take to answer our close frame (or, for HTTP, to close
 # after our reply) before it is dropped.
 CLOSE_GRACE = 2.0
@@ -79,9 +100,12 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         *http.SLOTS,
         *websocket.SLOTS,
         "_closing",
+        "_held",
         "_lost",
         "_pending",
         "_proxy",
+        "_pending_bytes",
+        "_pong_due",
         "_upgraded",
         "_via",
         "ctx",
@@ -99,7 +123,13 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         self._closing = False
         self._upgraded = False
         self._lost = False
-        self._pending: deque[ClientMessage] | None = None
+        # Messages waiting on the cluster state, each with its size, and their bytes.
+        self._pending: deque[tuple[ClientMessage, int]] | None = None
+        self._pending_bytes = 0
+        # Bytes read but not parsed yet (over the turn's budget).
+        self._held: memoryview | None = None
+        # When the pong allowance is back to full (the pongs are spaced _PONG_SPACING).
+        self._pong_due = 0.0
         # HTTP layer
         self._parser = None
         self._url = b""
@@ -109,23 +139,29 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         self._upgrade = False
         self._busy = False
         self._keep_alive = True
-        self._in_head = True
+        self._in_head = http.HEAD_OPEN
+        self._phase_at = 0.0
         self._head_bytes = 0
+        self._head_raw = 0
+        self._head_address = None
+        self._spare = False
         self._request_started = None
         self._queue = None
         # WebSocket layer
         self.ws = None
         self._fragments = None
+        self._allowance = 0.0
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
-        self._http_start()
+        now = time.monotonic()
+        self._http_start(now)
         self.peer = self._via = admission.socket_opened(ctx, transport)
-        self.last_seen = time.monotonic()
-        ctx.http_connections.add(self)
+        self._spare = admission.spare(ctx)
+        ctx.http_connections[self] = None
         settings = ctx.settings
         if settings.proxy_protocol:
             if settings.trusted_proxies and not proxy.is_trusted(
@@ -140,9 +176,26 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
                 self._closing = True
                 self.transport.abort()
                 return
-            self._proxy = (proxy.HeaderReader(), self.last_seen)
+            self._proxy = (proxy.HeaderReader(), now)
 
     def data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            # Read while bytes were held (reading resumed by something else): they go
+            # after them. Nothing is kept once reading has stopped for good.
+            if self._held is not _STOPPED:
+                self._held = memoryview(bytes(self._held) + data)
+            return
+        if len(data) > READ_BUDGET:
+            # More than one turn's worth: the rest waits for later turns, unread.
+            view = memoryview(data)
+            self._held = view[READ_BUDGET:]
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._feed_held)
+            data = view[:READ_BUDGET]  # type: ignore[assignment]
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Hand one turn's worth of input to the layer that reads it."""
         try:
             if self._upgraded:
                 self._ws_data(data)
@@ -173,7 +226,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
     def _proxy_data(self, data: bytes) -> None:
         assert self._proxy is not None
         try:
-            done = self._proxy[0].feed(data)
+            done = self._proxy[0].feed(bytes(data))
         except proxy.ProxyError as error:
             client_input_log.log(
                 logging.WARNING,
@@ -196,9 +249,9 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             self._http_data(rest)
 
     def check_http(self, now: float) -> None:
-        # The PROXY header must be complete within HEAD_TIMEOUT of the connection's start,
+        # The PROXY header must be complete within head_timeout of the connection's start,
         # however slowly its bytes come.
-        if self._proxy is not None and now - self._proxy[1] > HEAD_TIMEOUT:
+        if self._proxy is not None and now - self._proxy[1] > self.ctx.settings.head_timeout:
             self._proxy = None
             self._closing = True
             self.transport.abort()
@@ -223,12 +276,60 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             self.peer = admission.readdress(self.ctx, self.peer, address)
         HttpLayer.on_headers_complete(self)
 
+    def _feed_held(self) -> None:
+        """Parse the next budget of held bytes (one call per turn)."""
+        held = self._held
+        if held is None or held is _STOPPED or self._lost or not self._may_read():
+            return  # _read_more calls again once the reason is gone
+        if len(held) > READ_BUDGET:
+            self._held = held[READ_BUDGET:]
+            held = held[:READ_BUDGET]
+            asyncio.get_running_loop().call_soon(self._feed_held)
+        else:
+            self._held = None
+        self._feed(held)  # type: ignore[arg-type]
+        if self._held is None and not self._lost and self._may_read():
+            self.transport.resume_reading()
+
+    def _may_read(self) -> bool:
+        """Whether more input may be parsed now: reading has not stopped for good, and
+        the messages or requests waiting on the cluster state are under their bounds."""
+        if self._held is _STOPPED:
+            return False
+        pending = self._pending
+        if pending is not None and (
+            len(pending) >= MAX_PENDING_MESSAGES or self._pending_bytes >= MAX_PENDING_BYTES
+        ):
+            return False
+        queue = self._queue
+        return queue is None or len(queue) < http.MAX_PENDING_REQUESTS
+
+    def _read_more(self) -> None:
+        """What stopped the parsing is gone: go on with held bytes, or read again."""
+        if self._lost or not self._may_read():
+            return
+        if self._held is not None:
+            asyncio.get_running_loop().call_soon(self._feed_held)
+        else:
+            self.transport.resume_reading()
+
+    def _stop_reading(self) -> None:
+        """Read and parse nothing more from this socket (it is being closed)."""
+        self._held = _STOPPED
+        if not self._lost:
+            # Not write_eof: a fan-out may still write to the socket until it is gone.
+            self.transport.pause_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._lost = True
         ctx = self.ctx
-        ctx.http_connections.discard(self)
+        ctx.http_connections.pop(self, None)
         admission.socket_closed(ctx, self.peer)
+        address = self._head_address
+        if address is not None:
+            self._head_address = None
+            admission.head_closed(ctx, address)
         app = self.app
         if app is not None:
             self._leave_all()
@@ -257,7 +358,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
 
     def _upgrade_requested(self, rest: bytes) -> None:
         """The HTTP layer saw a complete upgrade request; ``rest`` came after its head."""
-        self.ctx.http_connections.discard(self)
+        self.ctx.http_connections.pop(self, None)
         try:
             self._accept_websocket(rest)
         except (ValueError, UnicodeDecodeError, httptools.HttpParserError) as error:
@@ -284,7 +385,12 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         ctx = self.ctx
         try:
             app = admission.admit(
-                ctx, path, query, self.peer, origin.decode("latin-1") if origin else None
+                ctx,
+                path,
+                query,
+                self.peer,
+                origin.decode("latin-1") if origin else None,
+                spare=self._spare,
             )
         except ConnectRefused as refused:
             self.transport.write(switching)
@@ -293,6 +399,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             self.close_with_error(refused.code, refused.message)
             return
         established = self.start(app, ctx.new_socket_id(), time.monotonic())
+        self._allowance = self._message_burst()
         admission.opened(ctx, self, app)
         taps.connection_opened(ctx.hub.taps, app.id, self.socket_id, self.peer)
         # A subscriber that stops reading makes its transport call pause_writing here.
@@ -307,9 +414,9 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         app = self.app
         if self._closing or app is None:
             return
-        received = app.received
-        received[0].inc()
-        received[1].inc(len(payload))
+        if payload == _PING:
+            self._pong()
+            return
         try:
             text = payload.decode()
         except UnicodeDecodeError:
@@ -325,15 +432,15 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             self.transport.write(messages.error(None, "Invalid message"))
             return
         if message.event == "pusher:ping":
-            # The session's answer to a ping (PONG) is sent here at once, even behind
-            # messages waiting on the cluster state, and without a call on the hot path.
-            self.transport.write(PONG.frame)
+            self._pong()
             return
-        if self._pending is not None:
+        pending = self._pending
+        if pending is not None:
             # An earlier message still waits on the cluster state: keep the order, and
             # stop reading from a client that sends faster than the state answers.
-            self._pending.append(message)
-            if len(self._pending) == MAX_PENDING_MESSAGES:
+            pending.append((message, len(payload)))
+            self._pending_bytes += len(payload)
+            if not self._may_read():
                 self.transport.pause_reading()
             return
         self._handle(message)
@@ -351,6 +458,16 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
     def _cannot_handle(self) -> None:
         if not self._closing:
             self.transport.write(CANNOT_HANDLE)
+
+    def _pong(self) -> None:
+        """The session's answer to a ping (PONG), sent at once, even behind messages
+        waiting on the cluster state, unless the client pings faster than PONG_RATE."""
+        now = self.last_seen  # when these bytes came
+        due = self._pong_due
+        due = (due if due > now else now) + _PONG_SPACING
+        if due - now < _PONG_WINDOW:
+            self._pong_due = due
+            self.transport.write(PONG.frame)
 
     def _carry_out(self, decision: Decision | None) -> None:
         """Do what the session decided about a message."""
@@ -379,6 +496,7 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             return
         if task is not None:
             self._pending = deque()
+            self._pending_bytes = 0
             task.add_done_callback(self._resume_messages)
 
     def _resume_messages(self, task: asyncio.Task[Any]) -> None:
@@ -388,17 +506,18 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
                 self._input_failed(failure, "cluster")
                 self._cannot_handle()
         queued, self._pending = self._pending, None
-        was_full = queued is not None and len(queued) >= MAX_PENDING_MESSAGES
+        was_full = queued is not None and (
+            len(queued) >= MAX_PENDING_MESSAGES or self._pending_bytes >= MAX_PENDING_BYTES
+        )
+        self._pending_bytes = 0
         while queued and self._pending is None and not self._closing:
-            self._handle(queued.popleft())
+            self._handle(queued.popleft()[0])
         if queued and self._pending is not None:
+            # Another message waits on the state now: those behind it keep their place.
             self._pending.extendleft(reversed(queued))
-        if (
-            was_full
-            and not self._closing
-            and (self._pending is None or len(self._pending) < MAX_PENDING_MESSAGES)
-        ):
-            self.transport.resume_reading()
+            self._pending_bytes += sum(size for _, size in queued)
+        if was_full and not self._closing:
+            self._read_more()
 
     async def _join(self, join: Join) -> None:
         app = self.app

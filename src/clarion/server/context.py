@@ -17,6 +17,20 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class OpenFiles:
+    """The descriptors in use as the admission counts them: its own sockets exactly, the
+    rest (listening sockets, Redis, webhooks, logs) as last read from the process."""
+
+    # How many descriptors may be used before the reserve (0: the limit is not read yet):
+    # a socket that makes more is in it.
+    reserved_from: int = 0
+    sockets: int = 0
+    others: int = 0
+    # When the others were last read (time.monotonic()).
+    counted_at: float = -1e9
+
+
+@dataclass
 class Context:
     """Everything a connection needs from the server, shared by all connections."""
 
@@ -30,10 +44,15 @@ class Context:
     # Open connections per app on the other nodes of a cluster (refreshed every second).
     connections_elsewhere: dict[str, int] = field(default_factory=dict)
     connections_per_ip: dict[str, int] = field(default_factory=dict)
-    # Sockets still speaking HTTP (not upgraded): watched for head and idle timeouts.
-    http_connections: set[Connection] = field(default_factory=set)
+    # Sockets in the middle of a request head, per address (server/admission.py).
+    unfinished_heads: dict[str, int] = field(default_factory=dict)
+    # Sockets still speaking HTTP (not upgraded), oldest first: watched for head and idle
+    # timeouts, and the first to go at the open-file limit.
+    http_connections: dict[Connection, None] = field(default_factory=dict)
     # Leave-all tasks of closed connections still waiting on the cluster state.
     leaving: set[asyncio.Task[None]] = field(default_factory=set)
     accepting: bool = True
+    # Descriptors in use, against the open-file limit (server/admission.py, spare).
+    files: OpenFiles = field(default_factory=OpenFiles)
     # Run handlers without a task when the state answers at once (the memory adapter).
     eager: bool = True

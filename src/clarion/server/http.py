@@ -4,9 +4,18 @@ httptools parses; its callbacks gather one request (target, the few headers kept
 and hand it to the HTTP API (:mod:`clarion.server.http_api`). Requests on one
 keep-alive connection are answered in order: one that waits on the cluster state queues
 the ones behind it. Limits: a head over ``MAX_HEAD_BYTES`` gets 431, a body over the
-configured size 413 (refused as soon as it is announced); a socket that does not finish
-its head in ``HEAD_TIMEOUT`` seconds, or stays idle between requests for
-``IDLE_HTTP_TIMEOUT``, is closed by the sweep (:meth:`HttpLayer.check_http`).
+configured size 413 (refused as soon as it is announced). Every timeout is absolute,
+whatever trickles in: a head must be complete ``[server] head_timeout`` seconds after its
+first byte (a new socket must send one within as long), a request with its body
+``IDLE_HTTP_TIMEOUT`` seconds after its first byte, and a keep-alive connection is closed
+``IDLE_HTTP_TIMEOUT`` seconds after its last answer; the sweep
+(:meth:`HttpLayer.check_http`) closes the sockets past them. An address may have
+``[server] max_unfinished_heads_per_ip`` heads in progress across reads; the next gets 429.
+
+Head bytes are counted once: a head read in one piece by the sizes httptools reports
+(the request line, each header's name and value, and their fixed framing), so that a head
+of 16 KiB passes whatever the segments; and a head that goes on across reads by its raw
+bytes too, since httptools reports a header only once it is complete.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from clarion import metrics
 from clarion.protocol.api import error_body
 from clarion.server import admission
 from clarion.server.eager import run_eagerly
@@ -34,13 +44,17 @@ SLOTS = (
     "_body",
     "_body_size",
     "_busy",
+    "_head_address",
     "_head_bytes",
+    "_head_raw",
     "_headers",
     "_in_head",
     "_keep_alive",
     "_parser",
+    "_phase_at",
     "_queue",
     "_request_started",
+    "_spare",
     "_upgrade",
     "_url",
 )
@@ -77,11 +91,19 @@ _JOINED_HEADERS = frozenset({b"x-forwarded-for", b"forwarded"})
 # Requests of one connection waiting behind one that awaits the cluster state; past it
 # the connection is not read until they are answered.
 MAX_PENDING_REQUESTS = 100
-# A request line and headers larger than this get 431; a socket that does not finish its
-# head in HEAD_TIMEOUT seconds, or stays idle between requests IDLE_HTTP_TIMEOUT, is closed.
+# A request line and headers larger than this get 431. A request (head and body) must be
+# complete IDLE_HTTP_TIMEOUT seconds after its first byte, and a keep-alive connection
+# send its next request within as long after an answer.
 MAX_HEAD_BYTES = 16 * 1024
-HEAD_TIMEOUT = 10.0
 IDLE_HTTP_TIMEOUT = 60.0
+# The bytes of a head that httptools does not report: the request line's spaces and
+# version and its line end (14), and each header's ": " and line end (4).
+_REQUEST_LINE_FRAMING = len(b"  HTTP/1.1\r\n\r\n")
+_HEADER_FRAMING = len(b": \r\n")
+# Where a connection is in a request head (HttpLayer._in_head): not in one (between
+# requests, in a body), one that began in the bytes being parsed, one that goes on
+# across reads (and a new socket waiting for its first request).
+NO_HEAD, HEAD_BEGUN, HEAD_OPEN = 0, 1, 2
 
 # The start of each response head, up to the Content-Length value, by (status, keep-alive).
 _HEADS: dict[tuple[int, bool], bytes] = {}
@@ -114,59 +136,101 @@ class HttpLayer:
         _upgrade: bool
         _busy: bool
         _keep_alive: bool
-        _in_head: bool
+        _in_head: int
         _head_bytes: int
+        _head_raw: int
+        _head_address: str | None
+        _phase_at: float
+        _spare: bool
         _request_started: tuple[str, str, float] | None
         _queue: deque[Request] | None
         _closing: bool
 
         def _upgrade_requested(self, rest: bytes) -> None: ...
         def _abort_later(self) -> None: ...
+        def _read_more(self) -> None: ...
     else:
         # Slots of its own would clash with the session's (only one base of a class may
         # have any): the connection class declares SLOTS, with the other layers'.
         __slots__ = ()
 
-    def _http_start(self) -> None:
+    def _http_start(self, now: float) -> None:
         self._parser = httptools.HttpRequestParser(self)
+        # A new socket is in its first head from the start: it has head_timeout to send it.
+        self._in_head = HEAD_OPEN
+        self._phase_at = now
 
     def _http_data(self, data: bytes) -> None:
-        if self._parser is None:
+        parser = self._parser
+        if parser is None:
             return  # after a refused request: discard
-        self.last_seen = time.monotonic()
         try:
-            self._parser.feed_data(data)
-            if self._in_head and self._parser is not None:
-                # Still inside a request head after this chunk: count it (a body that
-                # came with a finished head is not counted).
-                self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEAD_BYTES:
-                    self._http_reply(
-                        431,
-                        error_body(431, f"Request head larger than {MAX_HEAD_BYTES} bytes"),
-                        False,
-                    )
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             if self._closing:
                 return  # refused already (request head too large)
             self._upgrade_requested(data[exc.args[0] :])
+            return
         except httptools.HttpParserError as exc:
             self._http_reply(400, error_body(400, f"Malformed HTTP request: {exc}"), False)
             self._parser = None
+            return
+        if self._closing:
+            return
+        state = self._in_head
+        if state == HEAD_BEGUN:
+            # A head began in these bytes and goes on in the next read: it counts against
+            # its address's unfinished heads until it is complete.
+            self._in_head = HEAD_OPEN
+            address = self.peer
+            if admission.head_opened(self.ctx, address):
+                self._head_address = address
+            else:
+                message = "Too many unfinished requests from your address"
+                self._http_reply(429, error_body(429, message), False)
+        elif state == HEAD_OPEN:
+            # Every byte of these belongs to a head that began in an earlier read. httptools
+            # keeps a header to itself until it is complete, so the raw bytes bound it.
+            self._head_raw += len(data)
+            if self._head_raw > MAX_HEAD_BYTES:
+                self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        message = f"Request head larger than {MAX_HEAD_BYTES} bytes"
+        self._http_reply(431, error_body(431, message), False)
 
     def check_http(self, now: float) -> None:
-        """Called by the sweep: close a socket that never finishes its request head, or
-        an idle keep-alive connection."""
-        limit = HEAD_TIMEOUT if self._in_head else IDLE_HTTP_TIMEOUT
-        if not self._busy and now - self.last_seen > limit:
+        """Called by the sweep: close a socket past its head or request deadline, or an
+        idle keep-alive connection (each counted from a fixed moment, see the module)."""
+        if self._busy:
+            return
+        in_head = self._in_head
+        limit = self.ctx.settings.head_timeout if in_head else IDLE_HTTP_TIMEOUT
+        if now - self._phase_at > limit:
+            if in_head and not self._closing:
+                metrics.sockets_dropped.labels("head_timeout").inc()
             self._closing = True
             self.transport.close()
+
+    def waiting_for_answer(self) -> bool:
+        """A request of this socket is being handled (the HTTP API has not answered)."""
+        return self._busy
+
+    def evict(self) -> None:
+        """Drop the socket now, to free its descriptor (see admission.spare)."""
+        self._closing = True
+        # Out of the watched sockets at once: the next eviction must pick another, even
+        # before the transport reports the socket gone.
+        self.ctx.http_connections.pop(self, None)  # type: ignore[call-overload]
+        self.transport.abort()
 
     # --- httptools callbacks ----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._in_head = True
-        self._head_bytes = 0
+        # The first byte of a request: its deadlines count from now.
+        self._phase_at = time.monotonic()
+        self._in_head = HEAD_BEGUN
+        self._head_bytes = self._head_raw = 0
         self._url = b""
         self._headers = {}
         self._body = []
@@ -178,7 +242,7 @@ class HttpLayer:
         self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value)
+        self._head_bytes += len(name) + len(value) + _HEADER_FRAMING
         name = name.lower()
         if name in _UPGRADE_HEADERS:
             if name in _JOINED_HEADERS and name in self._headers:
@@ -186,8 +250,18 @@ class HttpLayer:
             self._headers[name] = value
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._upgrade = bool(self._parser.should_upgrade())
+        self._in_head = NO_HEAD
+        address = self._head_address
+        if address is not None:
+            self._head_address = None
+            admission.head_closed(self.ctx, address)
+        parser = self._parser
+        if parser is None:
+            return  # answered and closing already: the rest of the bytes are discarded
+        if self._head_bytes + len(parser.get_method()) + _REQUEST_LINE_FRAMING > MAX_HEAD_BYTES:
+            self._head_too_large()
+            raise httptools.HttpParserCallbackError("request head too large")
+        self._upgrade = bool(parser.should_upgrade())
         # A body announced too large is refused now, not after waiting for its bytes.
         declared = self._headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.ctx.settings.max_body_bytes:
@@ -206,10 +280,6 @@ class HttpLayer:
         raise httptools.HttpParserCallbackError("body too large")
 
     def on_message_complete(self) -> None:
-        if self._head_bytes > MAX_HEAD_BYTES:
-            limit = MAX_HEAD_BYTES
-            self._http_reply(431, error_body(431, f"Request head larger than {limit} bytes"), False)
-            return
         if self._upgrade:
             return  # handled when feed_data raises HttpParserUpgrade
         method = self._parser.get_method().decode()
@@ -220,7 +290,7 @@ class HttpLayer:
             if self._queue is None:
                 self._queue = deque()
             self._queue.append(request)
-            if len(self._queue) == MAX_PENDING_REQUESTS:
+            if len(self._queue) >= MAX_PENDING_REQUESTS:
                 self.transport.pause_reading()  # resumed as the queue drains
             return
         self._serve(request)
@@ -243,16 +313,19 @@ class HttpLayer:
             )
             return
         self._busy = True
-        self._keep_alive = keep_alive
+        # A socket in the reserved descriptors gets one answer (see admission.spare).
+        self._keep_alive = keep_alive and not self._spare
         run_eagerly(ctx.api.handle(method, path, query, body), self._served, ctx.eager)
 
     def _served(self, response: Response) -> None:
         self._busy = False
         self._http_reply(response[0], response[1], self._keep_alive)
-        if self._queue and not self._closing:
-            if len(self._queue) == MAX_PENDING_REQUESTS:
-                self.transport.resume_reading()
-            self._serve(self._queue.popleft())
+        queue = self._queue
+        if queue and not self._closing:
+            was_full = len(queue) >= MAX_PENDING_REQUESTS
+            self._serve(queue.popleft())
+            if was_full:
+                self._read_more()
 
     def _http_reply(self, status: int, body: bytes, keep_alive: bool) -> None:
         if self._closing:
@@ -270,6 +343,10 @@ class HttpLayer:
                     "ms": round((time.perf_counter() - started) * 1000, 3),
                 },
             )
+        if not self._in_head:
+            # The keep-alive deadline counts from the answer (a head already begun, in a
+            # pipeline, keeps its own).
+            self._phase_at = time.monotonic()
         head = _HEADS.get((status, keep_alive))
         if head is None:
             head = _HEADS[(status, keep_alive)] = (

@@ -5,6 +5,13 @@ arrive and given back at a frame boundary, so that an idle connection holds no p
 Text messages (reassembled from fragments) go to the connection's ``_on_text``; pings
 are answered and close frames echoed by the parser itself. Server frames are written
 as they are: they are built complete by :mod:`clarion.protocol.messages`.
+
+Every frame a client sends (of any kind) draws on its allowance: ``[server]
+max_messages_per_second``, plus a burst of ten seconds' worth and twice the app's
+``max_channels_per_connection`` (a client subscribing to all its channels at once). A
+client that spends it (one that floods) is closed with 4100, which pusher-js answers by
+waiting before it reconnects, and is read no more meanwhile. The frames are counted per
+read, not per frame: what this costs does not grow with the number of frames.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("clarion.connection")
 
 # The connection slots this layer owns (the connection class declares them).
-SLOTS = ("_fragments", "ws")
+SLOTS = ("_allowance", "_fragments", "ws")
 
 _KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009, 1011}) | frozenset(
     int(code) for code in CloseCode
@@ -39,6 +46,9 @@ _KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009, 
 # Frame parsers of connections gone idle, ready for the next connection with frames.
 _IDLE_PARSERS: list[WsProtocol] = []
 MAX_IDLE_PARSERS = 256
+# A client's frame allowance at first and at most, beyond the sustained rate: this many
+# seconds' worth of it (plus twice the app's max_channels_per_connection).
+BURST_SECONDS = 10
 
 
 def switching_protocols(method: bytes, headers: dict[bytes, bytes]) -> bytes | None:
@@ -73,11 +83,14 @@ class WebSocketLayer:
         ping_sent_at: float
         ws: WsProtocol | None
         _fragments: list[bytes] | None
+        _allowance: float
         _closing: bool
         _upgraded: bool
 
         def _on_text(self, payload: bytes) -> None: ...
         def close(self, code: int, reason: str) -> None: ...
+        def close_with_error(self, code: int, message: str) -> None: ...
+        def _stop_reading(self) -> None: ...
     else:
         # Slots of its own would clash with the session's (only one base of a class may
         # have any): the connection class declares SLOTS, with the other layers'.
@@ -96,33 +109,60 @@ class WebSocketLayer:
             )
         return ws
 
+    def _message_burst(self) -> float:
+        """The most frames a client may send at once (its allowance when it connects)."""
+        app = self.app
+        channels = app.config.max_channels_per_connection if app is not None else 0
+        return BURST_SECONDS * self.ctx.settings.max_messages_per_second + 2 * channels
+
     def _ws_data(self, data: bytes) -> None:
         ws = self._parser_for_frames()
         # Any bytes from the client count as activity and answer our ping.
-        self.last_seen = time.monotonic()
+        now = time.monotonic()
+        elapsed = now - self.last_seen
+        self.last_seen = now
         self.ping_sent_at = 0.0
         ws.receive_data(data)
+        # Counted for the metrics once per read, not once per message.
+        frames = texts = size = 0
         for frame in ws.events_received():
+            frames += 1
             if not isinstance(frame, Frame):
                 continue
             opcode = frame.opcode
             if opcode is Opcode.TEXT:
-                if frame.fin:
-                    self._on_text(bytes(frame.data))
-                else:
+                if not frame.fin:
                     self._fragments = [bytes(frame.data)]
+                    continue
+                payload = bytes(frame.data)
             elif opcode is Opcode.CONT and self._fragments is not None:
                 self._fragments.append(bytes(frame.data))
-                if frame.fin:
-                    payload = b"".join(self._fragments)
-                    self._fragments = None
-                    self._on_text(payload)
-            elif opcode is Opcode.BINARY and not frame.fin:
+                if not frame.fin:
+                    continue
+                payload = b"".join(self._fragments)
                 self._fragments = None
-            # Binary frames are not part of the protocol and are ignored (spec §1);
-            # pings are answered and close frames echoed by the parser itself.
+            else:
+                if opcode is Opcode.BINARY and not frame.fin:
+                    self._fragments = None
+                # Binary frames are not part of the protocol and are ignored (spec §1);
+                # pings are answered and close frames echoed by the parser itself.
+                continue
+            texts += 1
+            size += len(payload)
+            self._on_text(payload)
             if self._closing:
                 break
+        app = self.app
+        if texts and app is not None:
+            received = app.received
+            received[0].inc(texts)
+            received[1].inc(size)
+        # The allowance grows with time at the sustained rate, up to the burst.
+        allowance = self._allowance + elapsed * self.ctx.settings.max_messages_per_second
+        burst = self._message_burst()
+        self._allowance = allowance = (burst if allowance > burst else allowance) - frames
+        if allowance < 0.0 and not self._closing:
+            self._flooded()
         self._flush_ws()
         # Idle at a frame boundary: drop the parser. A connection spends nearly all its
         # life waiting, and the parser (a suspended generator holding the last frame) is
@@ -141,6 +181,16 @@ class WebSocketLayer:
             # it, which spares building one (a few microseconds) per burst of frames.
             if len(_IDLE_PARSERS) < MAX_IDLE_PARSERS:
                 _IDLE_PARSERS.append(ws)
+
+    def _flooded(self) -> None:
+        """The client sent frames faster than its allowance: close it with 4100, and read
+        nothing more from it (the rest of a flood is not worth parsing)."""
+        app = self.app
+        log.info("closing %s: frames faster than max_messages_per_second", self.socket_id)
+        if app is not None:
+            metrics.flood_disconnects.labels(app.id).inc()
+        self.close_with_error(int(CloseCode.OVER_CAPACITY), "Too many messages; slow down")
+        self._stop_reading()
 
     def _flush_ws(self) -> None:
         ws = self.ws
