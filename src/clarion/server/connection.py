@@ -608,7 +608,8 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         self.close_with_error(code, message)
 
     def close_with_error(self, code: int, message: str) -> None:
-        """Send ``pusher:error`` with ``code``, then close with the same code (spec §18)."""
+        """Send ``pusher:error`` with ``code``, then close with the same code
+        (docs/protocol.md §18)."""
         if self._closing:
             return
         taps.closed_with_error(self.ctx.hub.taps, self.app, self.socket_id, int(code), message)

@@ -144,7 +144,7 @@ class WebSocketLayer:
             else:
                 if opcode is Opcode.BINARY and not frame.fin:
                     self._fragments = None
-                # Binary frames are not part of the protocol and are ignored (spec §1);
+                # Binary frames are not part of the protocol and are ignored (docs/protocol.md §1);
                 # pings are answered and close frames echoed by the parser itself.
                 continue
             texts += 1

@@ -31,7 +31,7 @@ from clarion import __version__, metrics
 from clarion.admin.taps import Taps
 from clarion.cluster.interfaces import JobStore
 from clarion.config import AppConfig, WebhookSettings, WebhookTarget, redact_url
-from clarion.protocol import webhooks as shapes
+from clarion.protocol import webhooks as hooks
 from clarion.protocol.webhooks import WebhookEvent
 from clarion.webhooks.clock import Clock, Timer
 from clarion.webhooks.stores import MemoryJobStore, job_events
@@ -125,7 +125,7 @@ def decode_job(payload: bytes, job_id: str | None, url: str | None) -> Job | Non
 
 
 def envelope(time_ms: int, job: Job) -> bytes:
-    """The request body ``{time_ms, events}`` (webhooks.md §2), the events as stored."""
+    """The request body ``{time_ms, events}`` (docs/protocol.md §40), the events as stored."""
     return msgspec.json.encode({"time_ms": time_ms, "events": job.events})
 
 
@@ -354,7 +354,7 @@ class Deliveries:
             job.attempts += 1
             # Signed afresh on every attempt: a receiver rejects a time_ms > 300 s old.
             body = envelope(int(now * 1000), job)
-            headers = shapes.headers(config.key, config.secret, body, target.config.headers)
+            headers = hooks.headers(config.key, config.secret, body, target.config.headers)
             headers["User-Agent"] = USER_AGENT
             error = await self._poster.post(target.config.url, body, headers)
             if self.taps is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from clarion.cluster.interfaces import HeldKey, HeldMarks, JobStore
 from clarion.config import AppConfig, WebhookSettings, redact_url
-from clarion.protocol import webhooks as shapes
+from clarion.protocol import webhooks as hooks
 from clarion.protocol.webhooks import WebhookEvent
 from clarion.webhooks.clock import Clock, LoopClock, Timer
 from clarion.webhooks.delivery import Deliveries, HttpPoster, Job, Poster, Stats, Target
@@ -109,7 +109,7 @@ class Outbox:
     def emit(self, app_id: str, event: WebhookEvent) -> None:
         accept = True
         name = event["name"]
-        held_name = shapes.CANCELS.get(name)
+        held_name = hooks.CANCELS.get(name)
         if held_name is not None:
             # The cancellation rule, for every target alike: a held event and the
             # opposite one within the delay swallow each other. Checked before any
@@ -149,13 +149,13 @@ class Outbox:
 
     def _wants_pair(self, app_id: str, name: str) -> bool:
         """Whether a target wants ``name`` or its opposite (one of a held pair)."""
-        opposite = shapes.HELD_UNTIL_CANCELLED.get(name) or shapes.CANCELS.get(name, name)
+        opposite = hooks.HELD_UNTIL_CANCELLED.get(name) or hooks.CANCELS.get(name, name)
         return self.wants(app_id, name) or self.wants(app_id, opposite)
 
     def _accept(self, app_id: str, event: WebhookEvent) -> None:
         name = event["name"]
         delay = self._delay(app_id)
-        if delay > 0 and name in shapes.HELD_UNTIL_CANCELLED:
+        if delay > 0 and name in hooks.HELD_UNTIL_CANCELLED:
             # Held even for targets that want only the opposite event: that one is
             # cancelled by this hold (see emit); the release is filtered by target.
             if self._wants_pair(app_id, name):
@@ -189,7 +189,7 @@ class Outbox:
             return
         config = self._app_config(app_id)
         one_per_request = config is not None and config.webhook_batch_window <= 0
-        size = 1 if one_per_request else shapes.MAX_EVENTS_PER_REQUEST
+        size = 1 if one_per_request else hooks.MAX_EVENTS_PER_REQUEST
         for target in self._targets_of(app_id):
             chosen = [event for event in events if target.accepts(event)]
             for start in range(0, len(chosen), size):
