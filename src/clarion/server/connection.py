@@ -7,9 +7,9 @@ HTTP API. On ``GET {prefix}/app/{key}`` with a WebSocket upgrade, the admission
 messages, and the Pusher session (:mod:`clarion.protocol.session`, whose state is part of
 this object) decides what each message calls for. This class carries the decisions out
 against the hub, and owns what spans the layers: opening, closing, the order of
-messages waiting on the cluster state, and the client's address (the socket's peer, a
-PROXY protocol header read before any HTTP byte, or a trusted proxy's forwarding headers
-per request: :mod:`clarion.protocol.proxy`). Nothing a client sends escapes a handler: a
+messages waiting on the cluster state, and the read budget below. The client's address
+(a PROXY header, a trusted proxy's forwarding headers) is the forwarding layer's
+(:mod:`clarion.server.forwarding`). Nothing a client sends escapes a handler: a
 failure is answered (``pusher:error``, or an HTTP error) and logged once a minute per
 kind. No task, coroutine or buffer is kept per idle connection.
 
@@ -52,10 +52,11 @@ from clarion.protocol.session import (
     Session,
     SignIn,
 )
-from clarion.server import admission, http, websocket
+from clarion.server import admission, forwarding, http, websocket
 from clarion.server.context import Context
 from clarion.server.eager import run_eagerly
-from clarion.server.http import HttpLayer, split_target
+from clarion.server.forwarding import ForwardingLayer
+from clarion.server.http import split_target
 from clarion.server.websocket import WebSocketLayer, switching_protocols
 
 __all__ = ["CLOSE_GRACE", "MAX_PENDING_BYTES", "MAX_PENDING_MESSAGES", "READ_BUDGET", "Connection"]
@@ -94,20 +95,19 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error("leaving channels failed", exc_info=task.exception())
 
 
-class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
+class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol):
     # The session's slots come with Session; the layers' are declared here, with these.
     __slots__ = (
         *http.SLOTS,
+        *forwarding.SLOTS,
         *websocket.SLOTS,
         "_closing",
         "_held",
         "_lost",
         "_pending",
-        "_proxy",
         "_pending_bytes",
         "_pong_due",
         "_upgraded",
-        "_via",
         "ctx",
         "peer",
         "transport",
@@ -159,24 +159,10 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
         ctx = self.ctx
         now = time.monotonic()
         self._http_start(now)
-        self.peer = self._via = admission.socket_opened(ctx, transport)
+        self.peer = admission.socket_opened(ctx, transport)
         self._spare = admission.spare(ctx)
         ctx.http_connections[self] = None
-        settings = ctx.settings
-        if settings.proxy_protocol:
-            if settings.trusted_proxies and not proxy.is_trusted(
-                self.peer, proxy.networks(tuple(settings.trusted_proxies))
-            ):
-                client_input_log.log(
-                    logging.WARNING,
-                    "proxy-untrusted",
-                    "closed a connection from %s: not a trusted proxy (proxy_protocol is on)",
-                    self.peer,
-                )
-                self._closing = True
-                self.transport.abort()
-                return
-            self._proxy = (proxy.HeaderReader(), now)
+        self._forwarding_start(now)
 
     def data_received(self, data: bytes) -> None:
         if self._held is not None:
@@ -220,61 +206,6 @@ class Connection(HttpLayer, WebSocketLayer, Session[App], asyncio.Protocol):
             where,
             exc_info=exc,
         )
-
-    # --- the PROXY protocol header ------------------------------------------------------
-
-    def _proxy_data(self, data: bytes) -> None:
-        assert self._proxy is not None
-        try:
-            done = self._proxy[0].feed(bytes(data))
-        except proxy.ProxyError as error:
-            client_input_log.log(
-                logging.WARNING,
-                "proxy-header",
-                "closed a connection from %s: %s",
-                self.peer,
-                error,
-            )
-            self._proxy = None
-            self._closing = True
-            self.transport.abort()
-            return
-        if done is None:
-            return
-        address, rest = done
-        self._proxy = None
-        if address is not None:
-            self.peer = self._via = admission.readdress(self.ctx, self.peer, address)
-        if rest:
-            self._http_data(rest)
-
-    def check_http(self, now: float) -> None:
-        # The PROXY header must be complete within head_timeout of the connection's start,
-        # however slowly its bytes come.
-        if self._proxy is not None and now - self._proxy[1] > self.ctx.settings.head_timeout:
-            self._proxy = None
-            self._closing = True
-            self.transport.abort()
-            return
-        HttpLayer.check_http(self, now)
-
-    # --- forwarding headers from trusted proxies --------------------------------------
-
-    def on_headers_complete(self) -> None:
-        trusted = self.ctx.settings.trusted_proxies
-        if trusted:
-            headers = self._headers
-            x_forwarded = headers.get(b"x-forwarded-for")
-            forwarded = headers.get(b"forwarded")
-            address = proxy.client_address(
-                self._via,
-                proxy.networks(tuple(trusted)),
-                x_forwarded.decode("latin-1") if x_forwarded is not None else None,
-                forwarded.decode("latin-1") if forwarded is not None else None,
-            )
-            # Per request: a proxy's keep-alive connection carries many clients' requests.
-            self.peer = admission.readdress(self.ctx, self.peer, address)
-        HttpLayer.on_headers_complete(self)
 
     def _feed_held(self) -> None:
         """Parse the next budget of held bytes (one call per turn)."""
