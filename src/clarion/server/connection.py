@@ -233,7 +233,7 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         ):
             return False
         queue = self._queue
-        return queue is None or len(queue) < http.MAX_PENDING_REQUESTS
+        return queue is None or not http.queue_full(queue)
 
     def _read_more(self) -> None:
         """What stopped the parsing is gone: go on with held bytes, or read again."""

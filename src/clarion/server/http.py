@@ -91,6 +91,9 @@ _JOINED_HEADERS = frozenset({b"x-forwarded-for", b"forwarded"})
 # Requests of one connection waiting behind one that awaits the cluster state; past it
 # the connection is not read until they are answered.
 MAX_PENDING_REQUESTS = 100
+# ... and their bodies' bytes: a pipeline of large bodies behind a slow answer must not
+# hold max_body_bytes times MAX_PENDING_REQUESTS.
+MAX_PENDING_REQUEST_BYTES = 1024 * 1024
 # A request line and headers larger than this get 431. A request (head and body) must be
 # complete IDLE_HTTP_TIMEOUT seconds after its first byte, and a keep-alive connection
 # send its next request within as long after an answer.
@@ -109,6 +112,14 @@ NO_HEAD, HEAD_BEGUN, HEAD_OPEN = 0, 1, 2
 _HEADS: dict[tuple[int, bool], bytes] = {}
 
 Request = tuple[str, str, str, bytes, bool]  # method, path, query, body, keep-alive
+
+
+def queue_full(queue: deque[Request]) -> bool:
+    """Whether the requests waiting behind one being answered fill their bound, in number
+    or in body bytes (then the socket is not read until they drain)."""
+    return len(queue) >= MAX_PENDING_REQUESTS or (
+        sum(len(request[3]) for request in queue) >= MAX_PENDING_REQUEST_BYTES
+    )
 
 
 def split_target(target: bytes) -> tuple[str, str]:
@@ -290,7 +301,7 @@ class HttpLayer:
             if self._queue is None:
                 self._queue = deque()
             self._queue.append(request)
-            if len(self._queue) >= MAX_PENDING_REQUESTS:
+            if queue_full(self._queue):
                 self.transport.pause_reading()  # resumed as the queue drains
             return
         self._serve(request)
@@ -322,7 +333,7 @@ class HttpLayer:
         self._http_reply(response[0], response[1], self._keep_alive)
         queue = self._queue
         if queue and not self._closing:
-            was_full = len(queue) >= MAX_PENDING_REQUESTS
+            was_full = queue_full(queue)
             self._serve(queue.popleft())
             if was_full:
                 self._read_more()

@@ -175,3 +175,45 @@ def test_a_request_waiting_for_its_answer_is_not_evicted(
     newcomer, _ = open_connection(node)
     assert newcomer._spare
     assert not transport.aborted and idle_transport.aborted
+
+
+def _post(body_size: int) -> bytes:
+    return (
+        b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % body_size
+    ) + b"x" * body_size
+
+
+def test_requests_waiting_behind_an_answer_are_bounded_in_bytes() -> None:
+    """Pipelined requests queue while one awaits its answer (the cluster state): their
+    bodies may hold at most MAX_PENDING_REQUEST_BYTES before the socket stops being read,
+    however few they are."""
+    body = 300 * 1024  # well under max_body_bytes
+    request = _post(body)
+
+    async def main() -> None:
+        node = build_node()
+        conn, transport = open_connection(node)
+        conn._busy = True  # an answer is under way (as with a Redis round trip)
+        fed = 0
+        while conn._may_read() and fed < 10:
+            conn.data_received(request)
+            fed += 1
+            while conn._held is not None and conn._may_read():
+                await asyncio.sleep(0)  # a turn: the next budget of held bytes is parsed
+        assert not conn._may_read()
+        assert not transport.reading
+        queued = conn._queue
+        assert queued is not None and len(queued) < http.MAX_PENDING_REQUESTS
+        assert fed == -(-http.MAX_PENDING_REQUEST_BYTES // body)  # stopped at the first over
+
+    asyncio.run(main())
+
+
+def test_many_small_waiting_requests_still_stop_at_the_count() -> None:
+    node = build_node()
+    conn, transport = open_connection(node)
+    conn._busy = True
+    for _ in range(http.MAX_PENDING_REQUESTS):
+        conn.data_received(_post(10))
+    assert not transport.reading
+    assert conn._queue is not None and len(conn._queue) == http.MAX_PENDING_REQUESTS
