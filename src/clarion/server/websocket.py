@@ -26,6 +26,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import Side
 from websockets.protocol import State as WsState
+from websockets.streams import StreamReader
 from websockets.utils import accept_key
 
 from clarion import metrics
@@ -46,9 +47,21 @@ _KNOWN_CLOSE_CODES = frozenset({1000, 1001, 1002, 1005, 1006, 1007, 1008, 1009, 
 # Frame parsers of connections gone idle, ready for the next connection with frames.
 _IDLE_PARSERS: list[WsProtocol] = []
 MAX_IDLE_PARSERS = 256
+# The code of the step a parser waits in between frames (websockets' ``parse`` loop
+# waits in ``StreamReader.at_eof`` for the next frame's first byte). An empty read
+# buffer alone does not say that: a parser that has read a frame's first two bytes and
+# waits for its mask or payload has an empty buffer too, and handing it to another
+# connection would parse that connection's bytes as the rest of this one's frame.
+_BETWEEN_FRAMES = StreamReader.at_eof.__code__
 # A client's frame allowance at first and at most, beyond the sustained rate: this many
 # seconds' worth of it (plus twice the app's max_channels_per_connection).
 BURST_SECONDS = 10
+
+
+def _between_frames(ws: WsProtocol) -> bool:
+    """Whether the parser waits for the first byte of a frame (not inside one)."""
+    step = ws.parser.gi_yieldfrom  # type: ignore[attr-defined]
+    return step is not None and step.gi_code is _BETWEEN_FRAMES
 
 
 def switching_protocols(method: bytes, headers: dict[bytes, bytes]) -> bytes | None:
@@ -175,6 +188,7 @@ class WebSocketLayer:
             and ws.current_size is None
             and not ws.reader.buffer
             and self._fragments is None
+            and _between_frames(ws)
         ):
             self.ws = None
             # Clean (open, nothing buffered, nothing queued): another connection may reuse

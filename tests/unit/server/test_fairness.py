@@ -170,3 +170,22 @@ def test_messages_waiting_on_the_state_are_bounded_in_bytes() -> None:
         assert _events(transport.data)[0]["event"] == "pusher_internal:subscription_succeeded"
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("cut", [1, 2, 6, 8])
+def test_a_parser_cut_inside_a_frame_is_not_lent_to_another_connection(cut: int) -> None:
+    # A read may end inside a frame with nothing left in the parser's buffer (after its
+    # first two bytes, say): that parser still belongs to its connection.
+    async def main() -> None:
+        node = build_node()
+        first, first_transport = upgraded(node)
+        second, second_transport = upgraded(node)
+        frame = client_frame(PING)
+        first.data_received(frame[:cut])
+        second.data_received(client_frame(PING))
+        first.data_received(frame[cut:])
+        for transport in (first_transport, second_transport):
+            assert [e["event"] for e in _events(transport.data)] == ["pusher:pong"]
+            assert close_code(transport.data) is None
+
+    asyncio.run(main())
