@@ -143,7 +143,7 @@ async def measure(server: RunningServer, seconds: float) -> tuple[list[float], l
     async with await ws_connect(server.ws()) as ws:
         await established(ws)
         reply = await subscribe(ws, channel)
-        assert reply["event"] == "pusher_internal:subscription_succeeded"
+        assert reply["event"] == "pusher_internal:subscription_succeeded", reply
 
         async def receive() -> None:
             async for raw in ws:

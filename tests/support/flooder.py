@@ -59,7 +59,12 @@ def read_close_code(sock: socket.socket, done: threading.Event, code: list[int])
     buffer = b""
     try:
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                # The socket's timeout (0.2 s) is there for the writing loop; a server
+                # that has not closed yet within it is not a close without a frame.
+                continue
             if not chunk:
                 return
             buffer += chunk
