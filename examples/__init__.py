@@ -1,0 +1,1 @@
+"""Example applications built on Clarion (``python -m examples.chat``)."""
