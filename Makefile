@@ -8,8 +8,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JS     := tests/js
 JSSTAMP := $(JS)/node_modules/.installed
+CHAT   := examples/chat
+CHATSTAMP := $(CHAT)/node_modules/.installed
 
-.PHONY: run test lint unit setup bench clean lock
+.PHONY: run chat test lint unit setup bench clean lock
 
 $(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Clarion needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -25,8 +27,18 @@ $(JSSTAMP): $(JS)/package.json $(JS)/package-lock.json
 
 setup: $(STAMP) $(JSSTAMP)
 
+# The example chat's page loads pusher-js from its own pinned npm install.
+$(CHATSTAMP): $(CHAT)/package.json $(CHAT)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed to install the chat page's pusher-js"; exit 1; }
+	cd $(CHAT) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 run: $(STAMP)
 	$(BIN)/clarion serve $(ARGS)
+
+# The example chat (examples/chat/README.md) with an embedded Clarion: http://127.0.0.1:8000/
+chat: $(STAMP) $(CHATSTAMP)
+	$(BIN)/python -m examples.chat $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check
@@ -47,4 +59,4 @@ lock: $(STAMP)
 	$(LOCK) --extra dev -o requirements-dev.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) $(JS)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(JS)/node_modules $(CHAT)/node_modules .pytest_cache .mypy_cache .ruff_cache

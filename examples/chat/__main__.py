@@ -26,7 +26,9 @@ def settings_from(args: argparse.Namespace) -> ChatSettings:
         )
     url = urlsplit(args.clarion_url)
     if url.scheme != "http" or not url.hostname or args.secret is None:
-        raise SystemExit("--clarion-url needs http://HOST:PORT, and --secret (or CLARION_SECRET)")
+        raise SystemExit(
+            "--clarion-url needs http://HOST:PORT, and --secret (or CLARION_APP_SECRET)"
+        )
     return ChatSettings(
         app_id=args.app_id,
         key=args.key,
@@ -47,13 +49,23 @@ def main(argv: list[str] | None = None) -> None:
         "--clarion-port", type=int, default=6001, help="the embedded Clarion's port"
     )
     parser.add_argument("--clarion-url", help="use this Clarion instead of an embedded one")
-    parser.add_argument("--app-id", default=os.environ.get("CLARION_APP_ID", "1"))
-    parser.add_argument("--key", default=os.environ.get("CLARION_KEY", "app-key"))
-    parser.add_argument("--secret", default=os.environ.get("CLARION_SECRET"))
+    # The same environment variables as the `clarion` CLI's HTTP API commands.
+    parser.add_argument(
+        "--app-id", default=os.environ.get("CLARION_APP_ID", "1"), help="also CLARION_APP_ID"
+    )
+    parser.add_argument(
+        "--key", default=os.environ.get("CLARION_APP_KEY", "app-key"), help="also CLARION_APP_KEY"
+    )
+    parser.add_argument(
+        "--secret", default=os.environ.get("CLARION_APP_SECRET"), help="also CLARION_APP_SECRET"
+    )
     parser.add_argument("--pusher-js", type=Path, default=PUSHER_JS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = settings_from(args)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The chat's own lines (sign-ins, the webhook log) at INFO; Clarion's and the HTTP
+    # client's per-request lines only when something goes wrong.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("examples.chat").setLevel(logging.INFO)
     if not settings.pusher_js.is_file():
         raise SystemExit(f"no pusher-js at {settings.pusher_js}: run npm ci in examples/chat")
     print(f"Chat: http://{args.host}:{args.port}/  (open it in two browser windows)", flush=True)
