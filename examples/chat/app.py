@@ -244,11 +244,16 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     async def sign_out(request: Request) -> dict[str, Any]:
         user = _user(request)
         request.session.clear()
-        if user is not None:
-            # The user's other tabs listen on their private channel and leave the room too.
+        if user is None:
+            return {"user": None, "other_tabs_told": False}
+        log.info("signed out: %s (%s)", user["name"], user["id"])
+        # The user's other tabs listen on their private channel and leave the room too.
+        # Signing out happened either way; the answer says whether they were told.
+        try:
             await _trigger(request, f"{PRIVATE_PREFIX}{user['id']}", "signed-out", {})
-            log.info("signed out: %s (%s)", user["name"], user["id"])
-        return {"user": None}
+        except HTTPException:
+            return {"user": None, "other_tabs_told": False}
+        return {"user": None, "other_tabs_told": True}
 
     @app.post("/api/messages")
     async def post_message(request: Request) -> dict[str, Any]:

@@ -110,6 +110,11 @@ def test_a_message_is_never_answered_as_sent_when_clarion_did_not_take_it(
     answer = client.post("/api/messages", json={"text": "hello"})
     assert answer.status_code == 502
     assert "did not take" in answer.json()["detail"]
+    # Signing out is done (the cookie is cleared) even so; the answer says the user's
+    # other tabs were not told.
+    assert client.delete("/api/session").json() == {"user": None, "other_tabs_told": False}
+    assert client.get("/api/me").json() == {"user": None}
+    assert client.post("/api/messages", json={"text": "hello"}).status_code == 401
 
 
 def webhook(client: Any, events: list[dict[str, Any]], **overrides: Any) -> Any:

@@ -103,10 +103,19 @@ def test_two_people_chat_see_each_other_and_the_typing_indicator(
     shots = ROOT / "examples" / "chat" if update else tmp_path
     ada.screenshot(path=str(shots / "screenshot.png"))
 
-    # Bob signs out: he leaves Ada's list, and the member_removed webhook follows (Clarion
-    # holds it back webhook_delay = 3 s, so that a page reload does not flap).
+    # A second tab of Bob's (same cookie) is the same member: still two online for Ada.
+    bob_tab = bob.context.new_page()
+    bob_tab.goto(chat.base + "/")
+    expect(bob_tab.locator("#connection")).to_have_text("connected")
+    expect(online(bob_tab)).to_have_text(["Ada", "Bob (you)"])
+    expect(online(ada)).to_have_text(["Ada (you)", "Bob"])
+
+    # Bob signs out: his other tab is told on his private channel and leaves too, he
+    # leaves Ada's list, and the member_removed webhook follows (Clarion holds it back
+    # webhook_delay = 3 s, so that a page reload does not flap).
     bob.get_by_role("button", name="Sign out").click()
     expect(bob.get_by_role("heading", name="Join the chat")).to_be_visible()
+    expect(bob_tab.get_by_role("heading", name="Join the chat")).to_be_visible()
     expect(online(ada)).to_have_text(["Ada (you)"])
     expect(ada.locator("#typing")).to_have_text("")
     until(
