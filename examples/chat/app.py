@@ -177,7 +177,6 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
             webhooks={"shutdown_deadline": 0.0},
         )
         async with server as realtime:
-            app.state.realtime = realtime
             # The port actually listened on (clarion_port 0: a free one).
             _use_clarion(app, settings, realtime.host, realtime.port)
             log.info("Clarion (embedded) at %s, app %s", realtime.ws_url, settings.app_id)
@@ -193,7 +192,7 @@ def create_app(settings: ChatSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     _use_clarion(app, settings, settings.clarion_host, settings.clarion_port)
-    # What the webhook endpoint accepted, newest last (bounded: Clarion decides how many).
+    # The members the webhook endpoint logged, newest last (the last WEBHOOK_LOG_SIZE).
     app.state.webhook_log = deque(maxlen=WEBHOOK_LOG_SIZE)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
