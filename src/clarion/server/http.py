@@ -158,6 +158,7 @@ class HttpLayer:
         _closing: bool
 
         def _upgrade_requested(self, rest: bytes) -> None: ...
+        def _readdress_from_headers(self) -> None: ...
         def _abort_later(self) -> None: ...
         def _read_more(self) -> None: ...
     else:
@@ -261,6 +262,9 @@ class HttpLayer:
             self._headers[name] = value
 
     def on_headers_complete(self) -> None:
+        if self.ctx.settings.trusted_proxies:
+            # The forwarding layer's: the client's address, before anything uses it.
+            self._readdress_from_headers()
         self._in_head = NO_HEAD
         address = self._head_address
         if address is not None:
@@ -311,7 +315,7 @@ class HttpLayer:
     def _serve(self, request: Request) -> None:
         method, path, query, body, keep_alive = request
         ctx = self.ctx
-        if admission.over_address_limit(ctx, self.peer):
+        if ctx.settings.max_connections_per_ip and admission.over_address_limit(ctx, self.peer):
             message = "Too many connections from your address"
             self._http_reply(503, error_body(503, message), False)
             return
