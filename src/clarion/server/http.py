@@ -108,6 +108,12 @@ _HEADER_FRAMING = len(b": \r\n")
 # across reads (and a new socket waiting for its first request).
 NO_HEAD, HEAD_BEGUN, HEAD_OPEN = 0, 1, 2
 
+# The request state of a socket between requests and after its upgrade: shared, and
+# never written (on_message_begin gives each request its own before the parser can
+# write one), so that an idle or upgraded connection holds no dict or list of its own.
+NO_HEADERS: dict[bytes, bytes] = {}
+NO_BODY: list[bytes] = []
+
 # The start of each response head, up to the Content-Length value, by (status, keep-alive).
 _HEADS: dict[tuple[int, bool], bytes] = {}
 
