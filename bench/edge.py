@@ -253,7 +253,10 @@ def run_here(args: argparse.Namespace) -> dict[str, float]:
     import logging
 
     logging.disable(logging.CRITICAL)
+    # As the server runs (clarion.server.serve): what is there at start is frozen, and
+    # collections are rarer than Python's default.
     gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
     ctx = build_ctx()
     figures: dict[str, float] = {}
     figures.update(bench_http(ctx, args.n, args.rounds))
