@@ -9,6 +9,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from hmac import compare_digest
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
@@ -125,14 +126,15 @@ def verify_request(
     if body:
         if given_md5 is None:
             raise ApiError(401, "Missing body_md5 for a request with a body")
-        if not _equal(given_md5, hashlib.md5(body).hexdigest()):
+        # (A hex digest is ASCII: _equal's test, without its call.)
+        if not (given_md5.isascii() and compare_digest(given_md5, hashlib.md5(body).hexdigest())):
             raise ApiError(401, "body_md5 does not match the MD5 of the request body")
     elif given_md5 is not None and given_md5 != EMPTY_MD5:
         raise ApiError(401, "body_md5 given for an empty body is not the MD5 of an empty string")
 
     signature = params["auth_signature"]
     candidate = string_to_sign(method, raw_path, params)
-    if _equal(credentials.sign(candidate), signature):
+    if signature.isascii() and compare_digest(credentials.sign(candidate), signature):
         return
     decoded_path = unquote(raw_path)
     if decoded_path != raw_path and _equal(

@@ -312,7 +312,9 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
             return
         self._upgraded = True
         origin = self._headers.get(b"origin")
-        # Nothing of the request is kept by a WebSocket connection.
+        # Nothing of the request is kept by a WebSocket connection (its deadlines are the
+        # session's from now on).
+        self._phase_at = 0.0
         self._url = b""
         self._headers = http.NO_HEADERS
         self._body = http.NO_BODY

@@ -145,7 +145,7 @@ class HttpApi:
             raise ApiError(405, f"Method {method} not allowed here; use {wanted}")
         params = parse_query(raw_query)
         verify_request(method, raw_path, params, body, app.credentials, self.clock())
-        if not app.enabled:
+        if not app.config.enabled:
             raise ApiError(403, f"App {app.id} is disabled")
         if quoted:
             rest = [unquote(p) for p in rest]
