@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from hmac import compare_digest
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from clarion.protocol.errors import ApiError
 
+_hmac_new: Callable[..., Any]
+try:
+    # OpenSSL's HMAC object itself: copy, update and hexdigest are C calls, where
+    # hmac.HMAC wraps each in Python frames (four of them per signature checked).
+    from _hashlib import hmac_new as _hmac_new
+except ImportError:  # pragma: no cover - a Python built without OpenSSL
+    _hmac_new = hmac.new
+
 TIMESTAMP_WINDOW = 600
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+# The parameters every signed request has, and the one that is not signed.
+_REQUIRED = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
+_SIGNATURE = "auth_signature"
 
 
 def sign(secret: str, message: str | bytes) -> str:
@@ -33,11 +46,13 @@ def _equal(a: str, b: str) -> bool:
 
 
 def string_to_sign(method: str, path: str, params: dict[str, str]) -> str:
-    pairs = sorted(params.items())
-    if not "".join(params).islower():
+    keys = sorted(params)
+    if not "".join(keys).islower():
         # Keys are lower-cased before sorting (the SDKs already send lower-case keys).
-        pairs = sorted((key.lower(), value) for key, value in pairs)
-    query = "&".join([f"{key}={value}" for key, value in pairs if key != "auth_signature"])
+        pairs = sorted((key.lower(), value) for key, value in params.items())
+        query = "&".join([f"{key}={value}" for key, value in pairs if key != _SIGNATURE])
+    else:
+        query = "&".join([f"{key}={params[key]}" for key in keys if key != _SIGNATURE])
     return f"{method.upper()}\n{path}\n{query}"
 
 
@@ -68,7 +83,7 @@ class Credentials:
     _mac: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_mac", hmac.new(self.secret.encode(), digestmod=hashlib.sha256))
+        object.__setattr__(self, "_mac", _hmac_new(self.secret.encode(), digestmod="sha256"))
 
     def sign(self, message: str) -> str:
         mac = self._mac.copy()
@@ -89,13 +104,14 @@ def verify_request(
     ``params`` is the decoded query (from :func:`parse_query`); ``raw_path`` is the path as
     received. The caller has already found the app, so ``credentials`` are its key and secret.
     """
-    for name in ("auth_key", "auth_timestamp", "auth_version", "auth_signature"):
+    for name in _REQUIRED:
         if name not in params:
             raise ApiError(401, f"Missing authentication parameter: {name}")
     if not _equal(params["auth_key"], credentials.key):
         raise ApiError(401, "Unknown auth_key for this app")
-    if params["auth_version"] != "1.0":
-        raise ApiError(401, f"Unsupported auth_version {params['auth_version']!r}: expected 1.0")
+    version = params["auth_version"]
+    if version != "1.0":
+        raise ApiError(401, f"Unsupported auth_version {version!r}: expected 1.0")
     try:
         timestamp = int(params["auth_timestamp"])
     except ValueError:
@@ -110,14 +126,15 @@ def verify_request(
     if body:
         if given_md5 is None:
             raise ApiError(401, "Missing body_md5 for a request with a body")
-        if not _equal(given_md5, hashlib.md5(body).hexdigest()):
+        # (A hex digest is ASCII: _equal's test, without its call.)
+        if not (given_md5.isascii() and compare_digest(given_md5, hashlib.md5(body).hexdigest())):
             raise ApiError(401, "body_md5 does not match the MD5 of the request body")
     elif given_md5 is not None and given_md5 != EMPTY_MD5:
         raise ApiError(401, "body_md5 given for an empty body is not the MD5 of an empty string")
 
     signature = params["auth_signature"]
     candidate = string_to_sign(method, raw_path, params)
-    if _equal(credentials.sign(candidate), signature):
+    if signature.isascii() and compare_digest(credentials.sign(candidate), signature):
         return
     decoded_path = unquote(raw_path)
     if decoded_path != raw_path and _equal(

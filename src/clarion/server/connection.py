@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import httptools
@@ -133,8 +134,8 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         # HTTP layer
         self._parser = None
         self._url = b""
-        self._headers = {}
-        self._body = []
+        self._headers = http.NO_HEADERS
+        self._body = http.NO_BODY
         self._body_size = 0
         self._upgrade = False
         self._busy = False
@@ -311,8 +312,12 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
             return
         self._upgraded = True
         origin = self._headers.get(b"origin")
-        self._headers = {}
-        self._body = []
+        # Nothing of the request is kept by a WebSocket connection (its deadlines are the
+        # session's from now on).
+        self._phase_at = 0.0
+        self._url = b""
+        self._headers = http.NO_HEADERS
+        self._body = http.NO_BODY
         ctx = self.ctx
         try:
             app = admission.admit(
@@ -510,7 +515,9 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
                 task.add_done_callback(leaving.discard)
                 task.add_done_callback(_log_failure)
 
-    async def _leave(self, app_id: str, channels: set[str], user: SignedInUser | None) -> None:
+    async def _leave(
+        self, app_id: str, channels: Iterable[str], user: SignedInUser | None
+    ) -> None:
         hub = self.ctx.hub
         for channel in channels:
             await hub.unsubscribe(app_id, self, channel)

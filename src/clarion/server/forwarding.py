@@ -1,6 +1,7 @@
 """The client's address on a connection: a PROXY protocol header read before any HTTP
 byte, or a trusted proxy's forwarding headers on each request (a mixin of the
-connection class, placed before the HTTP layer so that it sees each request head first).
+connection class, placed before the HTTP layer; the HTTP layer hands it each request
+head, before anything else reads the head, when trusted proxies are configured).
 
 The rules themselves (which peers are trusted, which entry of X-Forwarded-For or
 Forwarded is the client, what a PROXY header says) are :mod:`clarion.protocol.proxy`;
@@ -98,18 +99,17 @@ class ForwardingLayer(HttpLayer):
             return
         super().check_http(now)
 
-    def on_headers_complete(self) -> None:
-        trusted = self.ctx.settings.trusted_proxies
-        if trusted:
-            headers = self._headers
-            x_forwarded = headers.get(b"x-forwarded-for")
-            forwarded = headers.get(b"forwarded")
-            address = proxy.client_address(
-                self._via,
-                proxy.networks(tuple(trusted)),
-                x_forwarded.decode("latin-1") if x_forwarded is not None else None,
-                forwarded.decode("latin-1") if forwarded is not None else None,
-            )
-            # Per request: a proxy's keep-alive connection carries many clients' requests.
-            self.peer = admission.readdress(self.ctx, self.peer, address)
-        super().on_headers_complete()
+    def _readdress_from_headers(self) -> None:
+        """A request head is complete and trusted proxies are configured (the HTTP layer
+        asks only then): its forwarding headers may name the client."""
+        headers = self._headers
+        x_forwarded = headers.get(b"x-forwarded-for")
+        forwarded = headers.get(b"forwarded")
+        address = proxy.client_address(
+            self._via,
+            proxy.networks(tuple(self.ctx.settings.trusted_proxies)),
+            x_forwarded.decode("latin-1") if x_forwarded is not None else None,
+            forwarded.decode("latin-1") if forwarded is not None else None,
+        )
+        # Per request: a proxy's keep-alive connection carries many clients' requests.
+        self.peer = admission.readdress(self.ctx, self.peer, address)

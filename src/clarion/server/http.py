@@ -108,6 +108,12 @@ _HEADER_FRAMING = len(b": \r\n")
 # across reads (and a new socket waiting for its first request).
 NO_HEAD, HEAD_BEGUN, HEAD_OPEN = 0, 1, 2
 
+# The request state of a socket between requests and after its upgrade: shared, and
+# never written (on_message_begin gives each request its own before the parser can
+# write one), so that an idle or upgraded connection holds no dict or list of its own.
+NO_HEADERS: dict[bytes, bytes] = {}
+NO_BODY: list[bytes] = []
+
 # The start of each response head, up to the Content-Length value, by (status, keep-alive).
 _HEADS: dict[tuple[int, bool], bytes] = {}
 
@@ -158,6 +164,7 @@ class HttpLayer:
         _closing: bool
 
         def _upgrade_requested(self, rest: bytes) -> None: ...
+        def _readdress_from_headers(self) -> None: ...
         def _abort_later(self) -> None: ...
         def _read_more(self) -> None: ...
     else:
@@ -261,6 +268,9 @@ class HttpLayer:
             self._headers[name] = value
 
     def on_headers_complete(self) -> None:
+        if self.ctx.settings.trusted_proxies:
+            # The forwarding layer's: the client's address, before anything uses it.
+            self._readdress_from_headers()
         self._in_head = NO_HEAD
         address = self._head_address
         if address is not None:
@@ -311,7 +321,7 @@ class HttpLayer:
     def _serve(self, request: Request) -> None:
         method, path, query, body, keep_alive = request
         ctx = self.ctx
-        if admission.over_address_limit(ctx, self.peer):
+        if ctx.settings.max_connections_per_ip and admission.over_address_limit(ctx, self.peer):
             message = "Too many connections from your address"
             self._http_reply(503, error_body(503, message), False)
             return

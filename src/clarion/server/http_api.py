@@ -28,7 +28,8 @@ from clarion.protocol.signing import parse_query, verify_request
 log = logging.getLogger("clarion.http_api")
 failures_log = OncePerInterval(log)
 Response = tuple[int, bytes]
-Endpoint = Callable[["App", list[str], dict[str, str], bytes], Awaitable[Response]]
+# An endpoint: an HttpApi method, called with the api (it is looked up once, unbound).
+Endpoint = Callable[["HttpApi", "App", list[str], dict[str, str], bytes], Awaitable[Response]]
 _encode = msgspec.json.encode
 EMPTY_OBJECT = b"{}"
 # GET /channels replies kept for reuse while the counts do not change (dashboards poll
@@ -69,52 +70,56 @@ class HttpApi:
         started = time.perf_counter()
         parts = raw_path.split("/")
         try:
-            response = await self._route(method, raw_path, parts, raw_query, body)
+            endpoint, answer = self._route(method, raw_path, parts, raw_query, body)
+            response = await answer
         except ApiError as exc:
+            endpoint = _endpoint_label(parts)
             response = exc.status, api.error_body(exc.status, exc.message)
         except BrokerUnavailable as exc:
+            endpoint = _endpoint_label(parts)
             message = f"Not delivered to the whole cluster: {exc}"
             response = 503, api.error_body(503, message)
         except Exception as exc:
+            endpoint = _endpoint_label(parts)
             # Once a minute per endpoint and exception type: a request that trips a bug
             # can be sent in a loop, and must not write a traceback each time.
             failures_log.log(
                 logging.ERROR,
-                f"{_endpoint_label(parts)}:{type(exc).__name__}",
+                f"{endpoint}:{type(exc).__name__}",
                 "HTTP API request failed: %s %s",
                 method,
                 raw_path,
                 exc_info=exc,
             )
             response = 500, api.error_body(500, "Internal server error")
-        endpoint = _endpoint_label(parts)
-        key = (endpoint, response[0])
+        status = response[0]
+        key = (endpoint, status)
         counts = metrics.http_requests
         counts[key] = counts.get(key, 0) + 1
-        if response[0] == 200 and endpoint in ("events", "batch_events"):
+        if status == 200 and endpoint in _PUBLISHES:
             metrics.publish_seconds.observe(time.perf_counter() - started)
         return response
 
     def _route(
         self, method: str, raw_path: str, parts: list[str], raw_query: str, body: bytes
-    ) -> Awaitable[Response]:
-        """The endpoint's coroutine for this request, checked and signed; a request refused
-        before any state is asked raises ApiError here. Not a coroutine itself: one frame
-        less on every publish."""
+    ) -> tuple[str, Awaitable[Response]]:
+        """The endpoint's label for the metrics and its coroutine for this request, checked
+        and signed; a request refused before any state is asked raises ApiError here. Not
+        a coroutine itself: one frame less on every publish."""
         # Paths are rarely percent-encoded: unquote only when there is something to decode.
         quoted = "%" in raw_path
         if parts[0] != "" or len(parts) < 2:
             raise ApiError(404, f"Not found: {raw_path}")
         if len(parts) == 2 and parts[1] in ("", "up"):
-            return _answer(200, b'{"ok":true}')
+            return "up", _answer(200, b'{"ok":true}')
         if len(parts) == 2 and parts[1] == "ready":
             ready = self.is_ready()
             notes = self.ready_notes()
             if notes:
-                return _answer(200 if ready else 503, _encode({"ready": ready, **notes}))
+                return "ready", _answer(200 if ready else 503, _encode({"ready": ready, **notes}))
             if ready:
-                return _answer(200, b'{"ready":true}')
-            return _answer(503, b'{"ready":false}')
+                return "ready", _answer(200, b'{"ready":true}')
+            return "ready", _answer(503, b'{"ready":false}')
         if parts[1] == "apps" and len(parts) >= 4:
             app_id = unquote(parts[2]) if quoted else parts[2]
             app = self.registry.by_id(app_id)
@@ -132,24 +137,27 @@ class HttpApi:
         else:
             raise ApiError(404, f"Not found: {raw_path}")
 
-        endpoint, wanted = self._endpoint(rest)
+        route = _ENDPOINTS.get((rest[0], len(rest)))
+        if route is None or (route[2] is not None and rest[-1] != route[2]):
+            raise ApiError(404, "Not found: /" + "/".join(rest))
+        endpoint, wanted, _, run = route
         if method != wanted:
             raise ApiError(405, f"Method {method} not allowed here; use {wanted}")
         params = parse_query(raw_query)
         verify_request(method, raw_path, params, body, app.credentials, self.clock())
-        if not app.enabled:
+        if not app.config.enabled:
             raise ApiError(403, f"App {app.id} is disabled")
         if quoted:
             rest = [unquote(p) for p in rest]
         read_limit = app.config.max_read_requests_per_second
         if method == "GET" and read_limit is not None:
-            return self._read_limited(read_limit, endpoint, app, rest, params, body)
-        return endpoint(app, rest, params, body)
+            return endpoint, self._read_limited(read_limit, run, app, rest, params, body)
+        return endpoint, run(self, app, rest, params, body)
 
     async def _read_limited(
         self,
         limit: int,
-        endpoint: Endpoint,
+        run: Endpoint,
         app: App,
         rest: list[str],
         params: dict[str, str],
@@ -157,25 +165,7 @@ class HttpApi:
     ) -> Response:
         if not await self.limiter.consume(f"read:{app.id}", 1, limit):
             raise ApiError(429, f"Too many read requests: the limit is {limit} per second")
-        return await endpoint(app, rest, params, body)
-
-    def _endpoint(self, rest: list[str]) -> tuple[Endpoint, str]:
-        match rest:
-            case ["events"]:
-                return self.events, "POST"
-            case ["batch_events"]:
-                return self.batch_events, "POST"
-            case ["channels"]:
-                return self.channels, "GET"
-            case ["channels", _]:
-                return self.channel, "GET"
-            case ["channels", _, "users"]:
-                return self.users, "GET"
-            case ["users", _, "terminate_connections"]:
-                return self.terminate_connections, "POST"
-            case ["webhooks", "status"]:
-                return self.webhooks_status, "GET"
-        raise ApiError(404, "Not found: /" + "/".join(rest))
+        return await run(self, app, rest, params, body)
 
     # --- endpoints ------------------------------------------------------------------
 
@@ -308,6 +298,26 @@ class HttpApi:
 async def _answer(status: int, body: bytes) -> Response:
     return status, body
 
+
+# The endpoints by (first path segment after the app, number of segments): the name (also
+# the method's and the metrics label), the HTTP method, the last segment the path must
+# end with (None: any), and the method.
+_ENDPOINTS: dict[tuple[str, int], tuple[str, str, str | None, Endpoint]] = {
+    ("events", 1): ("events", "POST", None, HttpApi.events),
+    ("batch_events", 1): ("batch_events", "POST", None, HttpApi.batch_events),
+    ("channels", 1): ("channels", "GET", None, HttpApi.channels),
+    ("channels", 2): ("channel", "GET", None, HttpApi.channel),
+    ("channels", 3): ("users", "GET", "users", HttpApi.users),
+    ("users", 3): (
+        "terminate_connections",
+        "POST",
+        "terminate_connections",
+        HttpApi.terminate_connections,
+    ),
+    ("webhooks", 2): ("webhooks_status", "GET", "status", HttpApi.webhooks_status),
+}
+# The endpoints whose answer time is clarion_publish_seconds.
+_PUBLISHES = frozenset({"events", "batch_events"})
 
 _LABELS = {
     ("", 2): "up",
