@@ -204,6 +204,7 @@ def test_a_subscriber_whose_transport_raises_is_removed_from_the_channel() -> No
 
         hub.deliver(APP, "presence-room", messages.event("e", "presence-room", '"x"'), None)
         await hub.settle()
+        hub.outbox.flush()  # the member_removed the removal queued
 
         # Its leave was done for it: ben is gone for the cluster, and the others heard.
         assert await hub.state.presence_members(APP, "presence-room") == {"ann": {}}
