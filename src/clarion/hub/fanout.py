@@ -8,6 +8,11 @@ bytes object when there are several). Under load several publishes land in one t
 subscriber then costs one system call for all of them instead of one per frame: the
 write, not the Python around it, is what a fan-out spends its time on.
 
+A quiet server (the last turn that had a fan-out had only one) writes a turn's first
+fan-out at once, one write per subscriber, as before coalescing: queueing a lone frame
+would only add the list and the flush. From a turn's second fan-out on, and for every
+fan-out of a turn that follows a busy one, frames are queued.
+
 Order. A connection's frames leave in the order they were queued, exactly once, across
 channels: they are in one list per connection. A frame of the connection's own (a pong,
 a subscription_succeeded, an error) goes through :meth:`Outbox.send`, which writes the
@@ -111,7 +116,7 @@ Flush = Callable[[Pending], list[Subscriber] | None]
 class Outbox:
     """The frames queued this turn of the loop, per connection, and their flush."""
 
-    __slots__ = ("_failed", "_flush", "_loop", "_pending", "_queue", "native")
+    __slots__ = ("_failed", "_flush", "_loop", "_pending", "_queue", "_quiet", "_turn", "native")
 
     def __init__(self, failed: Failed | None = None, native: bool | None = None) -> None:
         """``failed`` is told of a subscriber whose write raised. ``native``: use the
@@ -125,12 +130,23 @@ class Outbox:
         self._failed = failed
         # The loop a flush is scheduled on (None: none is).
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Fan-outs in this turn so far, and whether the last turn that had any had only
+        # one (quiet: this turn's first fan-out is written at once, see write_to_all).
+        self._turn = 0
+        self._quiet = True
 
     def write_to_all(
         self, subscribers: dict[Subscriber, Writer], frame: bytes, exclude: str | None
     ) -> int:
         """Queue ``frame`` for every subscriber except socket ``exclude`` (written at the
-        end of this turn); return how many will get it."""
+        end of this turn); return how many will get it.
+
+        When the last turn with a fan-out had only one (a quiet server: a frame now and
+        then), the first fan-out of a turn is written at once instead, one write per
+        subscriber as before coalescing: queueing it would only add the list and the
+        flush. Nothing is queued before it in this turn, so the order holds; a second
+        fan-out in the same turn is queued, and the turn counts as busy.
+        """
         if self._loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -138,6 +154,11 @@ class Outbox:
                 return write_to_all(subscribers, frame, exclude, self._failed)
             loop.call_soon(self.flush)
             self._loop = loop
+            self._turn = 1
+            if self._quiet:
+                return write_to_all(subscribers, frame, exclude, self._failed)
+        else:
+            self._turn += 1
         return self._queue(self._pending, subscribers, frame, exclude)
 
     def send(self, sub: Subscriber, data: bytes) -> None:
@@ -157,6 +178,7 @@ class Outbox:
     def flush(self) -> None:
         """Write every queued frame: one write per connection."""
         self._loop = None
+        self._quiet = self._turn <= 1
         pending = self._pending
         if not pending:
             return

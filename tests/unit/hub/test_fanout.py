@@ -121,12 +121,21 @@ def stream_of(sub: FakeSubscriber) -> bytes:
     return b"".join(sub.transport.written)
 
 
+async def busy(outbox: Outbox) -> None:
+    """A turn with two fan-outs (to nobody): the outbox then queues every fan-out of the
+    next turn, the first one too."""
+    outbox.write_to_all({}, FRAME, None)
+    outbox.write_to_all({}, FRAME, None)
+    await asyncio.sleep(0)
+
+
 @pytest.mark.parametrize("native", NATIVE)
 def test_frames_of_one_turn_leave_as_one_write_in_publish_order_across_channels(
     native: bool,
 ) -> None:
     async def main() -> None:
         outbox = Outbox(native=native)
+        await busy(outbox)
         a, b, c = FakeSubscriber("1.1"), FakeSubscriber("1.2"), FakeSubscriber("1.3")
         news, chat = table(a, b), table(b, c)
         frames = [frame_of(str(n)) for n in range(6)]
@@ -158,6 +167,7 @@ def test_a_connections_own_frame_follows_the_fan_out_frames_queued_before_it(
 ) -> None:
     async def main() -> None:
         outbox = Outbox(native=native)
+        await busy(outbox)
         sub, other = FakeSubscriber("1.1"), FakeSubscriber("1.2")
         subs = table(sub, other)
         first, second, pong = frame_of("1"), frame_of("2"), frame_of("pong")
@@ -182,6 +192,7 @@ def test_a_write_that_raises_at_the_flush_is_reported_and_the_others_are_written
     async def main() -> None:
         failed: list[FakeSubscriber] = []
         outbox = Outbox(failed.append, native=native)
+        await busy(outbox)
         before, after = FakeSubscriber("1.1"), FakeSubscriber("1.3")
         broken = FakeSubscriber("1.2", BrokenTransport())
         subs = table(before, broken, after)
@@ -191,6 +202,35 @@ def test_a_write_that_raises_at_the_flush_is_reported_and_the_others_are_written
         assert failed == [broken]
         assert before.transport.written == [FRAME + FRAME]
         assert after.transport.written == [FRAME + FRAME]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("native", NATIVE)
+def test_a_quiet_outbox_writes_a_turns_first_fan_out_at_once_and_queues_the_next(
+    native: bool,
+) -> None:
+    async def main() -> None:
+        outbox = Outbox(native=native)
+        sub = FakeSubscriber("1.1")
+        subs = table(sub)
+        first, second, third, pong = (frame_of(t) for t in ("1", "2", "3", "pong"))
+        outbox.write_to_all(subs, first, None)  # a quiet start: written at once
+        assert sub.transport.written == [first]
+        outbox.write_to_all(subs, second, None)  # the turn's second: queued
+        outbox.send(sub, pong)
+        outbox.write_to_all(subs, third, None)
+        assert sub.transport.written == [first, second + pong]
+        await asyncio.sleep(0)
+        assert split_frames(stream_of(sub)) == [first, second, pong, third]
+        # That turn was busy: the next one queues its first fan-out too.
+        outbox.write_to_all(subs, first, None)
+        assert outbox.queued(sub) == 1
+        await asyncio.sleep(0)
+        # And a turn with one fan-out makes the outbox quiet again.
+        outbox.write_to_all(subs, second, None)
+        assert outbox.queued(sub) == 0
+        assert split_frames(stream_of(sub)) == [first, second, pong, third, first, second]
 
     asyncio.run(main())
 
@@ -228,7 +268,9 @@ def test_python_and_native_queue_and_flush_alike(native: bool) -> None:
     asyncio.run(main())
     for sub in subs:
         assert split_frames(stream_of(sub)) == expected[sub]
-        assert len(sub.transport.written) <= 30  # at most one write per turn
+        # At most one write per turn, two in a turn that followed a quiet one (its first
+        # fan-out written at once).
+        assert len(sub.transport.written) <= 2 * 30
 
 
 # --- real sockets: partial writes, and a slow subscriber among fast ones ---------------
@@ -281,6 +323,7 @@ async def read_until(sock: socket.socket, size: int, received: bytearray) -> Non
 def test_partial_writes_keep_publish_order_exactly_once(native: bool) -> None:
     async def main() -> None:
         outbox = Outbox(native=native)
+        await busy(outbox)
         sub, peer = await socket_pair("1.1", limit=1 << 22)
         subs: dict[Any, Writer] = {sub: sub.transport.write}
         frames = [frame_of(f"{n}:" + "y" * (n * 37 % 3000)) for n in range(400)]
@@ -304,6 +347,7 @@ def test_partial_writes_keep_publish_order_exactly_once(native: bool) -> None:
 def test_a_slow_subscriber_is_cut_off_and_the_fast_ones_get_everything(native: bool) -> None:
     async def main() -> None:
         outbox = Outbox(native=native)
+        await busy(outbox)
         limit = 64 * 1024
         slow, slow_peer = await socket_pair("1.0", limit)
         fast = [await socket_pair(f"1.{n}", limit) for n in range(1, 6)]
