@@ -194,6 +194,10 @@ static struct PyModuleDef speedups_module = {
     "The native accelerator of clarion.hub.fanout (see clarion.speedups).",
     -1,
     speedups_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC
