@@ -114,8 +114,11 @@ async def run(opts: argparse.Namespace) -> None:
 
     for per_turn in opts.per_turn:
         results: dict[str, list[float]] = {name: [] for name in ("main", *outboxes)}
-        for _ in range(opts.rounds):
-            for name in results:
+        names = list(results)
+        for round_ in range(opts.rounds):
+            # The order rotates from round to round: the first of a round measured faster.
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
                 results[name].append(await measure(name, per_turn))
         base = statistics.median(results["main"])
         row = ", ".join(

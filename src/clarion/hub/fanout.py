@@ -171,7 +171,7 @@ class Outbox:
             sub.transport.write(b"".join(frames))
 
     def queued(self, sub: Subscriber) -> int:
-        """How many frames wait for ``sub`` (for tests and the admin console)."""
+        """How many frames wait for ``sub`` (tests read it)."""
         frames = self._pending.get(sub)
         return 0 if frames is None else len(frames)
 
@@ -196,25 +196,64 @@ def write_to_all(
     failed: Failed | None = None,
 ) -> int:
     """Write ``frame`` at once to every subscriber except socket ``exclude``; return how
-    many got it (the hub driven outside an event loop).
+    many got it (a quiet turn's first fan-out, or the hub driven outside an event loop).
 
-    ``subscribers`` maps each subscriber to its transport's bound ``write``. A subscriber
-    whose write raises is skipped and passed to ``failed`` once the loop is over; the
-    others get the frame all the same.
+    ``subscribers`` maps each subscriber to its transport's bound ``write``, so the loop
+    is one call per subscriber and nothing else. A subscriber whose write raises is
+    skipped and passed to ``failed`` once the loop is over; the others get the frame all
+    the same. The common case pays nothing for this: the loop is guarded once, not per
+    subscriber, and resumed after the one that failed.
     """
+    write: Writer | None = None
+    if exclude is None:
+        try:
+            for write in subscribers.values():
+                write(frame)
+        except Exception:
+            # ``write`` is the one that raised: go on after it.
+            return _resume(subscribers, frame, exclude, write, failed)
+        return len(subscribers)
     count = 0
-    broken: list[Subscriber] = []
+    try:
+        for sub, write in subscribers.items():
+            if sub.socket_id != exclude:
+                write(frame)
+                count += 1
+    except Exception:
+        return _resume(subscribers, frame, exclude, write, failed)
+    return count
+
+
+def _resume(
+    subscribers: Mapping[Subscriber, Writer],
+    frame: bytes,
+    exclude: str | None,
+    broken: Writer | None,
+    failed: Failed | None,
+) -> int:
+    """The rest of a fan-out whose write ``broken`` raised: the subscribers before it got
+    the frame, those after it get it now, one guarded write each."""
+    count = 0
+    before = True
+    gone: list[Subscriber] = []
     for sub, write in subscribers.items():
-        if exclude is not None and sub.socket_id == exclude:
+        if before:
+            if write is broken:
+                before = False
+                gone.append(sub)
+            elif sub.socket_id != exclude:
+                count += 1
+            continue
+        if sub.socket_id == exclude:
             continue
         try:
             write(frame)
         except Exception:
-            broken.append(sub)
+            gone.append(sub)
             continue
         count += 1
     if failed is not None:
         # After the loop: ``failed`` may remove the subscriber from ``subscribers``.
-        for sub in broken:
+        for sub in gone:
             failed(sub)
     return count
