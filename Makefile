@@ -1,5 +1,6 @@
 # Two commands: `make run` (set up, start the server with the embedded default) and
-# `make test` (set up, lint, type-check, run every test). The virtualenv gets the exact
+# `make test` (set up, lint, type-check, run every test, and the fan-out suites again
+# with the pure-Python fallback). The virtualenv gets the exact
 # versions of requirements-dev.lock (hash-checked); `make lock` compiles the lock files
 # again from pyproject.toml's ranges (commit both files).
 PYTHON ?= python3
@@ -13,7 +14,7 @@ CHATSTAMP := $(CHAT)/node_modules/.installed
 
 .PHONY: run chat test lint unit setup bench clean lock
 
-$(STAMP): pyproject.toml requirements-dev.lock
+$(STAMP): pyproject.toml setup.py src/clarion/_speedups.c requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Clarion needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
@@ -44,8 +45,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check
 	$(BIN)/mypy
 
+# `make test` runs every test with the native accelerator (built by setup), then the suites
+# that drive fan-out again with the pure-Python fallback forced (CLARION_NO_EXTENSIONS=1).
+# FALLBACK_TESTS=tests runs the whole suite both ways; FALLBACK_TESTS= skips the second pass.
+FALLBACK_TESTS ?= tests/unit/hub tests/lowlevel tests/integration tests/hostile/test_flood.py
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+ifneq ($(strip $(FALLBACK_TESTS)),)
+	CLARION_NO_EXTENSIONS=1 $(BIN)/pytest $(PYTEST_ARGS) $(FALLBACK_TESTS)
+endif
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)

@@ -113,6 +113,31 @@ def test_wheel_and_sdist_carry_the_version_license_and_ranges(installed: Install
             if "/" in name
         }
     assert {"LICENSE", "README.md", "pyproject.toml", "src/clarion/__init__.py"} <= members
+    # The accelerator's source, so that an install from the sdist builds it.
+    assert {"setup.py", "src/clarion/_speedups.c", "src/clarion/_speedups.pyi"} <= members
+    # Built with this machine's C compiler: the wheel holds it and the install loads it.
+    assert any(re.fullmatch(r"clarion/_speedups\..*\.so", name) for name in names)
+    assert "clarion/_speedups.pyi" in names
+    loaded = _run(installed.python, "-c", "from clarion import _speedups; print(_speedups.queue)")
+    assert loaded.returncode == 0, loaded.stderr
+
+
+def test_without_a_c_compiler_the_build_goes_on_with_one_line_and_no_extension(
+    tmp_path: Path,
+) -> None:
+    """No index needed: setup.py's build_ext alone, with a compiler that is not there."""
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "LDSHARED": str(tmp_path / "no-ld")}
+    env.pop("CLARION_NO_EXTENSIONS", None)
+    built = subprocess.run(
+        [sys.executable, "setup.py", "--quiet", "build_ext",
+         "--build-lib", str(tmp_path / "lib"), "--build-temp", str(tmp_path / "temp")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    said = [line for line in built.stderr.splitlines() if line.startswith("clarion:")]
+    assert len(said) == 1, built.stderr
+    assert "the pure-Python fallback will be used" in said[0]
+    assert not list(tmp_path.rglob("_speedups*.so"))
 
 
 def test_installed_without_extras_clarion_serves(installed: Installed, tmp_path: Path) -> None:

@@ -44,11 +44,30 @@ class FakeSubscriber:
 
     @property
     def frames(self) -> list[dict[str, Any]]:
-        """What this subscriber was sent, decoded."""
-        return [decode_frame(frame) for frame in self.transport.written]
+        """What this subscriber was sent, decoded (a write may hold several frames: the
+        hub's outbox writes a connection's frames of one loop turn at once)."""
+        return [decode_frame(frame) for frame in split_frames(b"".join(self.transport.written))]
 
     def __repr__(self) -> str:
         return f"FakeSubscriber({self.socket_id!r})"
+
+
+def split_frames(stream: bytes) -> list[bytes]:
+    """The unmasked server frames a byte stream is made of, each as its own bytes."""
+    frames = []
+    at = 0
+    while at < len(stream):
+        length = stream[at + 1] & 0x7F
+        if length == 126:
+            start, length = at + 4, int.from_bytes(stream[at + 2 : at + 4], "big")
+        elif length == 127:
+            start, length = at + 10, int.from_bytes(stream[at + 2 : at + 10], "big")
+        else:
+            start = at + 2
+        assert start + length <= len(stream), "a frame cut short"
+        frames.append(stream[at : start + length])
+        at = start + length
+    return frames
 
 
 def decode_frame(frame: bytes) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from clarion.cluster.interfaces import (
     Reaped,
 )
 from clarion.config import AppConfig
-from clarion.hub.fanout import Subscriber, Writer, write_to_all
+from clarion.hub.fanout import Outbox, Subscriber, Writer
 from clarion.hub.presence import JoinBuffer, unversioned, versioned
 from clarion.hub.users import Users
 from clarion.protocol import messages, names
@@ -141,11 +141,10 @@ class Hub:
         # console watches.
         self.taps = tap.Taps()
         self._apps: dict[str, AppChannels] = {}
-        # Subscribers whose transport raised during a fan-out (filled by write_to_all
-        # through the bound append, so a healthy fan-out allocates nothing), and the
-        # removals scheduled for them.
-        self._failed: list[Subscriber] = []
-        self._note_failed = self._failed.append
+        # Every frame to a subscriber goes through the outbox: a fan-out's are written at
+        # the end of the loop's turn, one write per connection (clarion.hub.fanout).
+        self.outbox = Outbox(self._write_failed)
+        # The removals scheduled for subscribers whose transport raised in a fan-out.
         self._evicting: set[tuple[str, str, Subscriber]] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         broker.bind(self.deliver)
@@ -244,49 +243,55 @@ class Hub:
             if version is not None and channel in app.listed:
                 listed = app.listed[channel]
                 subscribers = {s: w for s, w in subscribers.items() if listed.get(s, 0) < version}
-            count = write_to_all(subscribers, frame, exclude, self._note_failed)
+            count = self.outbox.write_to_all(subscribers, frame, exclude)
             app.sent.inc(count)
             app.bytes_sent.inc(count * len(frame))
             metrics.fanout_size.observe(count)
-            if self._failed:
-                self._evict(app_id, channel)
         elif channel.startswith("#") and ":" in channel:
             self._deliver_internal(app, channel, frame)
 
-    def _evict(self, app_id: str, channel: str) -> None:
-        """Remove the subscribers of ``channel`` whose transport raised in a fan-out.
+    def _write_failed(self, sub: Subscriber) -> None:
+        """A write of the outbox to ``sub`` raised: remove it from this node's channels.
 
-        Mostly a socket already gone whose leave has not reached this channel yet (it
-        then completes it, or finds it done); a transport that raised while open is
-        closed, as it can no longer be written to. In a task of its own: it must not
-        change the table the fan-out iterates, and a clustered state's calls need a
-        task of their own (their timeouts attach to the current one).
+        Mostly a socket already gone whose leave has not reached every channel yet (the
+        removal then completes it, or finds it done); a transport that raised while open
+        is closed, as it can no longer be written to. Rare, so the channels are looked
+        up here rather than remembered with every queued frame.
         """
-        failed = self._failed[:]
-        self._failed.clear()  # in place: write_to_all holds its append
-        for sub in failed:
-            key = (app_id, channel, sub)
-            if key in self._evicting:
-                continue
-            self._evicting.add(key)
-            try:
-                closing = sub.transport.is_closing()
-            except Exception:
-                closing = True
-            if closing:
-                log.debug("socket %s skipped in %s: its transport is gone", sub.socket_id, channel)
-            else:
-                log.warning("a write to socket %s failed: closing it", sub.socket_id)
-                with contextlib.suppress(Exception):
-                    sub.disconnect(4200, "Server could not write to the connection")
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # the hub driven by hand, outside a loop: nothing waits
-                _run_now(self._evicted(key))
-                continue
-            task = loop.create_task(self._evicted(key))
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+        keys = [
+            (app_id, channel, sub)
+            for app_id, app in self._apps.items()
+            for channel, subscribers in app.channels.items()
+            if sub in subscribers and (app_id, channel, sub) not in self._evicting
+        ]
+        if not keys:
+            return
+        try:
+            closing = sub.transport.is_closing()
+        except Exception:
+            closing = True
+        if closing:
+            log.debug("socket %s skipped: its transport is gone", sub.socket_id)
+        else:
+            log.warning("a write to socket %s failed: closing it", sub.socket_id)
+            with contextlib.suppress(Exception):
+                sub.disconnect(4200, "Server could not write to the connection")
+        for key in keys:
+            self._evict(key)
+
+    def _evict(self, key: tuple[str, str, Subscriber]) -> None:
+        """Remove a subscriber from a channel, in a task of its own: it must not change
+        the table a fan-out iterates, and a clustered state's calls need a task of their
+        own (their timeouts attach to the current one)."""
+        self._evicting.add(key)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the hub driven by hand, outside a loop: nothing waits
+            _run_now(self._evicted(key))
+            return
+        task = loop.create_task(self._evicted(key))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def _evicted(self, key: tuple[str, str, Subscriber]) -> None:
         try:
@@ -297,7 +302,9 @@ class Hub:
 
     async def settle(self) -> None:
         """Wait (a bounded time) for the removals scheduled by fan-out: a shutdown calls
-        this before it flushes the webhooks their leaves cause."""
+        this before it flushes the webhooks their leaves cause. The frames the outbox
+        holds are written first (a failed write schedules such a removal)."""
+        self.outbox.flush()
         if self._cleanups:
             await asyncio.wait(list(self._cleanups), timeout=5.0)
 
@@ -306,7 +313,7 @@ class Hub:
             for watcher in app.users.watchers(channel[len(WATCH_PREFIX) :]):
                 # A watcher already gone misses nothing; the others must not miss it.
                 with contextlib.suppress(Exception):
-                    watcher.transport.write(frame)
+                    self.outbox.send(watcher, frame)
         elif channel.startswith(TERMINATE_PREFIX) and frame == TERMINATE:
             for sub in app.users.sockets(channel[len(TERMINATE_PREFIX) :]):
                 try:

@@ -361,11 +361,11 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         try:
             message = messages.parse_client_frame(text)
         except BadMessage as exc:
-            self.transport.write(messages.error(None, str(exc)))
+            self.send(messages.error(None, str(exc)))
             return
         except Exception as exc:  # nothing from the client escapes a handler
             self._input_failed(exc, "parse")
-            self.transport.write(messages.error(None, "Invalid message"))
+            self.send(messages.error(None, "Invalid message"))
             return
         if message.event == "pusher:ping":
             self._pong()
@@ -393,7 +393,7 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
 
     def _cannot_handle(self) -> None:
         if not self._closing:
-            self.transport.write(CANNOT_HANDLE)
+            self.send(CANNOT_HANDLE)
 
     def _pong(self) -> None:
         """The session's answer to a ping (PONG), sent at once, even behind messages
@@ -403,12 +403,12 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         due = (due if due > now else now) + _PONG_SPACING
         if due - now < _PONG_WINDOW:
             self._pong_due = due
-            self.transport.write(PONG.frame)
+            self.send(PONG.frame)
 
     def _carry_out(self, decision: Decision | None) -> None:
         """Do what the session decided about a message."""
         if isinstance(decision, Reply):
-            self.transport.write(decision.frame)
+            self.send(decision.frame)
             taps.reply_sent(self.ctx.hub.taps, self.app, self.socket_id, decision.frame)
             return
         if isinstance(decision, ClientEvent):
@@ -463,7 +463,7 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         try:
             joined = await hub.subscribe(app.id, self, join.channel, member)
         except PresenceFull:
-            self.transport.write(self.presence_full(join.channel, hub.presence_limit(app.id)))
+            self.send(self.presence_full(join.channel, hub.presence_limit(app.id)))
             return
         if self._closing:
             # The socket went while the cluster state answered: undo the join.
@@ -471,7 +471,7 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
                 await hub.unsubscribe(app.id, self, join.channel)
             return
         for frame in self.subscribed(join, joined):
-            self.transport.write(frame)
+            self.send(frame)
 
     async def _sign_in(self, signin: SignIn) -> None:
         app = self.app
@@ -486,7 +486,7 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
             await hub.sign_out(app.id, self, signin.user.id)
             return
         for frame in self.signed_in(signin, watchlist_frame):
-            self.transport.write(frame)
+            self.send(frame)
 
     def _forward(self, event: ClientEvent) -> None:
         app = self.app
@@ -496,7 +496,7 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         user_id = hub.presence_user_of(app.id, self, channel) if event.presence else None
         frame = self.client_event_frame(event, user_id)
         if isinstance(frame, Reply):
-            self.transport.write(frame.frame)
+            self.send(frame.frame)
             return
         hub.client_event(app.id, self, channel, frame, event.event, event.data, user_id)
 
@@ -551,7 +551,7 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         if self._closing:
             return
         taps.closed_with_error(self.ctx.hub.taps, self.app, self.socket_id, int(code), message)
-        self.transport.write(messages.error(int(code), message))
+        self.send(messages.error(int(code), message))
         self.close(int(code), message)
 
     def check_activity(self, now: float, pong_timeout: float) -> None:
@@ -562,6 +562,6 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         if decision is None:
             return
         if isinstance(decision, Reply):
-            self.transport.write(decision.frame)
+            self.send(decision.frame)
         else:
             self.close_with_error(decision.code, decision.message)

@@ -104,6 +104,7 @@ class WebSocketLayer:
         def _on_text(self, payload: bytes) -> None: ...
         def close(self, code: int, reason: str) -> None: ...
         def close_with_error(self, code: int, message: str) -> None: ...
+        def disconnect(self, code: int, message: str) -> None: ...
         def _stop_reading(self) -> None: ...
     else:
         # Slots of its own would clash with the session's (only one base of a class may
@@ -207,13 +208,19 @@ class WebSocketLayer:
         self.close_with_error(int(CloseCode.OVER_CAPACITY), "Too many messages; slow down")
         self._stop_reading()
 
+    def send(self, data: bytes) -> None:
+        """Write bytes of this connection's own (a reply, a pong, a close frame): after
+        the fan-out frames the hub's outbox holds for it this turn, so that everything
+        reaches the socket in the order it was decided (clarion.hub.fanout)."""
+        self.ctx.hub.outbox.send(self, data)
+
     def _flush_ws(self) -> None:
         ws = self.ws
         if ws is None:
             return
         for chunk in ws.data_to_send():
             if chunk:
-                self.transport.write(chunk)
+                self.send(chunk)
             else:
                 # The parser is done (close handshake finished or protocol error).
                 self._closing = True
@@ -229,7 +236,7 @@ class WebSocketLayer:
             ws.send_close(code, reason[:120])
             for chunk in ws.data_to_send():
                 if chunk:
-                    self.transport.write(chunk)
+                    self.send(chunk)
 
     def _close_reason(self) -> str:
         """The close code for metrics: ours if we closed, else the client's, else abnormal."""
