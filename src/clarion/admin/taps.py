@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from clarion.protocol.errors import ConnectRefused
+from clarion.protocol.handshake import ORIGIN_NOT_ALLOWED
 
 # The row types, spelled as the console shows them.
 CONNECTION = "Connection"
@@ -59,6 +60,10 @@ WATCHER_BYTES = 1 << 20
 MAX_ERROR_GROUPS = 50
 # Webhook deliveries remembered per app.
 MAX_DELIVERIES = 20
+# The Errors part's group of connections refused by an app's allowed_origins, and how
+# much of the (client-chosen) origin it shows.
+REFUSED_ORIGIN = "Refused origin"
+MAX_ORIGIN = 100
 
 _encode = msgspec.json.encode
 
@@ -239,13 +244,23 @@ def closed_with_error(taps: Taps, app: Any, socket_id: str | None, code: int, me
 
 
 def connection_refused(
-    taps: Taps, by_key: Callable[[str], Any], path: str, refused: ConnectRefused
+    taps: Taps,
+    by_key: Callable[[str], Any],
+    path: str,
+    refused: ConnectRefused,
+    origin: str | None = None,
 ) -> None:
     """A WebSocket was refused at the handshake (over quota, disabled app, too many from
-    one address): an error of the app its key names, if it names one."""
+    one address, an Origin the app's ``allowed_origins`` does not allow): an error of the
+    app its key names, if it names one. A refused origin is grouped by the origin (cut
+    short: the client chose it), which is what an operator fixing allowed_origins needs."""
     app = by_key(path.rsplit("/", 1)[-1])
     if app is not None:
         code = int(refused.code)
+        if refused.message == ORIGIN_NOT_ALLOWED:
+            shown = (origin or "")[:MAX_ORIGIN]
+            taps.error(app.id, REFUSED_ORIGIN, f"{code}: {refused.message}: {shown}")
+            return
         kind = "Refused connection" if code == 4100 else _error_kind(code)
         taps.error(app.id, kind, f"{code}: {refused.message}")
 

@@ -11,6 +11,8 @@ import pytest
 from clarion.admin import taps
 from clarion.admin.taps import MAX_DETAILS, Taps, Watcher
 from clarion.protocol import messages
+from clarion.protocol.errors import CloseCode, ConnectRefused
+from clarion.protocol.handshake import ORIGIN_NOT_ALLOWED
 
 
 class Unencodable:
@@ -112,3 +114,17 @@ def test_webhook_attempts_are_kept_and_failures_are_errors() -> None:
     assert t.error_groups("1")[0].kind == "Webhook failure"
     types = [json.loads(r)["type"] for r in watcher.take()[0]]
     assert types == ["Error", "Webhook", "Webhook"]
+
+def test_refused_origins_are_grouped_by_origin_under_their_own_kind() -> None:
+    t = Taps()
+    app = SimpleNamespace(id="1")
+    refused = ConnectRefused(CloseCode.UNAUTHORIZED, ORIGIN_NOT_ALLOWED)
+    for origin in ("https://evil.example", "https://evil.example", "https://x" + "y" * 500):
+        taps.connection_refused(t, lambda key: app, "/app/key", refused, origin)
+    taps.connection_refused(t, lambda key: None, "/app/nokey", refused, "https://a.example")
+    groups = {(g.kind, g.message): g.count for g in t.error_groups("1")}
+    assert groups[("Refused origin", "4009: Origin not allowed: https://evil.example")] == 2
+    long = next(message for kind, message in groups if "xyy" in message)
+    assert len(long) < taps.MAX_ORIGIN + 40
+    assert len(groups) == 2
+
