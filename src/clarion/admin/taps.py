@@ -6,6 +6,12 @@ empty while no console is open), so nothing is formatted unless a console watche
 app. Each watcher has a queue bounded in bytes: a console that cannot keep up loses
 rows (counted and shown), the data plane never waits for it.
 
+In a cluster a console sees every node's rows: while the broker says another node
+watches an app (:meth:`Taps.watched_elsewhere`), the app is a key of ``apps`` here too
+(with no local watcher), and each row is formatted once and handed to ``relay`` as
+well; rows of the other nodes come back through :meth:`Taps.receive`. Each row names
+its node.
+
 Rows never carry signatures, secrets or auth tokens: callers pass what a row shows
 (socket id, channel, event, user id, payload) and nothing else.
 """
@@ -127,8 +133,12 @@ class Taps:
 
     def __init__(self, node: str = "") -> None:
         self.node = node
-        # Only apps with at least one watcher are keys: the data plane's one check.
+        # Only apps watched here (the list: this node's watchers) or on another node
+        # (see _elsewhere) are keys: the data plane's one check.
         self.apps: dict[str, list[Watcher]] = {}
+        # Apps a console on another node watches, and where their rows go (the broker).
+        self._elsewhere: set[str] = set()
+        self.relay: Callable[[str, bytes], None] | None = None
         self.errors: dict[str, OrderedDict[tuple[str, str], ErrorGroup]] = {}
         self.deliveries: dict[str, deque[Delivery]] = {}
 
@@ -143,8 +153,23 @@ class Taps:
             return
         if watcher in watchers:
             watchers.remove(watcher)
-        if not watchers:
+        if not watchers and app_id not in self._elsewhere:
             del self.apps[app_id]
+
+    def watched_elsewhere(self, app_id: str, watched: bool) -> None:
+        """Whether a console on another node watches ``app_id`` (told by the broker)."""
+        if watched:
+            self._elsewhere.add(app_id)
+            self.apps.setdefault(app_id, [])
+        else:
+            self._elsewhere.discard(app_id)
+            if not self.apps.get(app_id, True):
+                del self.apps[app_id]
+
+    def receive(self, app_id: str, row: bytes) -> None:
+        """A row of another node, for this node's watchers of ``app_id``."""
+        for watcher in self.apps.get(app_id, ()):
+            watcher.put(row)
 
     def emit(
         self,
@@ -155,9 +180,10 @@ class Taps:
         event: str | None = None,
         details: Any = None,
     ) -> None:
-        """Send a row to the app's watchers (nothing happens when there are none)."""
+        """Send a row to the app's watchers, here and on the other nodes (nothing
+        happens when there are none)."""
         watchers = self.apps.get(app_id)
-        if not watchers:
+        if watchers is None:
             return
         row = _encode(
             {
@@ -172,6 +198,8 @@ class Taps:
         )
         for watcher in watchers:
             watcher.put(row)
+        if app_id in self._elsewhere and self.relay is not None:
+            self.relay(app_id, row)
 
     def error(self, app_id: str, kind: str, message: str, socket_id: str | None = None) -> None:
         """Remember an error of ``app_id`` (grouped by kind and message) and log it."""

@@ -72,7 +72,14 @@ function renderOverview(data) {
     el("td", { class: "num" }, app.channels),
     el("td", { class: "num" }, app.messages_per_second.toFixed(1)))));
   document.querySelector("#nodes-table tbody").replaceChildren(...data.nodes.map(n =>
-    el("tr", {}, el("td", {}, n.name), el("td", { class: "num" }, n.connections))));
+    el("tr", {},
+      el("td", {}, n.name, n.this ? el("span", { class: "this-node" }, " (this node)") : ""),
+      el("td", { class: "num" }, n.connections),
+      el("td", {}, n.up_since ? new Date(n.up_since * 1000).toLocaleString([], { hour12: false }) : "—"),
+      el("td", {}, n.heartbeat_age === null ? "—" : `${n.heartbeat_age.toFixed(1)} s ago`))));
+  document.getElementById("nodes-note").textContent = data.cluster
+    ? `${data.nodes.length} node${data.nodes.length === 1 ? "" : "s"} in the cluster`
+    : "This node only (no cluster)";
   drawChart();
 }
 
