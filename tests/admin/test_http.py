@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -325,6 +326,17 @@ def test_errors_are_grouped_auth_failures_and_refused_connections(
         assert found[auth] == 1
         # The signature the client sent is never shown.
         assert "not-the-app-secret" not in str(found)
+
+
+def test_without_a_cluster_the_overview_lists_this_node_only(admin: Admin) -> None:
+    with signed_in(admin) as http:
+        overview = http.get("/admin/api/overview").json()
+    assert overview["cluster"] is False
+    [node] = overview["nodes"]
+    assert node["this"] is True
+    assert ":" in node["name"]  # host:pid
+    assert node["heartbeat_age"] is None
+    assert 0 < time.time() - node["up_since"] < 600
 
 
 def test_hostile_requests_get_a_400_not_a_traceback(admin: Admin) -> None:
