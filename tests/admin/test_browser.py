@@ -10,47 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.admin.conftest import Admin
+from tests.admin.conftest import TIMEOUT_MS, Admin
 from tests.support.paths import ROOT
 from tests.support.pusherjs import Driver
 from tests.support.sdk import python_sdk
-
-CHROMIUM = os.environ.get("CLARION_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-TIMEOUT_MS = 5000
-
-
-def _missing() -> str | None:
-    if not os.path.exists(CHROMIUM):
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Playwright for Python is not installed (make setup)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    missing = _missing()
-    if missing is not None:
-        if os.environ.get("CLARION_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser tests required (CLARION_REQUIRE_BROWSER=1): {missing}")
-        pytest.skip(missing)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -5,16 +5,19 @@ the overview lists the nodes from the cluster's membership data."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.admin.conftest import TOKEN, Admin, console_of
+from tests.admin.conftest import TIMEOUT_MS, TOKEN, Admin, console_of
 from tests.admin.test_http import Stream, sign_in, signed_in
 from tests.support.cluster import RedisServer, api, connect, running_redis
 from tests.support.config import app, build_config
 from tests.support.polling import until
+from tests.support.pusherjs import Driver
 from tests.support.raw import recv_json
 from tests.support.server import RunningServer
 
@@ -115,3 +118,33 @@ def test_a_console_shows_the_rows_of_every_node_with_its_name(
         http.close()
 
     until(lambda: row_subscribers(redis_server) == 0, what="no subscription once closed")
+
+
+def test_in_the_browser_rows_of_another_node_show_its_name(
+    consoles: tuple[Admin, Admin], browser: Any, make_driver: Callable[..., Driver]
+) -> None:
+    from playwright.sync_api import expect
+
+    a, b = consoles
+    b_name = next(n["name"] for n in nodes(b) if n["this"])
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(f"{a.base}/admin/apps/1?token={a.token}")
+        log = page.get_by_role("log", name="Debug console")
+        expect(log).to_have_attribute("data-stream", "open")
+        expect(page.locator("body")).to_have_class(re.compile(r"\bcluster\b"))
+
+        # pusher-js on node b (Playwright's own loop runs in this thread: no asyncio.run).
+        socket_id = make_driver(b.server).client("on-b").socket_id
+        assert socket_id
+        row = log.locator(".row", has_text=socket_id).filter(has_text="Connection")
+        expect(row.locator("span.node")).to_have_text(b_name)
+        expect(row.locator("span.node")).to_be_visible()
+        page.goto(f"{a.base}/admin/")
+        expect(page.locator("#nodes-table tbody tr")).to_have_count(2)
+        expect(page.locator("#nodes-note")).to_have_text("2 nodes in the cluster")
+        expect(page.locator("#nodes-table")).to_contain_text(b_name)
+    finally:
+        context.close()

@@ -54,6 +54,7 @@ async function refreshOverview(first) {
   const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   counts.textContent = `${plural(conns, "connection")} · ${plural(channels, "channel")} · ${rate.toFixed(1)} msg/s`;
   samples = data.history;
+  document.body.classList.toggle("cluster", data.cluster);
   if (currentApp === null) renderOverview(data);
 }
 
@@ -148,7 +149,9 @@ function openApp(appId) {
       el("span", { class: `badge badge-${slug(item.type)}` }, item.type),
       el("span", { class: "socket", title: item.socket_id || "" }, item.socket_id || ""),
       el("span", { class: "channel", title: item.channel || "" }, item.channel || ""),
-      el("span", { class: "event", title: item.event || "" }, item.event || ""));
+      el("span", { class: "event", title: item.event || "" }, item.event || ""),
+      // Shown in a cluster only (body.cluster): whose row it is.
+      el("span", { class: "node", title: item.node || "" }, item.node || ""));
     if (item.details) {
       const details = el("details", { class: "details" }, el("summary", {}, "details"), el("pre", {}, item.details));
       if (item.node) details.append(el("p", { class: "node" }, `node ${item.node}`));
