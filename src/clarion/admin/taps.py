@@ -112,6 +112,19 @@ class Watcher:
         return rows, dropped
 
 
+class Row(msgspec.Struct):
+    """One row of the live log, as the console reads it (a struct: encoded faster than
+    a dict, and each row is encoded once whoever watches)."""
+
+    time: float
+    type: str
+    socket_id: str | None
+    channel: str | None
+    event: str | None
+    details: str | None
+    node: str
+
+
 class ErrorGroup(msgspec.Struct):
     kind: str
     message: str
@@ -186,15 +199,15 @@ class Taps:
         if watchers is None:
             return
         row = _encode(
-            {
-                "time": time.time(),
-                "type": kind,
-                "socket_id": socket_id,
-                "channel": channel,
-                "event": event,
-                "details": cap(details) if details is not None else None,
-                "node": self.node,
-            }
+            Row(
+                time.time(),
+                kind,
+                socket_id,
+                channel,
+                event,
+                cap(details) if details is not None else None,
+                self.node,
+            )
         )
         for watcher in watchers:
             watcher.put(row)
