@@ -1,13 +1,16 @@
-"""A server with the admin console on (a port the OS picks), shared by this directory."""
+"""A server with the admin console on (a port the OS picks), shared by this directory,
+and a headless Chromium for the browser tests."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from tests.support.browser import launched_browser
 from tests.support.config import OTHER_APP, app, build_config
 from tests.support.polling import until
 from tests.support.server import RunningServer, start_server
@@ -48,3 +51,8 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
     running = start_server(tmp_path_factory.mktemp("admin"), CONFIG)
     yield console_of(running)
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from launched_browser()

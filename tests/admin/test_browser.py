@@ -16,16 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.admin.conftest import Admin
-from tests.support.browser import TIMEOUT_MS, launched_browser
+from tests.admin.conftest import TIMEOUT_MS, Admin
 from tests.support.paths import ROOT
 from tests.support.pusherjs import Driver
 from tests.support.sdk import python_sdk
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launched_browser()
 
 
 @pytest.fixture
@@ -86,6 +80,10 @@ def test_overview_lists_the_apps_with_live_counts(page: Any, admin: Admin) -> No
     table = page.locator("#apps-table")
     expect(table.get_by_role("link", name="1", exact=True)).to_be_visible()
     expect(table).to_contain_text("Main app")
+    # No cluster: the node list says it is this node alone.
+    expect(page.locator("#nodes-note")).to_have_text("This node only (no cluster)")
+    expect(page.locator("#nodes-table tbody tr")).to_have_count(1)
+    expect(page.locator("#nodes-table")).to_contain_text("(this node)")
     page.get_by_role("link", name="1", exact=True).click()
     expect(page.get_by_role("log", name="Debug console")).to_be_visible()
 

@@ -3,20 +3,25 @@ the live stream, "Send an event" through the HTTP API's path, and no secret anyw
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.admin.conftest import TOKEN, Admin, console_of
 from tests.support.config import app, build_config
 from tests.support.polling import until
 from tests.support.pusherjs import Driver
+from tests.support.raw import ws_connect
 from tests.support.sdk import python_sdk
 from tests.support.server import RunningServer
 from tests.support.webhook_receiver import Receiver
@@ -149,6 +154,14 @@ class Stream:
         return next(r for r in self.rows if all(r.get(k) == v for k, v in fields.items()))
 
     def close(self) -> None:
+        """Close the stream for real: httpx closing a response that another thread is
+        reading leaves the connection open, and the server would see the console as
+        still there."""
+        stream = self.reply.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self.reply.close()
 
 
@@ -285,7 +298,7 @@ def test_errors_are_grouped_auth_failures_and_refused_connections(
     make_server: Callable[..., RunningServer], make_driver: Callable[..., Driver]
 ) -> None:
     config = build_config(
-        app(max_connections=1),
+        app(max_connections=1, allowed_origins=["https://app.example"]),
         server={"host": "127.0.0.1"},
         admin={"host": "127.0.0.1", "port": 0, "token": TOKEN},
     )
@@ -296,20 +309,34 @@ def test_errors_are_grouped_auth_failures_and_refused_connections(
     client.wait(type="subscription_error", channel="private-vault")
     refused = driver.client("second", wait=False)
     refused.wait_closed(4004)
+    foreign = refused_origin(console.server, "https://elsewhere.example")
+    assert foreign == 4009
     with signed_in(console) as http:
 
         def errors() -> dict[str, int]:
             groups = http.get("/admin/api/apps/1/errors").json()["errors"]
             return {f"{g['kind']}: {g['message']}": g["count"] for g in groups}
 
-        until(lambda: len(errors()) == 2, what=f"two error groups; got {errors()}")
+        until(lambda: len(errors()) == 3, what=f"three error groups; got {errors()}")
         found = errors()
+        assert found["Refused origin: 4009: Origin not allowed: https://elsewhere.example"] == 1
         auth = next(k for k in found if k.startswith("Auth failure"))
         assert "private-vault" in auth
         assert "4004" in next(k for k in found if k.startswith("Quota"))
         assert found[auth] == 1
         # The signature the client sent is never shown.
         assert "not-the-app-secret" not in str(found)
+
+
+def test_without_a_cluster_the_overview_lists_this_node_only(admin: Admin) -> None:
+    with signed_in(admin) as http:
+        overview = http.get("/admin/api/overview").json()
+    assert overview["cluster"] is False
+    [node] = overview["nodes"]
+    assert node["this"] is True
+    assert ":" in node["name"]  # host:pid
+    assert node["heartbeat_age"] is None
+    assert 0 < time.time() - node["up_since"] < 600
 
 
 def test_hostile_requests_get_a_400_not_a_traceback(admin: Admin) -> None:
@@ -327,3 +354,17 @@ def test_hostile_requests_get_a_400_not_a_traceback(admin: Admin) -> None:
     # Paths that try to leave the static folder.
     for path in ("/admin/static/..%2Fserver.py", "/admin/static/.hidden", "/admin/../etc"):
         assert httpx.get(admin.base + path, timeout=5).status_code in (401, 404)
+
+
+def refused_origin(server: RunningServer, origin: str) -> int:
+    """Open a WebSocket to app 1 with ``origin``; the close code it ends with."""
+
+    async def attempt() -> int:
+        ws = await ws_connect(server.ws(), origin=origin)  # type: ignore[arg-type]
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.recv()
+        assert ws.close_code is not None
+        return ws.close_code
+
+    return asyncio.run(attempt())

@@ -8,16 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import RedisServer, cluster_config, free_port
+from tests.support.cluster import RedisServer, cluster_config, running_redis
 from tests.support.server import RunningServer
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.kill()
+    yield from running_redis(tmp_path)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,14 @@ class RedisServer:
             if self.password and reply == b"+OK\r\n":
                 reply = conn.recv(65536)  # the answer to the command itself
             return reply.removeprefix(b"+OK\r\n") if self.password else reply
+
+
+def running_redis(workdir: Path) -> Iterator[RedisServer]:
+    """A redis-server on a free port for the duration of a fixture (killed after)."""
+    server = RedisServer(free_port(), workdir)
+    server.start()
+    yield server
+    server.kill()
 
 
 def free_port() -> int:

@@ -29,7 +29,6 @@ import contextlib
 import html
 import logging
 import os
-import socket
 import time
 from collections import deque
 from importlib import resources
@@ -59,6 +58,9 @@ MAX_CLIENTS = 64
 REQUEST_TIMEOUT = 10.0
 # Seconds between keep-alive comments on an idle stream.
 STREAM_PING = 15.0
+# Seconds a stream gathers rows after the first one before writing them: on a busy app
+# one write (and one wake-up of the stream) per batch instead of per row.
+STREAM_BATCH = 0.05
 # The overview chart: a point every SAMPLE_EVERY seconds, HISTORY points (5 minutes).
 SAMPLE_EVERY = 2.0
 HISTORY = 150
@@ -79,7 +81,7 @@ SECURITY_HEADERS = (
 
 
 class Request:
-    __slots__ = ("body", "headers", "method", "path", "query")
+    __slots__ = ("body", "headers", "method", "path", "query", "reader")
 
     def __init__(
         self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]
@@ -89,6 +91,7 @@ class Request:
         self.query = query
         self.headers = headers
         self.body = b""
+        self.reader: asyncio.StreamReader | None = None
 
 
 class BadRequest(Exception):
@@ -120,8 +123,8 @@ class AdminServer:
         # The overview's chart: node-wide connections and messages/s, one per SAMPLE_EVERY.
         self.history: deque[dict[str, float]] = deque(maxlen=HISTORY)
         self._sampler: asyncio.Task[None] | None = None
-        self.node_name = f"{socket.gethostname()}:{os.getpid()}"
-        self.taps.node = self.node_name
+        self.node_name = self.taps.node
+        self.started = time.time()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(
@@ -210,6 +213,7 @@ class AdminServer:
             headers[name.strip().lower()] = value.strip()
         split = urlsplit(target)
         request = Request(method, unquote(split.path), parse_qs(split.query), headers)
+        request.reader = reader
         length = int(headers.get("content-length", "0") or "0")
         if length < 0 or length > MAX_BODY:
             raise BadRequest("body too large")
@@ -340,7 +344,7 @@ class AdminServer:
             return
         node = self.node
         if parts == ["overview"] and request.method == "GET":
-            self._json(writer, 200, self.overview())
+            self._json(writer, 200, await self.overview())
             return
         if len(parts) < 3 or parts[0] != "apps":
             self._json(writer, 404, {"error": "Not found"})
@@ -385,11 +389,11 @@ class AdminServer:
         elif what == ["errors"]:
             self._json(writer, 200, {"errors": self.taps.error_groups(app.id)})
         elif what == ["stream"]:
-            await self._stream(app.id, writer)
+            await self._stream(app.id, request, writer)
         else:
             self._json(writer, 404, {"error": "Not found"})
 
-    def overview(self) -> dict[str, Any]:
+    async def overview(self) -> dict[str, Any]:
         node = self.node
         ctx = node.ctx
         sizes = node.hub.sizes()
@@ -411,10 +415,34 @@ class AdminServer:
             )
         return {
             "apps": apps,
-            "nodes": [{"name": self.node_name, "connections": len(ctx.connections)}],
+            **(await self.nodes()),
             "types": TYPES,
             "history": list(self.history),
         }
+
+    async def nodes(self) -> dict[str, Any]:
+        """The cluster's nodes from its membership data (``cluster``: false and this node
+        alone in a single process, or while Redis cannot be asked)."""
+        listed = await self.node.backend.state.nodes()
+        here = len(self.node.ctx.connections)
+        if listed is None:
+            alone = {"name": self.node_name, "connections": here, "this": True}
+            return {
+                "cluster": False,
+                "nodes": [{**alone, "up_since": self.started, "heartbeat_age": None}],
+            }
+        nodes = [
+            {
+                "name": info.name,
+                # This node's count is live; the others' are a second old at most.
+                "connections": here if info.this else info.connections,
+                "up_since": info.up_since,
+                "heartbeat_age": round(info.heartbeat_age, 1),
+                "this": info.this,
+            }
+            for info in listed
+        ]
+        return {"cluster": True, "nodes": sorted(nodes, key=lambda n: n["name"])}
 
     async def channels(self, app_id: str, prefix: str) -> dict[str, Any]:
         state = self.node.backend.state
@@ -469,17 +497,30 @@ class AdminServer:
             reply = api.error_body(503, f"Not delivered to the whole cluster: {exc}")
         self._reply(writer, status, reply)
 
-    async def _stream(self, app_id: str, writer: asyncio.StreamWriter) -> None:
+    async def _stream(self, app_id: str, request: Request, writer: asyncio.StreamWriter) -> None:
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
             f"{SECURITY_HEADERS}\r\n"
         )
         writer.write(head.encode() + b": open\n\n")
         watcher = self.taps.watch(app_id)
+        broker = self.node.backend.broker
+        # The console sends nothing after its request: a read that ends is the console
+        # going away, noticed at once (not at the next write), so that the app stops
+        # being watched (here and on the other nodes) as soon as nobody looks.
+        assert request.reader is not None
+        gone = asyncio.ensure_future(request.reader.read(1024))
+        gone.add_done_callback(lambda _: watcher.wake.set())
         try:
+            # The other nodes' rows come too (in a cluster).
+            await broker.watch_rows(app_id)
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watcher.wake.wait(), STREAM_PING)
+                if gone.done():
+                    return
+                if watcher.rows:
+                    await asyncio.sleep(STREAM_BATCH)
                 rows, dropped = watcher.take()
                 out = [b"data: " + row + b"\n\n" for row in rows]
                 if dropped:
@@ -495,7 +536,9 @@ class AdminServer:
                 if writer.is_closing():
                     return
         finally:
+            gone.cancel()
             self.taps.unwatch(app_id, watcher)
+            broker.unwatch_rows(app_id)
 
 
 def _messages_sent(app_id: str) -> float:

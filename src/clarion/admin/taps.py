@@ -6,6 +6,12 @@ empty while no console is open), so nothing is formatted unless a console watche
 app. Each watcher has a queue bounded in bytes: a console that cannot keep up loses
 rows (counted and shown), the data plane never waits for it.
 
+In a cluster a console sees every node's rows: while the broker says another node
+watches an app (:meth:`Taps.watched_elsewhere`), the app is a key of ``apps`` here too
+(with no local watcher), and each row is formatted once and handed to ``relay`` as
+well; rows of the other nodes come back through :meth:`Taps.receive`. Each row names
+its node.
+
 Rows never carry signatures, secrets or auth tokens: callers pass what a row shows
 (socket id, channel, event, user id, payload) and nothing else.
 """
@@ -21,6 +27,7 @@ from typing import Any
 import msgspec
 
 from clarion.protocol.errors import ConnectRefused
+from clarion.protocol.handshake import ORIGIN_NOT_ALLOWED
 
 # The row types, spelled as the console shows them.
 CONNECTION = "Connection"
@@ -59,6 +66,10 @@ WATCHER_BYTES = 1 << 20
 MAX_ERROR_GROUPS = 50
 # Webhook deliveries remembered per app.
 MAX_DELIVERIES = 20
+# The Errors part's group of connections refused by an app's allowed_origins, and how
+# much of the (client-chosen) origin it shows.
+REFUSED_ORIGIN = "Refused origin"
+MAX_ORIGIN = 100
 
 _encode = msgspec.json.encode
 
@@ -101,6 +112,19 @@ class Watcher:
         return rows, dropped
 
 
+class Row(msgspec.Struct):
+    """One row of the live log, as the console reads it (a struct: encoded faster than
+    a dict, and each row is encoded once whoever watches)."""
+
+    time: float
+    type: str
+    socket_id: str | None
+    channel: str | None
+    event: str | None
+    details: str | None
+    node: str
+
+
 class ErrorGroup(msgspec.Struct):
     kind: str
     message: str
@@ -122,8 +146,12 @@ class Taps:
 
     def __init__(self, node: str = "") -> None:
         self.node = node
-        # Only apps with at least one watcher are keys: the data plane's one check.
+        # Only apps watched here (the list: this node's watchers) or on another node
+        # (see _elsewhere) are keys: the data plane's one check.
         self.apps: dict[str, list[Watcher]] = {}
+        # Apps a console on another node watches, and where their rows go (the broker).
+        self._elsewhere: set[str] = set()
+        self.relay: Callable[[str, bytes], None] | None = None
         self.errors: dict[str, OrderedDict[tuple[str, str], ErrorGroup]] = {}
         self.deliveries: dict[str, deque[Delivery]] = {}
 
@@ -138,8 +166,23 @@ class Taps:
             return
         if watcher in watchers:
             watchers.remove(watcher)
-        if not watchers:
+        if not watchers and app_id not in self._elsewhere:
             del self.apps[app_id]
+
+    def watched_elsewhere(self, app_id: str, watched: bool) -> None:
+        """Whether a console on another node watches ``app_id`` (told by the broker)."""
+        if watched:
+            self._elsewhere.add(app_id)
+            self.apps.setdefault(app_id, [])
+        else:
+            self._elsewhere.discard(app_id)
+            if not self.apps.get(app_id, True):
+                del self.apps[app_id]
+
+    def receive(self, app_id: str, row: bytes) -> None:
+        """A row of another node, for this node's watchers of ``app_id``."""
+        for watcher in self.apps.get(app_id, ()):
+            watcher.put(row)
 
     def emit(
         self,
@@ -150,23 +193,26 @@ class Taps:
         event: str | None = None,
         details: Any = None,
     ) -> None:
-        """Send a row to the app's watchers (nothing happens when there are none)."""
+        """Send a row to the app's watchers, here and on the other nodes (nothing
+        happens when there are none)."""
         watchers = self.apps.get(app_id)
-        if not watchers:
+        if watchers is None:
             return
         row = _encode(
-            {
-                "time": time.time(),
-                "type": kind,
-                "socket_id": socket_id,
-                "channel": channel,
-                "event": event,
-                "details": cap(details) if details is not None else None,
-                "node": self.node,
-            }
+            Row(
+                time.time(),
+                kind,
+                socket_id,
+                channel,
+                event,
+                cap(details) if details is not None else None,
+                self.node,
+            )
         )
         for watcher in watchers:
             watcher.put(row)
+        if app_id in self._elsewhere and self.relay is not None:
+            self.relay(app_id, row)
 
     def error(self, app_id: str, kind: str, message: str, socket_id: str | None = None) -> None:
         """Remember an error of ``app_id`` (grouped by kind and message) and log it."""
@@ -239,13 +285,23 @@ def closed_with_error(taps: Taps, app: Any, socket_id: str | None, code: int, me
 
 
 def connection_refused(
-    taps: Taps, by_key: Callable[[str], Any], path: str, refused: ConnectRefused
+    taps: Taps,
+    by_key: Callable[[str], Any],
+    path: str,
+    refused: ConnectRefused,
+    origin: str | None = None,
 ) -> None:
     """A WebSocket was refused at the handshake (over quota, disabled app, too many from
-    one address): an error of the app its key names, if it names one."""
+    one address, an Origin the app's ``allowed_origins`` does not allow): an error of the
+    app its key names, if it names one. A refused origin is grouped by the origin (cut
+    short: the client chose it), which is what an operator fixing allowed_origins needs."""
     app = by_key(path.rsplit("/", 1)[-1])
     if app is not None:
         code = int(refused.code)
+        if refused.message == ORIGIN_NOT_ALLOWED:
+            shown = (origin or "")[:MAX_ORIGIN]
+            taps.error(app.id, REFUSED_ORIGIN, f"{code}: {refused.message}: {shown}")
+            return
         kind = "Refused connection" if code == 4100 else _error_kind(code)
         taps.error(app.id, kind, f"{code}: {refused.message}")
 

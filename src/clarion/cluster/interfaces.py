@@ -19,6 +19,8 @@ In-memory implementations live in :mod:`clarion.cluster.memory`, the Redis ones 
 
 from __future__ import annotations
 
+import os
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +28,27 @@ from typing import Any, Literal, NamedTuple
 
 # (app_id, channel, frame bytes, socket_id to skip or None) -> None
 Deliver = Callable[[str, str, bytes, str | None], None]
+# The admin console's rows (clarion.admin.taps): (app_id, row) from another node, and
+# (app_id, watched) when whether another node has a console open on the app changes.
+RowReceived = Callable[[str, bytes], None]
+WatchedElsewhere = Callable[[str, bool], None]
+
+
+def node_name() -> str:
+    """The name a node goes by in the admin console's rows and node list: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A node of the cluster as the admin console lists it."""
+
+    id: str
+    name: str
+    connections: int
+    up_since: float | None  # Unix time the node started, when it said
+    heartbeat_age: float  # seconds since it last renewed its lease
+    this: bool  # the node asking
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +203,25 @@ class Broker(ABC):
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
+    # --- the admin console's rows, between nodes (a single process has no other) ----
+
+    def bind_rows(  # noqa: B027 - optional hook
+        self, received: RowReceived, watched_elsewhere: WatchedElsewhere
+    ) -> None:
+        """Called once by the node: where rows from other nodes go, and who is told
+        when another node opens (or closes the last) console on an app."""
+
+    async def watch_rows(self, app_id: str) -> None:  # noqa: B027 - optional hook
+        """A console opened on ``app_id`` here: rows of the other nodes come to this one
+        (their taps start formatting them) until as many unwatch_rows calls."""
+
+    def unwatch_rows(self, app_id: str) -> None:  # noqa: B027 - optional hook
+        """A console on ``app_id`` closed here."""
+
+    def publish_row(self, app_id: str, row: bytes) -> None:  # noqa: B027 - optional hook
+        """Send a row of this node to the nodes watching ``app_id``: as well as can be,
+        never waited for, dropped rather than queued behind frames."""
+
 
 class ChannelState(ABC):
     """Cluster-wide channel, presence, user and cache state, keyed by socket id."""
@@ -260,6 +302,10 @@ class ChannelState(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Leave the cluster: this node's share is removed at once, with its events."""
+
+    async def nodes(self) -> list[NodeInfo] | None:
+        """The nodes of the cluster, for the admin console; None: a single process."""
+        return None
 
     def share_connections(self, mine: Callable[[], dict[str, int]]) -> dict[str, int]:
         """Share this node's open connections per app (``mine()``) with the other nodes;

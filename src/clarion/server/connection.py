@@ -331,7 +331,13 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         except ConnectRefused as refused:
             self.transport.write(switching)
             admission.refused(refused)
-            taps.connection_refused(ctx.hub.taps, ctx.registry.by_key, path, refused)
+            taps.connection_refused(
+                ctx.hub.taps,
+                ctx.registry.by_key,
+                path,
+                refused,
+                origin.decode("latin-1") if origin else None,
+            )
             self.close_with_error(refused.code, refused.message)
             return
         established = self.start(app, ctx.new_socket_id(), time.monotonic())

@@ -25,7 +25,14 @@ from prometheus_client import start_http_server
 
 from clarion import metrics
 from clarion.apps import App, AppRegistry
-from clarion.cluster.interfaces import Broker, ChannelState, HeldMarks, JobStore, RateLimiter
+from clarion.cluster.interfaces import (
+    Broker,
+    ChannelState,
+    HeldMarks,
+    JobStore,
+    RateLimiter,
+    node_name,
+)
 from clarion.cluster.memory import MemoryBroker, MemoryRateLimiter, MemoryState
 from clarion.cluster.redis import (
     RedisBroker,
@@ -178,7 +185,11 @@ class Node:
             self._app_config, settings.webhooks, store=backend.jobs, marks=backend.marks
         )
         self.hub = hub = Hub(backend.broker, backend.state, self._app_config, self.outbox)
-        self.outbox.deliveries.taps = hub.taps
+        self.outbox.deliveries.taps = taps = hub.taps
+        # The admin console's rows name their node, and reach consoles on other nodes.
+        taps.node = node_name()
+        backend.broker.bind_rows(taps.receive, taps.watched_elsewhere)
+        taps.relay = backend.broker.publish_row
         self.api = HttpApi(
             registry,
             hub,

@@ -11,6 +11,8 @@ import pytest
 from clarion.admin import taps
 from clarion.admin.taps import MAX_DETAILS, Taps, Watcher
 from clarion.protocol import messages
+from clarion.protocol.errors import CloseCode, ConnectRefused
+from clarion.protocol.handshake import ORIGIN_NOT_ALLOWED
 
 
 class Unencodable:
@@ -112,3 +114,63 @@ def test_webhook_attempts_are_kept_and_failures_are_errors() -> None:
     assert t.error_groups("1")[0].kind == "Webhook failure"
     types = [json.loads(r)["type"] for r in watcher.take()[0]]
     assert types == ["Error", "Webhook", "Webhook"]
+
+
+def test_refused_origins_are_grouped_by_origin_under_their_own_kind() -> None:
+    t = Taps()
+    app = SimpleNamespace(id="1")
+    refused = ConnectRefused(CloseCode.UNAUTHORIZED, ORIGIN_NOT_ALLOWED)
+    for origin in ("https://evil.example", "https://evil.example", "https://x" + "y" * 500):
+        taps.connection_refused(t, lambda key: app, "/app/key", refused, origin)
+    taps.connection_refused(t, lambda key: None, "/app/nokey", refused, "https://a.example")
+    groups = {(g.kind, g.message): g.count for g in t.error_groups("1")}
+    assert groups[("Refused origin", "4009: Origin not allowed: https://evil.example")] == 2
+    long = next(message for kind, message in groups if "xyy" in message)
+    assert len(long) < taps.MAX_ORIGIN + 40
+    assert len(groups) == 2
+
+
+def test_an_app_watched_on_another_node_is_formatted_once_and_relayed() -> None:
+    t = Taps(node="here")
+    relayed: list[tuple[str, bytes]] = []
+    t.relay = lambda app_id, row: relayed.append((app_id, row))
+    t.emit("1", taps.API_MESSAGE, None, "c", "e", Unencodable())  # nobody anywhere: nothing
+    t.watched_elsewhere("1", True)
+    assert t.apps == {"1": []}
+    t.emit("1", taps.API_MESSAGE, None, "c", "e", "{}")
+    t.emit("2", taps.API_MESSAGE, None, "c", "e", Unencodable())  # not watched anywhere
+    [(app_id, row)] = relayed
+    assert app_id == "1"
+    assert json.loads(row)["node"] == "here"
+    # A console here too: the same bytes go to it and to the other node.
+    watcher = t.watch("1")
+    t.emit("1", taps.CONNECTION, "1.1")
+    assert watcher.take()[0] == [relayed[-1][1]]
+    # The other node's console closes: this node's console keeps the app watched.
+    t.watched_elsewhere("1", False)
+    t.emit("1", taps.CONNECTION, "1.2")
+    assert len(relayed) == 2
+    t.unwatch("1", watcher)
+    assert t.apps == {}
+    t.watched_elsewhere("1", False)  # twice: harmless
+    assert t.apps == {}
+
+
+def test_an_app_watched_elsewhere_stays_watched_when_the_local_console_closes() -> None:
+    t = Taps()
+    watcher = t.watch("1")
+    t.watched_elsewhere("1", True)
+    t.unwatch("1", watcher)
+    assert t.apps == {"1": []}
+
+
+def test_rows_of_other_nodes_go_to_this_nodes_watchers_only() -> None:
+    t = Taps()
+    relayed: list[bytes] = []
+    t.relay = lambda app_id, row: relayed.append(row)
+    t.receive("1", b'{"type":"Connection"}')  # nobody watches here: dropped
+    watcher = t.watch("1")
+    t.watched_elsewhere("1", True)
+    t.receive("1", b'{"type":"Connection"}')
+    assert watcher.take()[0] == [b'{"type":"Connection"}']
+    assert relayed == []  # never sent back out

@@ -54,6 +54,7 @@ async function refreshOverview(first) {
   const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   counts.textContent = `${plural(conns, "connection")} · ${plural(channels, "channel")} · ${rate.toFixed(1)} msg/s`;
   samples = data.history;
+  document.body.classList.toggle("cluster", data.cluster);
   if (currentApp === null) renderOverview(data);
 }
 
@@ -72,7 +73,14 @@ function renderOverview(data) {
     el("td", { class: "num" }, app.channels),
     el("td", { class: "num" }, app.messages_per_second.toFixed(1)))));
   document.querySelector("#nodes-table tbody").replaceChildren(...data.nodes.map(n =>
-    el("tr", {}, el("td", {}, n.name), el("td", { class: "num" }, n.connections))));
+    el("tr", {},
+      el("td", {}, n.name, n.this ? el("span", { class: "this-node" }, " (this node)") : ""),
+      el("td", { class: "num" }, n.connections),
+      el("td", {}, n.up_since ? new Date(n.up_since * 1000).toLocaleString([], { hour12: false }) : "—"),
+      el("td", {}, n.heartbeat_age === null ? "—" : `${n.heartbeat_age.toFixed(1)} s ago`))));
+  document.getElementById("nodes-note").textContent = data.cluster
+    ? `${data.nodes.length} node${data.nodes.length === 1 ? "" : "s"} in the cluster`
+    : "This node only (no cluster)";
   drawChart();
 }
 
@@ -141,7 +149,9 @@ function openApp(appId) {
       el("span", { class: `badge badge-${slug(item.type)}` }, item.type),
       el("span", { class: "socket", title: item.socket_id || "" }, item.socket_id || ""),
       el("span", { class: "channel", title: item.channel || "" }, item.channel || ""),
-      el("span", { class: "event", title: item.event || "" }, item.event || ""));
+      el("span", { class: "event", title: item.event || "" }, item.event || ""),
+      // Shown in a cluster only (body.cluster): whose row it is.
+      el("span", { class: "node", title: item.node || "" }, item.node || ""));
     if (item.details) {
       const details = el("details", { class: "details" }, el("summary", {}, "details"), el("pre", {}, item.details));
       if (item.node) details.append(el("p", { class: "node" }, `node ${item.node}`));

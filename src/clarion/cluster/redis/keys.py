@@ -37,6 +37,12 @@ Key                        Holds                                                
                            "taken" (C or U empty when E has none)
 ``P:wh:jobs:Q``            webhook job id -> payload                              hash
 ``P:wh:due:Q``             webhook job id -> due time (ms, Redis clock)           zset
+``P:about:N``              node N's ``name`` and ``since`` (Unix s), for the      hash
+                           admin console (expires with the lease)
+``P:taps``                 pub/sub channel: which nodes have an admin console     channel
+                           open on which app (see :mod:`.pubsub`)
+``P:tap:A``                pub/sub channel: A's admin console rows, subscribed    channel
+                           only by nodes with a console open on A
 =========================  ====================================================  ========
 
 Fields of ``P:node:N`` (built by the Lua scripts with ``_codec.lua``, the Lua twin of
@@ -113,6 +119,8 @@ class RedisKeys:
         "own_conns",
         "own_node",
         "prefix",
+        "tap_prefix",
+        "taps",
     )
 
     def __init__(self, prefix: str, node_id: str) -> None:
@@ -131,6 +139,9 @@ class RedisKeys:
         self.own_conns = self.conns(node_id)
         # Pub/sub channels are this prefix followed by "A:C".
         self.channel_prefix = f"{prefix}:ch:"
+        # The admin console's: announcements of who watches, and each app's rows.
+        self.taps = f"{prefix}:taps"
+        self.tap_prefix = f"{prefix}:tap:"
 
     # --- cluster state ------------------------------------------------------------------
 
@@ -207,3 +218,11 @@ class RedisKeys:
     def job_keys(self, queue: str) -> list[str]:
         """KEYS of the job scripts: the due times, then the payloads."""
         return [f"{self.prefix}:wh:due:{queue}", f"{self.prefix}:wh:jobs:{queue}"]
+
+    # --- the admin console ------------------------------------------------------------
+
+    def about(self, node_id: str) -> str:
+        return f"{self.prefix}:about:{node_id}"
+
+    def tap_rows(self, app_id: str) -> str:
+        return f"{self.tap_prefix}{app_id}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +22,11 @@ import msgspec
 from clarion.cluster.interfaces import (
     ChannelVacated,
     MemberRemoved,
+    NodeInfo,
     OnReaped,
     Reaped,
     UserOffline,
+    node_name,
 )
 from clarion.cluster.memory import MemoryState
 from clarion.cluster.redis import scripts
@@ -69,6 +72,8 @@ class Membership:
         self._info_codec = msgspec.json.Encoder()
         self._register_lock = asyncio.Lock()
         self._stopped = False
+        # What the admin console's node list shows of this node (P:about:N).
+        self.about = {"name": node_name(), "since": f"{time.time():.3f}"}
         # First: the gate closes before any other listener lets a change through.
         link.on_reconnect(self.register_again, first=True)
 
@@ -81,6 +86,7 @@ class Membership:
 
     async def start(self) -> None:
         await self._beat()
+        await self.link.guarded(self._about_now)
         self._task = asyncio.create_task(self._leases())
 
     def share_connections(self, mine: Callable[[], dict[str, int]]) -> dict[str, int]:
@@ -130,6 +136,7 @@ class Membership:
             if counts:
                 pipe.hset(keys.own_conns, mapping=counts)
                 pipe.pexpire(keys.own_conns, int(self.lease * 1000))
+            self._write_about(pipe)
             pipe.zrange(keys.nodes, 0, -1)
             nodes = (await pipe.execute())[-1]
         others = [text(n) for n in nodes if text(n) != keys.node_id]
@@ -144,6 +151,55 @@ class Membership:
                 totals[text(app)] = totals.get(text(app), 0) + int(n)
         self.elsewhere.clear()
         self.elsewhere.update(totals)
+
+    # --- the node list of the admin console ---------------------------------------------
+
+    def _write_about(self, pipe: Any) -> None:
+        """This node's name and start, expiring a lease after the last exchange."""
+        about = self.keys.about(self.keys.node_id)
+        pipe.hset(about, mapping=self.about)
+        pipe.pexpire(about, int(self.lease * 1000))
+
+    async def _about_now(self) -> None:
+        async with self.link.client.pipeline(transaction=True) as pipe:
+            self._write_about(pipe)
+            await pipe.execute()
+
+    async def nodes(self) -> list[NodeInfo] | None:
+        """The nodes holding a lease, with their connections and the age of their last
+        heartbeat (on the Redis clock); None while Redis cannot be asked."""
+        return await self.link.guarded(self._nodes)
+
+    async def _nodes(self) -> list[NodeInfo]:
+        client, keys = self.link.client, self.keys
+        async with asyncio.timeout(self.link.timeout), client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrange(keys.nodes, 0, -1, withscores=True)
+            (seconds, micros), leases = await pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        ids = [text(node) for node, _ in leases]
+        async with asyncio.timeout(self.link.timeout), client.pipeline(transaction=False) as pipe:
+            for node in ids:
+                pipe.hgetall(keys.conns(node))
+                pipe.hgetall(keys.about(node))
+            replies = await pipe.execute() if ids else []
+        found = []
+        for i, (node, (_, expiry)) in enumerate(zip(ids, leases, strict=True)):
+            conns, about = replies[2 * i], {text(k): text(v) for k, v in replies[2 * i + 1].items()}
+            # A lease is renewed for `lease` seconds: its last renewal is that much earlier.
+            renewed = float(expiry) - self.lease * 1000
+            since = about.get("since")
+            found.append(
+                NodeInfo(
+                    id=node,
+                    name=about.get("name") or node,
+                    connections=sum(int(n) for n in conns.values()),
+                    up_since=float(since) if since else None,
+                    heartbeat_age=max(0.0, (now_ms - renewed) / 1000),
+                    this=node == keys.node_id,
+                )
+            )
+        return found
 
     async def _beat(self) -> list[str]:
         result = await self._run(
@@ -235,7 +291,9 @@ class Membership:
         self.link.waiting_for.clear()  # leaving: what is held is decided as things are
         await stop_tasks([t for t in (self._task, self._conn_task) if t is not None])
         keys = self.keys
-        await self.link.guarded(lambda: self.link.client.delete(keys.own_conns))
+        await self.link.guarded(
+            lambda: self.link.client.delete(keys.own_conns, keys.about(keys.node_id))
+        )
         result = await self._run(
             self._reap,
             [keys.nodes, keys.own_node],

@@ -13,6 +13,13 @@ the link down (a Redis that stopped answering is treated as one that went away).
 events and the hub's own frames are not waited for; the queue they share is bounded in
 bytes, and what does not fit is dropped and counted.
 
+The admin console's rows travel the same way, only while some node has a console open
+on their app: that node subscribes to ``P:tap:A`` and announces itself on ``P:taps``
+(every node listens there; nothing is said while nobody watches), again every
+TAPS_ANNOUNCE seconds. The other nodes format and send the app's rows while an
+announcement holds (TAPS_HOLD: a node that died stops announcing). Rows never wait and
+never push frames out: past a quarter of the outgoing queue's bound they are dropped.
+
 The subscription connection outlives an outage of the link when it can: if, once Redis
 answers again, it is still the same connection and answers a ping, nothing published
 meanwhile was missed, so it is kept (a new one would have missed every frame published
@@ -31,7 +38,12 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from clarion import metrics
-from clarion.cluster.interfaces import Broker, BrokerUnavailable
+from clarion.cluster.interfaces import (
+    Broker,
+    BrokerUnavailable,
+    RowReceived,
+    WatchedElsewhere,
+)
 from clarion.cluster.redis.link import NODE_ID_LENGTH, RedisLink, stop_tasks, text
 
 log = logging.getLogger("clarion.redis")
@@ -41,6 +53,12 @@ log = logging.getLogger("clarion.redis")
 # queue must not grow with whatever clients send.
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
 DROP_LOG_INTERVAL = 10.0  # seconds between two log lines about dropped frames
+# Seconds between two announcements of a node's open consoles, and how long one holds.
+TAPS_ANNOUNCE = 5.0
+TAPS_HOLD = 3 * TAPS_ANNOUNCE
+# What an announcement on P:taps says after the node id: watching, not any more, and
+# "a node started: say who watches".
+TAP_WATCH, TAP_UNWATCH, TAP_HELLO = b"+", b"-", b"?"
 
 
 class RedisBroker(Broker):
@@ -73,6 +91,15 @@ class RedisBroker(Broker):
         self._dropped = metrics.cluster_frames_dropped()
         self._drops_unlogged = 0
         self._drop_logged_at = -DROP_LOG_INTERVAL
+        # The admin console's rows (see the module docstring).
+        self._rows_received: RowReceived | None = None
+        self._watched_elsewhere: WatchedElsewhere | None = None
+        self._watching: dict[str, int] = {}  # app -> consoles open on this node
+        # app -> other node -> until when (monotonic) its announcement holds
+        self._tap_watchers: dict[str, dict[bytes, float]] = {}
+        self._taps = link.keys.taps
+        self._tap_prefix = link.keys.tap_prefix
+        self._tap_rows = link.keys.tap_rows
         link.on_reconnect(self._resubscribe)
 
     def ready(self) -> bool:
@@ -264,6 +291,9 @@ class RedisBroker(Broker):
             if future is not None and not future.done():
                 future.set_result(None)
             return
+        if kind == "message" and (name == self._taps or name.startswith(self._tap_prefix)):
+            self._receive_tap(name, message["data"])
+            return
         if kind != "message" or not name.startswith(self._channel_prefix):
             return
         data: bytes = message["data"]
@@ -350,6 +380,7 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         self._pubsub = await self._new_pubsub()
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._reader())]
+        await self._start_taps()
 
     async def stop(self) -> None:
         # Whatever is still queued goes out before the link closes (bounded wait).
@@ -365,3 +396,109 @@ class RedisBroker(Broker):
         if pending is not None and not pending.done():
             pending.set_exception(BrokerUnavailable("the node is shutting down"))
         await self._drop_pubsub()
+
+    # --- the admin console's rows (see the module docstring) ----------------------------
+
+    def bind_rows(self, received: RowReceived, watched_elsewhere: WatchedElsewhere) -> None:
+        self._rows_received = received
+        self._watched_elsewhere = watched_elsewhere
+
+    async def _start_taps(self) -> None:
+        """Listen to the announcements (kept across outages with the other channels),
+        and ask the nodes already watching to say so."""
+        self._interest[self._taps] = self._interest.get(self._taps, 0) + 1
+        await self._pubsub.subscribe(self._taps)
+        self._queue_extra(self._taps, self._node + TAP_HELLO, self.max_queued_bytes)
+        self._tasks.append(asyncio.create_task(self._announce_taps()))
+
+    async def watch_rows(self, app_id: str) -> None:
+        count = self._watching.get(app_id, 0)
+        self._watching[app_id] = count + 1
+        if count:
+            return
+        name = self._tap_rows(app_id)
+        self._interest[name] = 1
+        self._announce(TAP_WATCH, app_id)
+        if self.link.up and self._pubsub is not None:
+            await self.link.guarded(lambda: self._subscribe(name))
+
+    def unwatch_rows(self, app_id: str) -> None:
+        count = self._watching.get(app_id, 0) - 1
+        if count > 0:
+            self._watching[app_id] = count
+            return
+        self._watching.pop(app_id, None)
+        name = self._tap_rows(app_id)
+        self._interest.pop(name, None)
+        self._announce(TAP_UNWATCH, app_id)
+        if self.link.up and self._pubsub is not None:
+            task = asyncio.get_running_loop().create_task(self._unsubscribe(name))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    def publish_row(self, app_id: str, row: bytes) -> None:
+        self._queue_extra(self._tap_rows(app_id), self._node + row, self.max_queued_bytes // 4)
+
+    def _announce(self, what: bytes, app_id: str) -> None:
+        self._queue_extra(self._taps, self._node + what + app_id.encode(), self.max_queued_bytes)
+
+    def _queue_extra(self, name: str, payload: bytes, limit: int) -> bool:
+        """Queue a message that nothing waits for behind the frames, while the queue
+        holds less than ``limit`` bytes; False when it was dropped."""
+        if not self.link.up or self._queued_bytes + len(payload) > limit:
+            return False
+        self._outgoing.append((name, payload))
+        self._queued_bytes += len(payload)
+        if len(self._outgoing) == 1:
+            self._wake.set()
+        return True
+
+    async def _announce_taps(self) -> None:
+        """Say again which apps this node watches; forget the other nodes' watches whose
+        announcement ran out."""
+        while True:
+            await asyncio.sleep(TAPS_ANNOUNCE)
+            for app_id in self._watching:
+                self._announce(TAP_WATCH, app_id)
+            now = time.monotonic()
+            for app_id, nodes in list(self._tap_watchers.items()):
+                for node, until in list(nodes.items()):
+                    if until < now:
+                        del nodes[node]
+                if not nodes:
+                    self._tap_watched(app_id, None)
+
+    def _receive_tap(self, name: str, data: bytes) -> None:
+        node = data[:NODE_ID_LENGTH]
+        if node == self._node:
+            return
+        if name != self._taps:  # a row of another node
+            if self._rows_received is not None:
+                self._rows_received(name[len(self._tap_prefix) :], data[NODE_ID_LENGTH:])
+            return
+        what = data[NODE_ID_LENGTH : NODE_ID_LENGTH + 1]
+        app_id = data[NODE_ID_LENGTH + 1 :].decode()
+        if what == TAP_HELLO:
+            for watched in self._watching:
+                self._announce(TAP_WATCH, watched)
+        elif what == TAP_WATCH:
+            self._tap_watched(app_id, node)
+        elif what == TAP_UNWATCH:
+            nodes = self._tap_watchers.get(app_id)
+            if nodes is not None:
+                nodes.pop(node, None)
+                if not nodes:
+                    self._tap_watched(app_id, None)
+
+    def _tap_watched(self, app_id: str, node: bytes | None) -> None:
+        """``node`` watches ``app_id`` (None: the last watcher elsewhere is gone)."""
+        nodes = self._tap_watchers.get(app_id)
+        if node is None:
+            self._tap_watchers.pop(app_id, None)
+            if self._watched_elsewhere is not None:
+                self._watched_elsewhere(app_id, False)
+            return
+        if nodes is None:
+            nodes = self._tap_watchers[app_id] = {}
+            if self._watched_elsewhere is not None:
+                self._watched_elsewhere(app_id, True)
+        nodes[node] = time.monotonic() + TAPS_HOLD

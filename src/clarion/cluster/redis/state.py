@@ -24,6 +24,7 @@ from clarion.cluster.interfaces import (
     Joined,
     Left,
     Member,
+    NodeInfo,
     Occupied,
     OnReaped,
     PresenceFull,
@@ -280,6 +281,9 @@ class RedisState(ChannelState):
     def share_connections(self, mine: Callable[[], dict[str, int]]) -> dict[str, int]:
         """See :meth:`Membership.share_connections`."""
         return self.membership.share_connections(mine)
+
+    async def nodes(self) -> list[NodeInfo] | None:
+        return await self.membership.nodes()
 
     async def stop(self) -> None:
         """Leave the cluster (see :meth:`Membership.stop`)."""
