@@ -137,18 +137,25 @@ def points(
     for case in cases:
         for server in case.servers:
             mine = [r for r in runs if r.case is case and r.server == server]
-            figures = [bench.metrics(r) | (extra(r) if extra else {}) for r in mine]
+            # foreign_server_pct: the share of the server's core other processes took
+            figures = [bench.metrics(r) | (extra(r) if extra else {})
+                       | {f"foreign_{k}_pct": v for k, v in r.foreign.items()
+                          if k in ("server", "generator")}
+                       for r in mine]
             row: dict[str, Any] = {"case": case.label, "n": case.n, "server": server,
                                    "issues": sum(1 for r in mine if r.issues)}
-            for key in keys:
+            for key in [*keys, "foreign_server_pct", "foreign_generator_pct"]:
                 row[key] = stats([f[key] for f in figures if key in f])
             out.append(row)
     return out
 
 
-def ratios(cases: list[bench.Case], runs: list[bench.Run], key: str, top: str,
-           bottom: str) -> dict[int, dict[str, float] | None]:
-    return {c.n: stats(bench.paired_ratio(runs, c, key, top, bottom)) for c in cases}
+def ratios(cases: list[bench.Case], runs: list[bench.Run], top: str,
+           bottom: str) -> dict[str, dict[int, dict[str, float] | None]]:
+    """top/bottom per repetition, of deliveries/s and of deliveries per server CPU-s."""
+    return {name: {c.n: stats(bench.paired_ratio(runs, c, key, top, bottom)) for c in cases}
+            for name, key in (("ratio", "deliveries_per_s"),
+                              ("ratio_per_cpu", "deliveries_per_server_cpu_s"))}
 
 
 def part_fanout(opts: argparse.Namespace, ns: list[int], ctx: Any) -> dict[str, Any]:
@@ -158,9 +165,7 @@ def part_fanout(opts: argparse.Namespace, ns: list[int], ctx: Any) -> dict[str, 
     return {"x": "subscribers on one channel",
             "points": points(cases, runs, ["deliveries_per_s", "deliveries_per_server_cpu_s",
                                            "server_us_per_delivery", "server_cpu_pct"]),
-            "ratio": ratios(cases, runs, "deliveries_per_s", "clarion", "reference"),
-            "ratio_per_cpu": ratios(cases, runs, "deliveries_per_server_cpu_s", "clarion",
-                                    "reference")}
+            **ratios(cases, runs, "clarion", "reference")}
 
 
 def part_latency(opts: argparse.Namespace, rates: list[int], ctx: Any,
@@ -213,9 +218,7 @@ def part_workers(opts: argparse.Namespace, ns: list[int], ctx: Any) -> dict[str,
     return {"x": "subscribers on one channel (Redis adapter, unpinned)",
             "points": points(cases, runs, ["deliveries_per_s", "deliveries_per_server_cpu_s",
                                            "server_cpu_pct", "redis_cpu_pct"]),
-            "ratio": ratios(cases, runs, "deliveries_per_s", "2-workers", "1-worker"),
-            "ratio_per_cpu": ratios(cases, runs, "deliveries_per_server_cpu_s", "2-workers",
-                                    "1-worker")}
+            **ratios(cases, runs, "2-workers", "1-worker")}
 
 
 def mix_case(args: argparse.Namespace, opts: argparse.Namespace) -> bench.Case:
@@ -327,8 +330,10 @@ def redis_window(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def redis_once(args: argparse.Namespace, opts: argparse.Namespace, n: int, workdir: Path,
                rep: int) -> dict[str, Any]:
-    """One node on the Redis adapter, n subscribers in rooms of 10 (public channels):
-    Redis traffic while they idle (--redis-rest s), then while --redis-publishes/s go."""
+    """One node on the Redis adapter, n members in presence rooms of --mix-room: Redis
+    traffic while they join (per connection), while they idle (--redis-rest s: the lease,
+    the connection counts), then while --redis-publishes/s and --redis-client-rate client
+    events/s per connection go (per message: both are one frame for Redis pub/sub)."""
     tag = f"redis-{n}-{rep}-{time.monotonic_ns()}"
     redis = bench.start_redis(opts, workdir, tag, opts.server_cpu)
     node = None
@@ -336,7 +341,8 @@ def redis_once(args: argparse.Namespace, opts: argparse.Namespace, n: int, workd
         url = f"redis://127.0.0.1:{redis.port}/0"
 
         def config(port: int) -> str:
-            return bench.clarion_toml(port, cluster={"adapter": "redis", "redis_url": url})
+            return bench.clarion_toml(port, app={"client_events": True},
+                                      cluster={"adapter": "redis", "redis_url": url})
 
         node = bench.start_server("clarion", workdir, opts.server_cpu, tag, config)
         pids = [node.pid, *bench.descendants(node.pid)]
@@ -344,8 +350,9 @@ def redis_once(args: argparse.Namespace, opts: argparse.Namespace, n: int, workd
         cmd = [str(bench.LOADGEN), "--port", str(node.port), "--app-id", bench.APP_ID,
                "--key", bench.APP_KEY, "--secret", bench.APP_SECRET,
                "--server-pid", ",".join(map(str, pids)), "--aux-pid", str(redis.process.pid),
-               "--subs", str(n), "--channel", "room", "--distinct-channels", "--group",
-               str(room), "--concurrency", str(opts.redis_concurrency),
+               "--subs", str(n), "--channel", "presence-room", "--distinct-channels",
+               "--group", str(room), "--client-rate", str(args.redis_client_rate),
+               "--concurrency", str(opts.redis_concurrency),
                "--settle", str(args.redis_rest), "--publish", "rate",
                "--rate", str(args.redis_publishes * room), "--publishers", "2",
                "--warmup", str(opts.warmup), "--duration", str(opts.duration), "--markers"]
@@ -366,6 +373,7 @@ def redis_once(args: argparse.Namespace, opts: argparse.Namespace, n: int, workd
         reader.join(10)
         data = json.loads("".join(out_text) or "{}")
         pub = data.get("publish") or {}
+        client = data.get("client") or {}
         result: dict[str, Any] = {"n": n, "rep": rep, "ok": bool(data.get("ok"))}
         if "idle-start" in samples and n:
             # the connect phase: every connection's subscribe (a script) and the rest
@@ -380,15 +388,17 @@ def redis_once(args: argparse.Namespace, opts: argparse.Namespace, n: int, workd
         if "window-start" in samples and "window-end" in samples and pub:
             busy = redis_window(samples["window-start"], samples["window-end"])
             busy["publishes_per_s"] = pub["publishes_per_s"]
-            busy["deliveries_per_s"] = pub["deliveries_per_s"]
+            busy["client_events_per_s"] = client.get("sent_per_s", 0.0)
+            busy["deliveries_per_s"] = pub["deliveries_per_s"] + client.get(
+                "deliveries_per_s", 0.0)
             busy["node_cpu_pct"] = pub["server_cpu_pct"]
             result["publishing"] = busy
-            if "rest" in result and pub["publishes_per_s"]:
+            per = busy["publishes_per_s"] + busy["client_events_per_s"]
+            if "rest" in result and per:
                 rest = result["rest"]
-                per = pub["publishes_per_s"]
-                result["commands_per_publish"] = (
+                result["commands_per_message"] = (
                     (busy["commands_per_s"] - rest["commands_per_s"]) / per)
-                result["redis_cpu_us_per_publish"] = (
+                result["redis_cpu_us_per_message"] = (
                     1e4 * (busy["cpu_pct"] - rest["cpu_pct"]) / per)
         return result
     finally:
@@ -406,9 +416,9 @@ def part_redis(args: argparse.Namespace, opts: argparse.Namespace, ns: list[int]
             one = redis_once(args, opts, n, workdir, rep)
             rest = one.get("rest", {})
             print(f"    at rest {rest.get('commands_per_s', -1):,.1f} commands/s, Redis "
-                  f"{rest.get('cpu_pct', -1):.2f}% CPU; per publish "
-                  f"{one.get('commands_per_publish', -1):.2f} commands, "
-                  f"{one.get('redis_cpu_us_per_publish', -1):.1f} us Redis CPU; per connection "
+                  f"{rest.get('cpu_pct', -1):.2f}% CPU; per message "
+                  f"{one.get('commands_per_message', -1):.2f} commands, "
+                  f"{one.get('redis_cpu_us_per_message', -1):.1f} us Redis CPU; per connection "
                   f"{one.get('commands_per_connection', -1):.2f} commands, "
                   f"{one.get('redis_cpu_us_per_connection', -1):.1f} us", flush=True)
             found.append(one)
@@ -419,20 +429,22 @@ def part_redis(args: argparse.Namespace, opts: argparse.Namespace, ns: list[int]
             "n": n,
             "rest_commands_per_s": stats([r["rest"]["commands_per_s"] for r in mine]),
             "rest_cpu_pct": stats([r["rest"]["cpu_pct"] for r in mine]),
-            "commands_per_publish": stats([r["commands_per_publish"] for r in mine
-                                           if "commands_per_publish" in r]),
+            "commands_per_message": stats([r["commands_per_message"] for r in mine
+                                           if "commands_per_message" in r]),
             "commands_per_connection": stats([r["commands_per_connection"] for r in mine
                                               if "commands_per_connection" in r]),
             "redis_cpu_us_per_connection": stats([r["redis_cpu_us_per_connection"]
                                                   for r in mine
                                                   if "redis_cpu_us_per_connection" in r]),
-            "redis_cpu_us_per_publish": stats([r["redis_cpu_us_per_publish"] for r in mine
-                                               if "redis_cpu_us_per_publish" in r]),
-            "publishes_per_s": stats([r["publishing"]["publishes_per_s"] for r in mine
-                                      if "publishing" in r]),
+            "redis_cpu_us_per_message": stats([r["redis_cpu_us_per_message"] for r in mine
+                                               if "redis_cpu_us_per_message" in r]),
+            "messages_per_s": stats([r["publishing"]["publishes_per_s"]
+                                     + r["publishing"]["client_events_per_s"]
+                                     for r in mine if "publishing" in r]),
         })
-    return {"x": f"subscribers in rooms of {args.mix_room} (public channels), one node",
+    return {"x": f"members of presence rooms of {args.mix_room}, one node",
             "publishes_per_s_asked": args.redis_publishes, "rest_seconds": args.redis_rest,
+            "client_events_per_s_per_connection": args.redis_client_rate,
             "points": pts, "runs": found}
 
 
@@ -444,14 +456,20 @@ COLOURS = {"clarion": "#1f6fb4", "reference": "#999999", "1-worker": "#1f6fb4",
            "2-workers": "#d2691e", "baseline": "#999999"}
 
 
-def series(part: dict[str, Any], server: str, key: str) -> tuple[list[float], ...]:
+def series(part: dict[str, Any], server: str, key: str,
+           invert: float = 0.0) -> tuple[list[float], ...]:
+    """x, median, and the distances to min and max; ``invert``: plot invert / value (the
+    median of 1/x is 1/the median; min and max swap)."""
     xs, ys, lo, hi = [], [], [], []
     for p in part["points"]:
         if p["server"] == server and p.get(key):
+            med, low, high = p[key]["median"], p[key]["min"], p[key]["max"]
+            if invert:
+                med, low, high = invert / med, invert / high, invert / low
             xs.append(p["n"])
-            ys.append(p[key]["median"])
-            lo.append(p[key]["median"] - p[key]["min"])
-            hi.append(p[key]["max"] - p[key]["median"])
+            ys.append(med)
+            lo.append(med - low)
+            hi.append(high - med)
     return xs, ys, lo, hi
 
 
@@ -478,6 +496,17 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
+    def finish(fig: Any, ax: Any, name: str, xlabel: str, ylabel: str, title: str) -> None:
+        """Labels, thousands on the y axis from 0, legend and grid; save as ``name``."""
+        ax.yaxis.set_major_formatter(thousands)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        save(fig, name)
+
     def ticks(ax: Any, part: dict[str, Any]) -> None:
         xs = sorted({p["n"] for p in part["points"]})
         ax.set_xticks(xs)
@@ -486,35 +515,42 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.tick_params(axis="x", labelsize=7)
 
     def lines(ax: Any, part: dict[str, Any], key: str, servers: list[str],
-              style: str = "-", label: str = "{server}") -> None:
+              style: str = "-", label: str = "{server}", invert: float = 0.0,
+              alpha: float = 1.0) -> None:
         for server in servers:
-            xs, ys, lo, hi = series(part, server, key)
+            xs, ys, lo, hi = series(part, server, key, invert)
             if xs:
                 ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" + style, ms=3, capsize=2,
-                            color=COLOURS.get(server), label=label.format(server=server))
+                            color=COLOURS.get(server), label=label.format(server=server),
+                            alpha=alpha)
 
     servers = [s for s in ("clarion", "reference") if s in result["options"]["servers"]]
     if "fanout" in parts:
         part = parts["fanout"]
-        rs = sorted((int(n), r["median"]) for n, r in part.get("ratio", {}).items() if r)
+        rs = sorted((int(n), r["median"]) for n, r in part.get("ratio_per_cpu", {}).items()
+                    if r)
         if rs:
             fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6, 4.6), sharex=True,
                                           gridspec_kw={"height_ratios": [3, 1]})
         else:
             fig, ax = plt.subplots(figsize=(6, 3.6))
             ax2 = ax
-        lines(ax, part, "deliveries_per_s", servers)
+        # per server CPU-second: what a whole core does, whatever share others took
+        lines(ax, part, "deliveries_per_server_cpu_s", servers,
+              label="{server}, per server CPU-second")
+        lines(ax, part, "deliveries_per_s", servers, ":", "{server}, per second (shared core)",
+              alpha=0.5)
         ax.set_xscale("log")
         ax.yaxis.set_major_formatter(thousands)
-        ax.set_ylabel("deliveries/s (one core)")
-        ax.set_title("Fan-out: deliveries/s against subscribers of one channel", fontsize=10)
+        ax.set_ylabel("deliveries")
+        ax.set_title("Fan-out: deliveries against subscribers of one channel", fontsize=10)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         if rs:
             ax2.plot([n for n, _ in rs], [r for _, r in rs], "o-", ms=3, color="#1f6fb4")
             ax2.axhline(1.0, color="#999999", lw=0.8)
-            ax2.set_ylabel("Clarion /\nreference", fontsize=8)
+            ax2.set_ylabel("Clarion / ref.\nper CPU-s", fontsize=8)
             ax2.grid(alpha=0.3)
         ax2.set_xlabel("subscribers")
         ticks(ax2, part)
@@ -545,29 +581,23 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
                     part, server, "rss_idle_mib")[1][-1]), fontsize=7,
                     textcoords="offset points", xytext=(-60, 8), color=COLOURS.get(server))
         ax.xaxis.set_major_formatter(thousands)
-        ax.set_xlabel("idle subscribed connections")
-        ax.set_ylabel("server RSS (MiB)")
-        ax.set_ylim(bottom=0)
-        ax.set_title("Memory against connections held", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save(fig, "memory.png")
+        finish(fig, ax, "memory.png", "idle subscribed connections", "server RSS (MiB)",
+               "Memory against connections held")
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        lines(ax, part, "connect_per_s", servers)
+        lines(ax, part, "server_us_per_connect", servers, invert=1e6,
+              label="{server}, per server CPU-second")
+        lines(ax, part, "connect_per_s", servers, ":", "{server}, per second (shared core)",
+              alpha=0.5)
         ax.xaxis.set_major_formatter(thousands)
-        ax.yaxis.set_major_formatter(thousands)
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("connections opened and held (256 handshakes in flight)")
-        ax.set_ylabel("connect+subscribe/s")
-        ax.set_title("Connect rate against concurrent connections", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save(fig, "connect.png")
+        finish(fig, ax, "connect.png", "connections opened and held (256 handshakes in flight)",
+               "connect+subscribe", "Connect rate against concurrent connections")
     if "workers" in parts:
         part = parts["workers"]
         fig, ax = plt.subplots(figsize=(6, 3.6))
         lines(ax, part, "deliveries_per_s", ["1-worker", "2-workers"],
-              label="{server}")
+              label="{server}, per second")
+        lines(ax, part, "deliveries_per_server_cpu_s", ["1-worker", "2-workers"], "--",
+              label="{server}, per server CPU-second", alpha=0.6)
         top = dict(zip(*series(part, "2-workers", "deliveries_per_s")[:2], strict=True))
         for n, r in part.get("ratio", {}).items():
             if r and int(n) in top:
@@ -576,14 +606,9 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
                             textcoords="offset points", xytext=(-8, 6))
         ax.set_xscale("log")
         ticks(ax, part)
-        ax.yaxis.set_major_formatter(thousands)
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("subscribers (Redis adapter; server, Redis, generator share 2 cores)")
-        ax.set_ylabel("deliveries/s")
-        ax.set_title("--workers 1 against --workers 2", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        save(fig, "workers.png")
+        finish(fig, ax, "workers.png",
+               "subscribers (Redis adapter; server, Redis, generator share 2 cores)",
+               "deliveries", "--workers 1 against --workers 2")
     if "mix" in parts:
         part = parts["mix"]
         rows = [p for p in part["points"] if p.get("server_us_per_delivery")]
@@ -660,6 +685,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="redis part: seconds of idle connections measured")
     p.add_argument("--redis-publishes", type=int, default=1000,
                    help="redis part: publishes/s (one room each)")
+    p.add_argument("--redis-client-rate", type=float, default=0.1,
+                   help="redis part: client events/s per connection")
     p.add_argument("--ref", help="benchmark src/ of this commit instead of the working tree")
     p.add_argument("--ab", help="mix part: also run src/ of this commit, alternately (A/B)")
     p.add_argument("--out", type=Path, help="JSON file (default bench/results/curves-*.json)")
