@@ -50,13 +50,13 @@ PARTS = ("fanout", "latency", "memory", "workers", "mix", "redis")
 # its own, so the largest sweeps stop at 19,000.
 FULL = {
     "fanout": [100, 1000, 5000, 10000, 19000],
-    "latency": [5000, 20000, 50000, 100000, 150000],
+    "latency": [5000, 20000, 50000, 100000],
     "memory": [1000, 5000, 10000, 19000],
-    "workers": [1000, 5000, 10000],
+    "workers": [1000, 10000],
     "redis": [1000, 10000],
 }
 QUICK = {
-    "fanout": [100, 300],
+    "fanout": [300],
     "latency": [2000, 5000],
     "memory": [100, 300],
     "workers": [100],
@@ -473,6 +473,18 @@ def series(part: dict[str, Any], server: str, key: str,
     return xs, ys, lo, hi
 
 
+def src_commit(commit: str) -> str:
+    """The last commit before ``commit`` that changed src/: the server that was measured
+    (commits of bench/ or docs/ in between do not change it)."""
+    base = commit.split("+")[0]
+    try:
+        found = subprocess.run(["git", "log", "-1", "--format=%h", base, "--", "src"],
+                               cwd=bench.ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return commit
+    return (found.stdout.strip() or base) + commit[len(base):]
+
+
 def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -482,8 +494,9 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = result["meta"]
-    foot = (f"{meta['commit']}, {meta['date']}; {meta['cpus']} shared cores (server on 1, "
-            f"generator on 1); medians of {result['options']['reps']}, bars min-max")
+    commits = "+".join(dict.fromkeys(src_commit(c) for c in meta["commit"].split("+")))
+    foot = (f"bench/curves.py, src/ of {commits}, {meta['date']}; {meta['cpus']} cores "
+            f"shared with other work; medians of {result['options']['reps']}, bars min-max")
     thousands = FuncFormatter(lambda v, _: f"{v:,.0f}")
     written: list[Path] = []
     parts = result["parts"]
@@ -499,11 +512,11 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
     def finish(fig: Any, ax: Any, name: str, xlabel: str, ylabel: str, title: str) -> None:
         """Labels, thousands on the y axis from 0, legend and grid; save as ``name``."""
         ax.yaxis.set_major_formatter(thousands)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.4)  # room for the legend
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, ncol=2, loc="upper center")
         ax.grid(alpha=0.3)
         save(fig, name)
 
@@ -542,10 +555,10 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
               alpha=0.5)
         ax.set_xscale("log")
         ax.yaxis.set_major_formatter(thousands)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.4)  # room for the legend
         ax.set_ylabel("deliveries")
         ax.set_title("Fan-out: deliveries against subscribers of one channel", fontsize=10)
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2, loc="upper center")
         ax.grid(alpha=0.3)
         if rs:
             ax2.plot([n for n, _ in rs], [r for _, r in rs], "o-", ms=3, color="#1f6fb4")
