@@ -120,13 +120,23 @@ def plan(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, st
     per_conn = None
     conns_core = None
     if mixp and us:
-        per_conn = median(mixp, "deliveries_per_s") / mixp["n"]  # type: ignore[operator]
+        # what the workload asks (the generator's options), not what an overloaded server
+        # managed: client events to the other room-mates, publishes to the whole room
+        a = mix["args"]  # type: ignore[index]
+
+        def opt(name: str) -> float:
+            return float(a[a.index(name) + 1])
+
+        per_conn = (opt("--client-rate") * (opt("--group") - 1)
+                    + opt("--rate") / opt("--subs"))
         conns_core = 1e6 / (us * per_conn)
+        done = median(mixp, "deliveries_per_s") or 0.0
         row("mixed workload: server CPU per delivered message", f"{us:.2f} µs",
-            f"measured: `mix`, {mixp['n']:,} connections "
-            f"(p99 {fmt(median(mixp, 'all_p99_ms'), 1)} ms)")
+            f"measured: `mix`, {mixp['n']:,} connections ({done:,.0f} of "
+            f"{per_conn * mixp['n']:,.0f} deliveries/s asked were made; "
+            f"p99 {fmt(median(mixp, 'all_p99_ms'), 1)} ms)")
         row("mixed workload: deliveries per connection per second", f"{per_conn:.1f}",
-            "measured: `mix` (client events to 9 room-mates + publishes to 10)")
+            "the workload: client-rate x (room - 1) + publish deliveries / connections")
         row(f"connections per core, mixed workload, at {util:.0%} CPU", fmt(conns_core * util),
             f"computed: {util:.0%} x 1 s / ({us:.2f} µs x {per_conn:.1f} deliveries/s)")
     work = parts.get("workers")
@@ -144,12 +154,12 @@ def plan(result: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, st
     if conns_core:
         factor = min(1.0, eff) if eff else 1.0
         for cores in (1, 2, 4, 8, 16):
-            conns = cores * conns_core * util * factor
+            conns = cores * conns_core * util * (factor if cores > 1 else 1.0)
             limit = "" if per_gib_all is None else f", {conns / per_gib_all:,.1f} GiB"
             row(f"node of {cores} core(s), `--workers {cores}`, mixed workload",
                 f"{fmt(conns, 0)} connections{limit}",
-                f"computed: {cores} x connections per core x {factor:.2f} (workers "
-                "efficiency, capped at 1)")
+                f"computed: {cores} x connections per core at {util:.0%}"
+                + (f" x {factor:.2f} (workers efficiency, capped at 1)" if cores > 1 else ""))
     # --- Redis -------------------------------------------------------------------------
     red = parts.get("redis")
     redp = point(red, "clarion")
