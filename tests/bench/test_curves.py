@@ -66,7 +66,7 @@ def assert_png(path: Path) -> None:
 def test_fanout_and_mixed_workload_curves_are_measured_and_drawn(tmp_path: Path) -> None:
     result = quick(tmp_path, "fanout,mix")
     fanout = result["parts"]["fanout"]["points"]
-    assert sorted(p["n"] for p in fanout) == [100, 300]
+    assert [p["n"] for p in fanout] == [300]
     for point in fanout:
         assert median(point, "deliveries_per_s") > 0
         assert median(point, "server_us_per_delivery") > 0
@@ -80,6 +80,15 @@ def test_fanout_and_mixed_workload_curves_are_measured_and_drawn(tmp_path: Path)
     assert median(mix, "client_p99_ms") > 0 and median(mix, "publish_p99_ms") > 0
     for name in ("fanout.png", "mix.png"):
         assert_png(tmp_path / "png" / name)
+    # the capacity plan is computed from that JSON (bench/capacity.py)
+    plan = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "capacity.py"), str(tmp_path / "curves.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert "| mixed workload: server CPU per delivered message |" in plan.stdout
+    # 9 room-mates per client event + 100 publishes/s x 10 members / 200 connections
+    assert "| mixed workload: deliveries per connection per second | 14.0 |" in plan.stdout
 
 
 def test_redis_traffic_of_a_node_is_measured(tmp_path: Path) -> None:
