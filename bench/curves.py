@@ -627,7 +627,8 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         rows = [p for p in part["points"] if p.get("server_us_per_delivery")]
         if rows:
             fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6, 3.2))
-            names = [f"{p['server']}\n{part['ab'].get(p['server'], '')}" for p in rows]
+            names = [f"{p['server']}\nsrc/ of {src_commit(part['ab'].get(p['server'], ''))}"
+                     for p in rows]
             colours = [COLOURS.get(p["server"], "#1f6fb4") for p in rows]
             for axis, key, title in ((ax, "server_us_per_delivery", "server CPU µs / delivery"),
                                      (ax2, "all_p99_ms", "p99 publish/client event -> "
