@@ -36,6 +36,14 @@
  *        unsubscribe of a new channel R/s (channel_occupied/vacated webhooks), client events R/s on
  *        private-side (client_event webhooks)
  *   --pub-port P                       publish / query through another node
+ *   --group G (with --distinct-channels)   subscriber i subscribes to CHANNEL-(i/G): groups
+ *        of G, e.g. presence rooms; publishes (--publish rate, --rate in deliveries/s) go
+ *        round-robin over the groups' channels
+ *   --client-rate R                    while publishing: every subscribed connection sends
+ *        R client events/s (client-mix, data {"t": send time}) on its channel, open loop;
+ *        their deliveries to the other members are counted and timed apart ("client")
+ *   --markers                          print "idle-start", "idle-end", "window-start",
+ *        "window-end" on stderr as the run passes them (bench/curves.py samples Redis then)
  *   --server-pid A,B,...  --aux-pid C,...   CPU (and RSS) summed over several processes
  *   --receiver                         no load: a webhook receiver on --port answering 200
  *        to every request until SIGTERM, then one JSON line of what it received
@@ -116,6 +124,9 @@ static struct {
     double churn_rate, side_churn, side_ce;
     const char *churn_channel, *query_info;
     int server_pids[MAX_PIDS], n_server_pids, aux_pids[MAX_PIDS], n_aux_pids;
+    /* the mixed workload (bench/curves.py): rooms of --group, client events per user */
+    int group, markers;
+    double client_rate;
 } opt = {"127.0.0.1", 6001, "1", "app-key", "app-secret", "bench", "bench-event",
          0, 256, 4, 2, 32, 32, 0, PUB_NONE, 0, 20000, 1.0, 1.0, 5.0, 120.0};
 
@@ -191,6 +202,11 @@ static struct {
     char first_error[256];
     /* window */
     hist_t lat;
+    /* groups (--group): subscribed members per group; client events (--client-rate) */
+    int n_groups, *grp_subscribed, pub_group, ce_rr;
+    double ce_next, ce_interval;
+    uint64_t ce_sent, ce_deliveries, ce_expected;
+    hist_t ce_lat, all_lat; /* client events; publishes and client events together */
     /* side traffic while publishing (webhook scenario) */
     conn_t *side[MAX_SIDE];
     int n_side, side_ready, side_k, side_phase, side_rr;
@@ -387,8 +403,10 @@ static void kill_conn(conn_t *c) {
     } else if (c->kind == KIND_SUB && c->role == ROLE_MAIN) {
         if (c->state == ST_SUBSCRIBED) {
             g.subscribed--;
-            /* what it will never receive is no longer owed */
-            if (g.publishing) g.expected -= g.sent - c->delivered;
+            if (opt.group) g.grp_subscribed[c->idx / opt.group]--;
+            /* what it will never receive is no longer owed (with --group the publishes
+             * went to one group each: the undelivered count stays an upper bound) */
+            if (g.publishing && !opt.group) g.expected -= g.sent - c->delivered;
         } else {
             g.handshaking--;
             g.subs_failed++;
@@ -521,8 +539,18 @@ static void record_latency(const char *p, size_t n) {
     /* data is a JSON string: ...\"t\":123456... */
     const char *t = memmem(p, n, "\\\"t\\\":", 6);
     if (!t) return;
-    int64_t sent = strtoll(t + 6, NULL, 10);
-    hist_add(&g.lat, now_us() - sent);
+    int64_t lat = now_us() - strtoll(t + 6, NULL, 10);
+    hist_add(&g.lat, lat);
+    if (opt.client_rate > 0) hist_add(&g.all_lat, lat);
+}
+
+/* A client event's data is forwarded as the sender's JSON object: ..."t":123456... */
+static void record_client_latency(const char *p, size_t n) {
+    const char *t = memmem(p, n, "\"t\":", 4);
+    if (!t) return;
+    int64_t lat = now_us() - strtoll(t + 4, NULL, 10);
+    hist_add(&g.ce_lat, lat);
+    hist_add(&g.all_lat, lat);
 }
 
 static int json_int_after(const char *p, size_t n, const char *key) {
@@ -542,7 +570,7 @@ static void channel_of(const conn_t *c, char *out, size_t cap) {
     else if (c->role == ROLE_SIDE_CE)
         snprintf(out, cap, "private-side");
     else if (opt.distinct)
-        snprintf(out, cap, "%s-%d", opt.channel, c->idx);
+        snprintf(out, cap, "%s-%d", opt.channel, opt.group ? c->idx / opt.group : c->idx);
     else
         snprintf(out, cap, "%s", opt.channel);
 }
@@ -760,6 +788,11 @@ static void sub_text(conn_t *c, const char *p, size_t n) {
         if (g.measuring) record_latency(p, n);
         return;
     }
+    if (EVENT_IS(p, n, "{\"event\":\"client-mix\"")) {
+        g.ce_deliveries++;
+        if (g.measuring) record_client_latency(p, n);
+        return;
+    }
     if (EVENT_IS(p, n, "{\"event\":\"pusher_internal:member_added\"")) {
         if (c->role == ROLE_OBSERVER)
             observer_saw(p, n, 1);
@@ -796,6 +829,7 @@ static void sub_text(conn_t *c, const char *p, size_t n) {
             if (c->role == ROLE_MAIN) {
                 g.subscribed++;
                 g.handshaking--;
+                if (opt.group) g.grp_subscribed[c->idx / opt.group]++;
             } else if (c->role == ROLE_OBSERVER) {
                 ch.observer_ready = 1;
             } else if (c->role == ROLE_JOINER) {
@@ -938,10 +972,20 @@ static char pad_str[1024];
 static void send_publish(conn_t *c) {
     char body[1400], query[256], sts[400], req[2048], md5hex[33], sighex[65];
     uint8_t digest[32];
+    char chan[160];
+    uint64_t owed = (uint64_t)g.subscribed;
+    if (opt.group) {
+        /* one room after the other */
+        int k = g.pub_group++ % g.n_groups;
+        snprintf(chan, sizeof chan, "%s-%d", opt.channel, k);
+        owed = (uint64_t)g.grp_subscribed[k];
+    } else {
+        snprintf(chan, sizeof chan, "%s", opt.channel);
+    }
     int blen = snprintf(body, sizeof body,
                         "{\"name\":\"%s\",\"channel\":\"%s\",\"data\":\"{\\\"t\\\":%lld,"
                         "\\\"p\\\":\\\"%s\\\"}\"}",
-                        opt.event, opt.channel, (long long)now_us(), pad_str);
+                        opt.event, chan, (long long)now_us(), pad_str);
     md5((const uint8_t *)body, (size_t)blen, digest);
     hexify(digest, 16, md5hex);
     int qlen = snprintf(query, sizeof query,
@@ -957,8 +1001,36 @@ static void send_publish(conn_t *c) {
                         opt.app_id, query, sighex, opt.host, opt.port, blen, body);
     c->inflight++;
     g.sent++;
-    g.expected += (uint64_t)g.subscribed;
+    g.expected += owed;
     send_bytes(c, req, (size_t)rlen);
+}
+
+/* --client-rate: every subscribed connection sends R client events/s on its channel, on
+ * an open-loop schedule (connections in turn, one every 1 / (R * subscribed) s). */
+static void client_pump(double now) {
+    char chan[160], msg[320];
+    while (now >= g.ce_next) {
+        g.ce_next += g.ce_interval;
+        for (int k = 0; k < g.subs_started; k++) {
+            conn_t *c = g.subs[g.ce_rr++ % g.subs_started];
+            if (c->state != ST_SUBSCRIBED) continue;
+            channel_of(c, chan, sizeof chan);
+            int n = snprintf(msg, sizeof msg,
+                             "{\"event\":\"client-mix\",\"channel\":\"%s\","
+                             "\"data\":{\"t\":%lld,\"p\":\"%s\"}}",
+                             chan, (long long)now_us(), pad_str);
+            send_ws(c, 1, msg, (size_t)n);
+            g.ce_sent++;
+            if (opt.group) g.ce_expected += (uint64_t)(g.grp_subscribed[c->idx / opt.group] - 1);
+            break;
+        }
+    }
+}
+
+static void marker(const char *what) {
+    if (!opt.markers) return;
+    fprintf(stderr, "%s\n", what);
+    fflush(stderr);
 }
 
 /* --- HTTP state queries -------------------------------------------------------------- */
@@ -1254,7 +1326,7 @@ static void json_codes(const char *name, const code_counter *cc) {
 #define MAX_CPUS 8
 typedef struct {
     double t, scpu, gcpu;
-    uint64_t deliveries, responses, sent;
+    uint64_t deliveries, responses, sent, ce_sent, ce_deliveries;
     int ncpu;
     unsigned long long busy[MAX_CPUS], total[MAX_CPUS], steal[MAX_CPUS];
     double each[MAX_PIDS], aux[MAX_PIDS]; /* CPU s of each server process, of each --aux-pid */
@@ -1292,6 +1364,8 @@ static snap_t snap(void) {
     s.deliveries = g.deliveries;
     s.responses = g.responses;
     s.sent = g.sent;
+    s.ce_sent = g.ce_sent;
+    s.ce_deliveries = g.ce_deliveries;
     for (int i = 0; i < opt.n_server_pids; i++) s.each[i] = pid_cpu_s(opt.server_pids[i]);
     for (int i = 0; i < opt.n_aux_pids; i++) s.aux[i] = pid_cpu_s(opt.aux_pids[i]);
     read_cpus(&s);
@@ -1353,6 +1427,7 @@ static void usage(void) {
             "  [--churn-rate JOINS_PER_S (0: flood)] [--churn-members M] [--churn-inflight C]\n"
             "  [--churn-channel presence-X] [--query list|channel|both] [--query-info I]\n"
             "  [--side-churn PER_S] [--side-client-events PER_S]\n"
+            "  [--group G] [--client-rate PER_S_PER_CONN] [--markers]\n"
             "  | --receiver [--port P]   | --selftest\n");
     exit(2);
 }
@@ -1422,6 +1497,7 @@ int main(int argc, char **argv) {
         {"churn-inflight", 1, 0, 'I'}, {"churn-channel", 1, 0, 'H'},
         {"query", 1, 0, 'q'},       {"query-info", 1, 0, 'o'}, {"side-churn", 1, 0, 'y'},
         {"side-client-events", 1, 0, 'e'}, {"receiver", 0, 0, 'V'}, {"aux-pid", 1, 0, 'A'},
+        {"group", 1, 0, 'G'},       {"client-rate", 1, 0, 'E'}, {"markers", 0, 0, 'K'},
         {0, 0, 0, 0}};
     int o, cpu = -1;
     opt.churn_rate = -1;
@@ -1477,13 +1553,17 @@ int main(int argc, char **argv) {
         case 'y': opt.side_churn = atof(optarg); break;
         case 'e': opt.side_ce = atof(optarg); break;
         case 'V': opt.receiver = 1; break;
+        case 'G': opt.group = atoi(optarg); break;
+        case 'E': opt.client_rate = atof(optarg); break;
+        case 'K': opt.markers = 1; break;
         case 'Z': selftest(); return 0;
         default: usage();
         }
     }
     if (optind != argc || opt.subs < 0 || opt.concurrency < 1 || opt.publishers < 1 ||
         opt.inflight < 1 || opt.lag < 1 || opt.rate <= 0 || opt.pad < 0 || opt.pad > 1000 ||
-        opt.churn_members < 2 || opt.churn_inflight < 1 || opt.side_churn < 0 || opt.side_ce < 0)
+        opt.churn_members < 2 || opt.churn_inflight < 1 || opt.side_churn < 0 || opt.side_ce < 0 ||
+        opt.group < 0 || (opt.group && !opt.distinct) || opt.client_rate < 0)
         usage();
     if (!opt.pub_port) opt.pub_port = opt.port;
     if (cpu >= 0) {
@@ -1537,6 +1617,11 @@ int main(int argc, char **argv) {
     g.subs = calloc((size_t)cap, sizeof *g.subs);
     g.pubs = calloc((size_t)opt.publishers, sizeof *g.pubs);
     if (!g.subs || !g.pubs) die("out of memory");
+    if (opt.group) {
+        g.n_groups = (opt.subs + opt.group - 1) / opt.group;
+        g.grp_subscribed = calloc((size_t)g.n_groups + 1, sizeof *g.grp_subscribed);
+        if (!g.grp_subscribed) die("out of memory");
+    }
     int ok = 1;
 
     /* 1-2. connect and subscribe */
@@ -1568,8 +1653,10 @@ int main(int argc, char **argv) {
     }
 
     /* 3. idle */
+    marker("idle-start");
     idle_for(opt.settle);
     long rss_idle = server_rss_kib();
+    marker("idle-end");
 
     /* 4-5. publish */
     snap_t w0 = {0}, w1 = {0};
@@ -1589,25 +1676,35 @@ int main(int argc, char **argv) {
         g.publishing = 1;
         double start = now_s();
         double t_w0 = start + opt.warmup, t_w1 = t_w0 + opt.duration;
-        send_interval = (g.subscribed > 0 ? (double)g.subscribed : 1.0) / opt.rate;
+        /* --rate is in deliveries/s: a publish reaches a group (--group) or everybody */
+        send_interval = (opt.group ? (double)opt.group
+                         : g.subscribed > 0 ? (double)g.subscribed : 1.0) / opt.rate;
         next_send = start;
+        if (opt.client_rate > 0 && g.subscribed > 0) {
+            g.ce_interval = 1.0 / (opt.client_rate * g.subscribed);
+            g.ce_next = start;
+        }
         g.side_next_churn = g.side_next_ce = start;
         for (;;) {
             double now = now_s();
             if (!g.measuring && now >= t_w0) {
                 w0 = snap();
                 g.measuring = 1;
+                marker("window-start");
             }
             if (g.measuring && now >= t_w1) {
                 w1 = snap();
                 g.measuring = 0;
+                marker("window-end");
                 break;
             }
             pump(now);
             if (g.n_side) side_pump(now);
+            if (g.ce_interval > 0) client_pump(now);
             int timeout = 1;
             if (opt.pub_mode == PUB_RATE) {
-                double until = next_send - now_s();
+                double due = g.ce_interval > 0 && g.ce_next < next_send ? g.ce_next : next_send;
+                double until = due - now_s();
                 timeout = until <= 0 ? 0 : (int)(until * 1000);
                 if (timeout > 5) timeout = 5;
             }
@@ -1625,7 +1722,9 @@ int main(int argc, char **argv) {
             uint64_t inflight = 0;
             for (int i = 0; i < g.n_pubs; i++)
                 if (g.pubs[i]->state == ST_HTTP) inflight += g.pubs[i]->inflight;
-            if (inflight == 0 && g.pub_deliveries >= g.expected) break;
+            if (inflight == 0 && g.pub_deliveries >= g.expected &&
+                g.ce_deliveries >= g.ce_expected)
+                break;
             if (now_s() - d0 > 10) break;
             poll_once(5);
         }
@@ -1775,6 +1874,20 @@ int main(int argc, char **argv) {
         json_cores(&w0, &w1);
         putchar(',');
         json_hist("latency_ms", &g.lat);
+        printf("},");
+    }
+    if (opt.client_rate > 0 && w1.t > 0) {
+        double ws = w1.t - w0.t;
+        uint64_t owed = g.ce_expected > g.ce_deliveries ? g.ce_expected - g.ce_deliveries : 0;
+        printf("\"client\":{\"sent\":%llu,\"sent_per_s\":%.1f,\"deliveries\":%llu,"
+               "\"deliveries_per_s\":%.1f,\"total_sent\":%llu,\"undelivered\":%llu,",
+               (unsigned long long)(w1.ce_sent - w0.ce_sent), (w1.ce_sent - w0.ce_sent) / ws,
+               (unsigned long long)(w1.ce_deliveries - w0.ce_deliveries),
+               (w1.ce_deliveries - w0.ce_deliveries) / ws, (unsigned long long)g.ce_sent,
+               (unsigned long long)owed);
+        json_hist("latency_ms", &g.ce_lat);
+        putchar(',');
+        json_hist("all_latency_ms", &g.all_lat);
         printf("},");
     }
     if (g.n_side)

@@ -464,6 +464,9 @@ def build_stack(
             metrics_cfg = {"enabled": True, "port": stack.metrics_port}
     elif scenario == "admin" and kind != "admin-off":
         admin = {"port": free_port(), "token": ADMIN_TOKEN}
+    elif scenario == "mix":
+        # bench/curves.py's mixed workload: presence rooms whose members send client events
+        app["client_events"] = True
     redis_kinds = {"1-worker", "2-workers", "redis-same-node", "cross-node", "redis",
                    "redis-churn"}
     if kind in redis_kinds:
