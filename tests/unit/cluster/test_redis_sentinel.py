@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
 from redis.asyncio.sentinel import (
     MasterNotFoundError,
     SentinelManagedConnection,
@@ -14,7 +15,7 @@ from redis.asyncio.sentinel import (
 )
 
 from clarion.cluster.redis.link import POOL_OPTIONS
-from clarion.cluster.redis.sentinel import BlockingSentinelPool, SentinelEndpoint
+from clarion.cluster.redis.sentinel import BlockingSentinelPool, MasterMoved, SentinelEndpoint
 
 SENTINELS = ["10.0.0.1:26379", "redis://:sentinel-pw@10.0.0.2:26380"]
 
@@ -71,6 +72,30 @@ def test_a_master_moved_is_told_and_a_connection_to_the_old_one_is_not_current()
         assert endpoint.current(old) and not endpoint.current(None)
         pool.master_address = ("10.0.1.2", 6379)  # what the next connection found
         assert not endpoint.current(old)
+        await endpoint.close()
+
+    asyncio.run(main())
+
+
+def test_new_connections_stay_on_the_agreed_master_until_the_link_follows() -> None:
+    """redis-py would move quietly with the next connection made: a move is an outage."""
+
+    async def main() -> None:
+        endpoint = _endpoint()
+        pool = endpoint.pool(dict(POOL_OPTIONS))
+        named = ("10.0.1.1", 6379)
+
+        async def discover_master(name: str) -> tuple[str, int]:
+            return named
+
+        endpoint.sentinel.discover_master = discover_master
+        assert await pool.get_master_address() == named  # the first one is agreed on
+        named = ("10.0.1.2", 6379)
+        with pytest.raises(MasterMoved, match=r"from 10\.0\.1\.1:6379 to 10\.0\.1\.2:6379"):
+            await pool.get_master_address()
+        assert pool.master_address == ("10.0.1.1", 6379)
+        endpoint.follow()  # the link reconnects after the outage
+        assert await pool.get_master_address() == named == pool.master_address
         await endpoint.close()
 
     asyncio.run(main())

@@ -60,6 +60,11 @@ class Endpoint(Protocol):
         """Whether ``connection`` (a held one: the pub/sub's) goes to the Redis to use."""
         ...
 
+    def follow(self) -> None:
+        """The link reconnects after an outage: new connections may go to a Redis other
+        than before (the new master). Until then, they never do."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -80,6 +85,9 @@ class Direct:
 
     def current(self, connection: Any) -> bool:
         return True
+
+    def follow(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None
@@ -224,6 +232,7 @@ class RedisLink:
                     # use stay: the subscription may have outlived the outage (a frozen
                     # Redis), and a broken one in use fails on its own.
                     await self.client.connection_pool.disconnect(inuse_connections=False)
+                    self.endpoint.follow()
                     await self._ping()
                     # Up before the listeners run: they write through the link (the
                     # first of them holds back what must not reach Redis ahead of it).
@@ -237,7 +246,10 @@ class RedisLink:
                         log.warning("Redis still unavailable (%s)", exc)
                     else:
                         log.exception("registering again after the outage failed; retrying")
-                    delay = min(5.0, delay * 2)
+                    # Capped at a quarter of peer_wait too: the other nodes wait that
+                    # long for this one (then publish as if it were dead), so it must
+                    # try again several times within it once Redis is back (a failover).
+                    delay = min(5.0, self.peer_wait / 4, delay * 2)
                     continue
                 break
             self._lost.clear()  # failures reported while reconnecting are dealt with

@@ -9,11 +9,16 @@ the link's business, as for any outage: a failover is an outage of the old maste
 promoted replica may lack its last writes, or hold stale ones), so the link registers
 this node's state again on the new master and the broker subscribes again there.
 
-Two things only Sentinel needs, both through the endpoint:
+What only Sentinel needs, through the endpoint:
 
+* connections never move to a new master one by one (redis-py's pool would, with the
+  next connection it makes): a node writing to the new master while its subscription,
+  or another node, is still on the old one would answer 200 for a publish some nodes
+  never see. The pool keeps the master it agreed on until the link reconnects after an
+  outage (:meth:`SentinelEndpoint.follow`); a new connection that finds it moved fails;
 * :meth:`SentinelEndpoint.moved`, checked with the health ping, notices a master that
-  moved while the old one still answers (a failover that demoted it, a manual
-  ``SENTINEL FAILOVER``): the link then goes through its outage path;
+  moved while the old one still answers (a manual ``SENTINEL FAILOVER``: the sentinels
+  demote the old master only seconds later): the link then goes through its outage path;
 * :meth:`SentinelEndpoint.current` tells the broker its pub/sub connection still goes to
   the old master, so that it is replaced rather than kept.
 
@@ -30,7 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from clarion.config import redact_url, sentinel_url
 
@@ -41,9 +46,53 @@ log = logging.getLogger("clarion.redis")
 SENTINEL_TIMEOUT = 1.0
 
 
+class MasterMoved(ConnectionError):
+    """The sentinels name another master than the one this node's connections agreed on."""
+
+
+def _where(address: Any) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """redis-py's pool of connections to the master Sentinel names, blocking when full
     like the link's direct pool (a burst of subscribes waits rather than fails)."""
+
+    async def get_master_address(self) -> Any:
+        """Where new connections go: the master the link agreed on, even if the sentinels
+        name another now. redis-py would switch quietly, with the next connection made;
+        this node would then write to the new master while its subscription, and maybe
+        the other nodes, are still on the old one (a publish answered 200 and lost). A
+        move is an outage instead: the link's next reconnection (:meth:`follow`) takes
+        the new address."""
+        address = await self.sentinel_manager.discover_master(self.service_name)
+        if self.master_address is None:
+            self.master_address = address
+            # Idle connections may go to an earlier master: they reconnect when used.
+            await self.disconnect(inuse_connections=False)
+        elif tuple(address) != tuple(self.master_address):
+            raise MasterMoved(
+                f"the sentinels moved master {self.service_name!r} from "
+                f"{_where(self.master_address)} to {_where(address)}"
+            )
+        return address
+
+    def follow(self) -> None:
+        """The next connection takes the master the sentinels name, wherever it is."""
+        self.master_address = None
+
+    async def ensure_connection(self, connection: Any) -> None:
+        # A connection that was in use when the master moved comes back to the pool still
+        # connected to the old one (redis-py's asyncio pool does not check): reused, it
+        # would write to a master that is no more, or is about to be demoted. Closed, it
+        # asks the sentinels on connecting again.
+        if (
+            connection.is_connected
+            and self.master_address is not None
+            and (connection.host, connection.port) != self.master_address
+        ):
+            await connection.disconnect()
+        await super().ensure_connection(connection)
 
 
 class SentinelEndpoint:
@@ -97,10 +146,14 @@ class SentinelEndpoint:
             return None
         if tuple(address) == tuple(pool.master_address):
             return None
-        old = pool.master_address
-        return f"the sentinels moved master {self.master!r} from {old[0]}:{old[1]} to " + (
-            f"{address[0]}:{address[1]}"
+        return (
+            f"the sentinels moved master {self.master!r} from {_where(pool.master_address)} "
+            f"to {_where(address)}"
         )
+
+    def follow(self) -> None:
+        if self._pool is not None:
+            self._pool.follow()
 
     def current(self, connection: Any) -> bool:
         pool = self._pool
