@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -144,6 +145,12 @@ class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # publish is answered 200 only once Redis took its frames, 503 after this long, and
     # the link is then marked down (a frozen Redis is treated as one that went away).
     publish_timeout: float = 1.0
+    # Redis Sentinel: "host:port" of each sentinel (or a redis:// / rediss:// URL with the
+    # sentinels' own password and TLS options). When set, the master is the one these
+    # sentinels name ``sentinel_master``, followed through failovers; redis_url then gives
+    # only the master's password, database and TLS options, not its address.
+    sentinels: list[str] = msgspec.field(default_factory=list)
+    sentinel_master: str = "mymaster"
 
 
 class WebhookTarget(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -225,7 +232,11 @@ _ENV_SERVER = {
     "CLARION_ALLOW_DEMO_APP": "allow_demo_app",
     "CLARION_PROXY_PROTOCOL": "proxy_protocol",
 }
-_ENV_CLUSTER = {"CLARION_CLUSTER_ADAPTER": "adapter", "CLARION_REDIS_URL": "redis_url"}
+_ENV_CLUSTER = {
+    "CLARION_CLUSTER_ADAPTER": "adapter",
+    "CLARION_REDIS_URL": "redis_url",
+    "CLARION_REDIS_SENTINEL_MASTER": "sentinel_master",
+}
 _ENV_APP = {"CLARION_APP_ID": "id", "CLARION_APP_KEY": "key", "CLARION_APP_SECRET": "secret"}
 
 
@@ -277,6 +288,10 @@ def load(
     for var, field in _ENV_CLUSTER.items():
         if var in env:
             raw["cluster"][field] = env[var]
+    if "CLARION_REDIS_SENTINELS" in env:
+        # Comma-separated host:port (or URLs), as a container's environment gives them.
+        entries = env["CLARION_REDIS_SENTINELS"].split(",")
+        raw["cluster"]["sentinels"] = [entry.strip() for entry in entries if entry.strip()]
     if "CLARION_METRICS_PORT" in env:
         raw["metrics"]["port"] = env["CLARION_METRICS_PORT"]
     if "CLARION_APPS_STORE" in env:
@@ -469,6 +484,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("cluster.redis_url must start with redis://, rediss:// or unix://")
     if not cluster.prefix or ":" in cluster.prefix:
         raise ConfigError("cluster.prefix must be non-empty and contain no ':'")
+    if cluster.sentinels:
+        _validate_sentinels(cluster)
     if cluster.node_lease < 2:
         raise ConfigError("cluster.node_lease must be at least 2 seconds")
     if not 0.05 <= cluster.publish_timeout <= 30:
@@ -482,6 +499,35 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("webhooks.max_queue_bytes must be at least 1048576 (1 MiB)")
 
 
+def sentinel_url(entry: str) -> str:
+    """A ``[cluster] sentinels`` entry as a URL: ``host:port`` is ``redis://host:port``."""
+    return entry if "://" in entry else f"redis://{entry}"
+
+
+def _validate_sentinels(cluster: ClusterSettings) -> None:
+    if not cluster.sentinel_master:
+        raise ConfigError("cluster.sentinel_master must name the master the sentinels watch")
+    if not cluster.redis_url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            "with cluster.sentinels, cluster.redis_url must start with redis:// or rediss:// "
+            "(it gives the master's password, database and TLS options)"
+        )
+    for index, entry in enumerate(cluster.sentinels):
+        where = f"cluster.sentinels[{index}]"
+        parts = urlsplit(sentinel_url(entry))
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname or port is None:
+            raise ConfigError(
+                f"{where} must be host:port or redis://[:password@]host:port "
+                f"(rediss:// for TLS), got {redact_url(entry)!r}"
+            )
+        if parts.path not in ("", "/"):
+            raise ConfigError(f"{where}: a sentinel has no database, drop {parts.path!r}")
+
+
 # What `clarion config` prints in place of a secret. It is no secret anyone would choose,
 # and the loader refuses it: a printed configuration fed back must not serve this text
 # as the real secret.
@@ -491,6 +537,7 @@ REDACTED = "<redacted>"
 _ENV_HINTS = {
     "secret": "CLARION_APP_SECRET",
     "cluster.redis_url": "CLARION_REDIS_URL",
+    "cluster.sentinels": "CLARION_REDIS_SENTINELS",
     "apps_store.url": "CLARION_APPS_STORE",
 }
 
@@ -510,7 +557,11 @@ def _refuse_redacted(value: object, where: str) -> None:
             _refuse_redacted(item, f"{where}[{index}]")
     elif isinstance(value, str) and REDACTED in value:
         secret = where.endswith(".secret") or ".headers." in where
-        hint = _ENV_HINTS["secret"] if where.endswith(".secret") else _ENV_HINTS.get(where)
+        hint = (
+            _ENV_HINTS["secret"]
+            if where.endswith(".secret")
+            else _ENV_HINTS.get(where.partition("[")[0])  # any entry of a list
+        )
         raise ConfigError(
             f"{where} is a redacted placeholder ({REDACTED}, as `clarion config` prints it): "
             f"put the real {'secret' if secret else 'value'} here"
@@ -544,6 +595,8 @@ def _fields(struct: msgspec.Struct, skip: frozenset[str] | set[str] = frozenset(
             value = redact(value)
         elif field in ("redis_url", "url"):
             value = redact_url(value, REDACTED)
+        elif field == "sentinels":
+            value = [redact_url(entry, REDACTED) for entry in value]
         elif field == "headers":
             # Header values often carry credentials (Authorization): never print them.
             value = {name: redact(v) for name, v in value.items()}

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pusher
 import pytest
@@ -33,6 +33,7 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
     password: str | None = None
     tls: tuple[Path, Path] | None = None  # certificate and key: TLS only, on ``port``
+    extra: tuple[str, ...] = ()  # more command-line options (``--replicaof``, say)
 
     @property
     def url(self) -> str:
@@ -43,6 +44,7 @@ class RedisServer:
 
     def _options(self) -> list[str]:
         options = ["--requirepass", self.password] if self.password else []
+        options += self.extra
         if self.tls is None:
             return [*options, "--port", str(self.port)]
         cert, key = self.tls
@@ -71,7 +73,7 @@ class RedisServer:
             if os.environ.get("CLARION_REQUIRE_REDIS") == "1":
                 pytest.fail(message)
             pytest.skip(message)
-        self.process = subprocess.Popen(
+        self.launch(
             [
                 binary,
                 *self._options(),
@@ -83,16 +85,18 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ]
         )
+
+    def launch(self, argv: list[str]) -> None:
+        """Run ``argv`` and wait until it answers a PING on ``port``."""
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.ping():
                 return
             time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        raise RuntimeError(f"{' '.join(argv[:2])} did not start")
 
     def ping(self) -> bool:
         try:
@@ -105,6 +109,10 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+    def cluster_table(self) -> dict[str, Any]:
+        """How a node's ``[cluster]`` reaches this Redis."""
+        return {"redis_url": self.url}
 
     def command(self, *args: str, timeout: float = 2.0) -> bytes:
         """One raw command (inline protocol), for inspecting keys in tests."""
@@ -131,6 +139,18 @@ def running_redis(workdir: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+class RedisTopology(Protocol):
+    """What the cluster tests ask of the Redis they run on: one server
+    (:class:`RedisServer`) or a Sentinel deployment (tests/support/sentinel.py)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def command(self, *args: str, timeout: float = 2.0) -> bytes: ...
+
+    def cluster_table(self) -> dict[str, Any]: ...
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -138,7 +158,7 @@ def free_port() -> int:
 
 
 def cluster_config(
-    redis: RedisServer, lease: float = 3.0, webhook_delay: float = 0, **app_settings: Any
+    redis: RedisTopology, lease: float = 3.0, webhook_delay: float = 0, **app_settings: Any
 ) -> str:
     """A node of the cluster on ``redis`` (key prefix ``test``) serving app 1, with
     client events and ``app_settings`` (``webhooks=[...]``, say)."""
@@ -146,7 +166,7 @@ def cluster_config(
         app(client_events=True, webhook_delay=webhook_delay, **app_settings),
         cluster={
             "adapter": "redis",
-            "redis_url": redis.url,
+            **redis.cluster_table(),
             "prefix": "test",
             "node_lease": lease,
         },

@@ -427,3 +427,40 @@ def test_admin_console_settings(tmp_path: Path) -> None:
     assert "another-long-admin-token" not in describe(load(path, env=env))
     with pytest.raises(ConfigError, match="at least 16"):
         load(None, env={"CLARION_ADMIN_TOKEN": "too-short"})
+
+
+def test_sentinels_from_the_environment_and_shown_without_their_passwords() -> None:
+    settings = load(
+        None,
+        env={
+            "CLARION_CLUSTER_ADAPTER": "redis",
+            "CLARION_REDIS_SENTINELS": " 10.0.0.1:26379, redis://:s3cret@10.0.0.2:26379 ,",
+            "CLARION_REDIS_SENTINEL_MASTER": "primary",
+        },
+    )
+    cluster = settings.cluster
+    assert cluster.sentinels == ["10.0.0.1:26379", "redis://:s3cret@10.0.0.2:26379"]
+    assert cluster.sentinel_master == "primary"
+    text = describe(settings)
+    assert "s3cret" not in text
+    assert f'"redis://:{REDACTED}@10.0.0.2:26379"' in text
+    # What was printed is refused as it is, pointing at the variable to use.
+    with pytest.raises(ConfigError, match=r"cluster\.sentinels\[0\] .* CLARION_REDIS_SENTINELS"):
+        load(None, env={"CLARION_REDIS_SENTINELS": f"redis://:{REDACTED}@h:1"})
+
+
+@pytest.mark.parametrize(
+    ("cluster", "message"),
+    [
+        ('sentinels = ["10.0.0.1"]', r"cluster.sentinels\[0\] must be host:port"),
+        ('sentinels = ["h:1", "http://h:2"]', r"cluster.sentinels\[1\] must be host:port"),
+        ('sentinels = ["h:port"]', r"cluster.sentinels\[0\] must be host:port"),
+        ('sentinels = ["redis://h:1/0"]', "a sentinel has no database"),
+        ('sentinels = ["h:1"]\nsentinel_master = ""', "sentinel_master must name"),
+        ('sentinels = ["h:1"]\nredis_url = "unix:///r.sock"', "must start with redis://"),
+    ],
+)
+def test_bad_sentinel_settings_are_refused(tmp_path: Path, cluster: str, message: str) -> None:
+    path = _write(tmp_path, f'[cluster]\nadapter = "redis"\n{cluster}\n')
+    with pytest.raises(ConfigError, match=message):
+        load(path, env={})

@@ -42,6 +42,7 @@ from clarion.cluster.redis import (
     RedisRateLimiter,
     RedisState,
 )
+from clarion.cluster.redis.sentinel import SentinelEndpoint
 from clarion.config import AppConfig, ClusterSettings, ConfigError, Settings, validate_apps
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
@@ -110,7 +111,14 @@ class RedisBackend(Backend):
     eager = False
 
     def __init__(self, cluster: ClusterSettings) -> None:
-        self.link = link = RedisLink(cluster.redis_url, cluster.prefix, cluster.publish_timeout)
+        endpoint = None
+        if cluster.sentinels:
+            endpoint = SentinelEndpoint(
+                cluster.redis_url, cluster.sentinels, cluster.sentinel_master
+            )
+        self.link = link = RedisLink(
+            cluster.redis_url, cluster.prefix, cluster.publish_timeout, endpoint
+        )
         super().__init__(
             RedisBroker(link),
             RedisState(link, cluster.node_lease),

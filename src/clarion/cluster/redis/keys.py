@@ -30,6 +30,9 @@ Key                        Holds                                                
 ``P:nodes``                node -> lease expiry (ms, Redis clock)                 zset
 ``P:conns:N``              app -> node N's open connections (expires)             hash
 ``P:ch:A:C``               pub/sub channel: frames of C (see :mod:`.pubsub`)      channel
+``P:here:N``               pub/sub channel node N subscribes last, once it        channel
+                           listens to all it needs: its NUMSUB on a Redis says N
+                           hears publishes there (a lease may be a stale copy)
 ``P:rate:K:T``             requests in rate-limit bucket K during second T        string
 ``P:left:enc(A,C,U)``      "1" for webhook_delay after user U's last socket left  string
                            presence channel C: a join meanwhile is a return
@@ -191,6 +194,9 @@ class RedisKeys:
 
     def conns(self, node_id: str) -> str:
         return f"{self.prefix}:conns:{node_id}"
+
+    def here(self, node_id: str) -> str:
+        return f"{self.prefix}:here:{node_id}"
 
     # --- fan-out, rate limits, webhooks -----------------------------------------------
 

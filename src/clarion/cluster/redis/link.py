@@ -11,7 +11,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -27,29 +27,88 @@ Listener = Callable[[], Awaitable[None]]
 _T = TypeVar("_T")
 
 
+# Options of the link's pool, wherever its connections go. A blocking pool: a burst of
+# subscribes (each a script call) waits for a free connection instead of failing, which
+# would read as Redis being down.
+POOL_OPTIONS: dict[str, Any] = {
+    "max_connections": 64,
+    "timeout": 10,
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 5.0,
+    "health_check_interval": 10,
+}
+
+
+class Endpoint(Protocol):
+    """Where the link's connections go: one Redis at a URL (:class:`Direct`), or the
+    master a set of sentinels names (:mod:`.sentinel`), which can move."""
+
+    def pool(self, options: dict[str, Any]) -> aioredis.BlockingConnectionPool:
+        """The link's connection pool (pub/sub connections come from it too)."""
+        ...
+
+    def describe(self) -> str:
+        """Where, for log lines (no password in it)."""
+        ...
+
+    async def moved(self) -> str | None:
+        """Checked with each health ping: why the connections go to a Redis that is no
+        longer the one to use (the master moved), or None."""
+        ...
+
+    def current(self, connection: Any) -> bool:
+        """Whether ``connection`` (a held one: the pub/sub's) goes to the Redis to use."""
+        ...
+
+    def follow(self) -> None:
+        """The link reconnects after an outage: new connections may go to a Redis other
+        than before (the new master). Until then, they never do."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Direct:
+    """One Redis at ``url``: it never moves."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def pool(self, options: dict[str, Any]) -> aioredis.BlockingConnectionPool:
+        return aioredis.BlockingConnectionPool.from_url(self.url, **options)
+
+    def describe(self) -> str:
+        return redact_url(self.url)
+
+    async def moved(self) -> str | None:
+        return None
+
+    def current(self, connection: Any) -> bool:
+        return True
+
+    def follow(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
 class RedisLink:
     """The Redis connection every subsystem shares, its health, and reconnection."""
 
-    def __init__(self, url: str, prefix: str, timeout: float = 1.0) -> None:
+    def __init__(
+        self, url: str, prefix: str, timeout: float = 1.0, endpoint: Endpoint | None = None
+    ) -> None:
         self.url = url
+        self.endpoint: Endpoint = Direct(url) if endpoint is None else endpoint
         self.prefix = prefix
         # Seconds Redis has to answer a publish or the health ping before the link is
         # marked down: a frozen Redis keeps the connections open and never answers.
         self.timeout = timeout
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
         self.keys = RedisKeys(prefix, self.node_id)
-        # A blocking pool: a burst of subscribes (each a script call) waits for a free
-        # connection instead of failing, which would read as Redis being down.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=64,
-            timeout=10,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-            health_check_interval=10,
-            # CLIENT LIST shows which node each connection belongs to.
-            client_name=f"clarion-{self.node_id}",
-        )
+        # CLIENT LIST shows which node each connection belongs to.
+        pool = self.endpoint.pool({**POOL_OPTIONS, "client_name": f"clarion-{self.node_id}"})
         self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.up = False
         self.up_since = 0.0  # time.monotonic() when the link last came up
@@ -88,7 +147,7 @@ class RedisLink:
             except (RedisError, OSError) as exc:
                 log.warning(
                     "Redis at %s not reachable (%s); retrying in %.1f s",
-                    redact_url(self.url),
+                    self.endpoint.describe(),
                     exc,
                     delay,
                 )
@@ -98,7 +157,7 @@ class RedisLink:
             break
         self.up, self.up_since = True, time.monotonic()
         self._up_gauge.set(1)
-        log.info("connected to Redis at %s as node %s", redact_url(self.url), self.node_id)
+        log.info("connected to Redis at %s as node %s", self.endpoint.describe(), self.node_id)
         self._watcher = asyncio.create_task(self._watch())
 
     def failed(self, exc: BaseException) -> None:
@@ -153,8 +212,14 @@ class RedisLink:
                     await self._ping()
                 except (RedisError, OSError) as exc:  # TimeoutError is an OSError
                     self.failed(exc)
-                else:
-                    self._rtt.observe(time.perf_counter() - started)
+                    continue
+                self._rtt.observe(time.perf_counter() - started)
+                # A master that moved while the old one still answers (a failover that
+                # demoted it) is an outage of the old one: the new one may lack its last
+                # writes, so everything is registered again there.
+                moved = await self.endpoint.moved()
+                if moved is not None:
+                    self.failed(ConnectionError(moved))
                 continue
             self._lost.clear()
             delay = 0.2
@@ -167,6 +232,7 @@ class RedisLink:
                     # use stay: the subscription may have outlived the outage (a frozen
                     # Redis), and a broken one in use fails on its own.
                     await self.client.connection_pool.disconnect(inuse_connections=False)
+                    self.endpoint.follow()
                     await self._ping()
                     # Up before the listeners run: they write through the link (the
                     # first of them holds back what must not reach Redis ahead of it).
@@ -180,7 +246,10 @@ class RedisLink:
                         log.warning("Redis still unavailable (%s)", exc)
                     else:
                         log.exception("registering again after the outage failed; retrying")
-                    delay = min(5.0, delay * 2)
+                    # Capped at a quarter of peer_wait too: the other nodes wait that
+                    # long for this one (then publish as if it were dead), so it must
+                    # try again several times within it once Redis is back (a failover).
+                    delay = min(5.0, self.peer_wait / 4, delay * 2)
                     continue
                 break
             self._lost.clear()  # failures reported while reconnecting are dealt with
@@ -205,6 +274,7 @@ class RedisLink:
         if self._watcher is not None:
             await stop_tasks([self._watcher])
         await self.client.aclose()
+        await self.endpoint.close()
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 2.0) -> None:

@@ -128,6 +128,18 @@ class Membership:
             except Exception:  # the exchange must go on, whatever happened
                 log.exception("exchanging connection counts failed; retrying")
 
+    async def _listening(self, others: list[str]) -> set[str]:
+        """Of the nodes with a lease, those back since the outage: subscribed again on
+        this Redis. A lease alone does not tell: a promoted replica (Sentinel) or a Redis
+        restarted from disk holds those of nodes not back yet."""
+        waiting = [node for node in others if node in self.link.waiting_for]
+        if not waiting:
+            return set(others)
+        keys = self.keys
+        counts = await self.link.client.pubsub_numsub(*(keys.here(node) for node in waiting))
+        listening = {text(channel) for channel, count in counts if count}
+        return {node for node in others if node not in waiting or keys.here(node) in listening}
+
     async def _exchange_connections(self, mine: Callable[[], dict[str, int]]) -> None:
         client, keys = self.link.client, self.keys
         counts: dict[Any, int] = {app: n for app, n in mine().items() if n > 0}
@@ -140,7 +152,7 @@ class Membership:
             pipe.zrange(keys.nodes, 0, -1)
             nodes = (await pipe.execute())[-1]
         others = [text(n) for n in nodes if text(n) != keys.node_id]
-        self._note_peers(set(others))
+        self._note_peers(await self._listening(others))
         async with client.pipeline(transaction=False) as pipe:
             for node in others:
                 pipe.hgetall(keys.conns(node))
@@ -218,10 +230,16 @@ class Membership:
                     log.warning("this node's lease had expired: registering its state again")
                     await self.register_again()
                 for dead in await self._beat():
-                    if dead != self.keys.node_id:
+                    if dead != self.keys.node_id and not self._awaited(dead):
                         await self._reap_node(dead)
             except Exception:
                 log.exception("lease renewal failed; retrying")
+
+    def _awaited(self, node_id: str) -> bool:
+        """A node seen before the last outage, not back yet but still within its time:
+        no lease could be renewed during the outage (a failover can outlast a lease), so
+        one that ran out then says nothing of the node until that time is over."""
+        return node_id in self.link.waiting_for and not self.link.whole
 
     async def _still_member(self) -> bool:
         if not self.link.up:

@@ -23,7 +23,10 @@ never push frames out: past a quarter of the outgoing queue's bound they are dro
 The subscription connection outlives an outage of the link when it can: if, once Redis
 answers again, it is still the same connection and answers a ping, nothing published
 meanwhile was missed, so it is kept (a new one would have missed every frame published
-before it subscribed).
+before it subscribed). One to a master that is no more (Sentinel moved it) is replaced.
+The last channel a subscription connection subscribes is the node's own ``P:here:N``:
+the other nodes take a subscriber of it on their Redis as the proof that this node is
+back after an outage (see :mod:`.membership`).
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class RedisBroker(Broker):
         self._tasks: list[asyncio.Task[None]] = []
         self._channel_prefix = link.keys.channel_prefix
         self._redis_channel = link.keys.redis_channel
+        # Subscribed after every other channel: a Redis counting a subscriber of it
+        # (PUBSUB NUMSUB) has this node hearing every channel it watched before.
+        self._here = link.keys.here(link.node_id)
         self._dropped = metrics.cluster_frames_dropped()
         self._drops_unlogged = 0
         self._drop_logged_at = -DROP_LOG_INTERVAL
@@ -340,7 +346,7 @@ class RedisBroker(Broker):
         published meanwhile will still arrive), with its channels brought up to date."""
         subscribed = {text(name) for name in pubsub.channels}
         missing = [name for name in self._interest if name not in subscribed]
-        extra = [name for name in subscribed if name not in self._interest]
+        extra = [name for name in subscribed if name not in self._interest and name != self._here]
         pong = self._pong = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self.timeout):
@@ -364,6 +370,8 @@ class RedisBroker(Broker):
         if (
             pubsub is not None
             and not self._subscription_broken
+            # Not one to a master that is no more (Sentinel moved it): it hears nothing.
+            and self.link.endpoint.current(pubsub.connection)
             and await self._still_listening(pubsub)
         ):
             return
@@ -375,10 +383,13 @@ class RedisBroker(Broker):
         while missing := [name for name in self._interest if name not in done]:
             await pubsub.subscribe(*missing)
             done.update(missing)
+        await pubsub.subscribe(self._here)  # last: tells the others it hears them all
         self._pubsub = pubsub
 
     async def start(self) -> None:
-        self._pubsub = await self._new_pubsub()
+        pubsub = await self._new_pubsub()
+        await pubsub.subscribe(self._here)
+        self._pubsub = pubsub
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._reader())]
         await self._start_taps()
 
