@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pusher
 import pytest
@@ -32,6 +32,7 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
     password: str | None = None
     tls: tuple[Path, Path] | None = None  # certificate and key: TLS only, on ``port``
+    adapter = "redis"  # the [cluster] adapter for it
 
     @property
     def url(self) -> str:
@@ -128,17 +129,31 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class RedisTarget(Protocol):
+    """What a node is pointed at: a :class:`RedisServer`, or a Redis Cluster
+    (tests/support/redis_cluster.py)."""
+
+    @property
+    def url(self) -> str: ...
+
+    adapter: str
+
+
 def cluster_config(
-    redis: RedisServer, lease: float = 3.0, webhook_delay: float = 0, **app_settings: Any
+    redis: RedisTarget,
+    lease: float = 3.0,
+    webhook_delay: float = 0,
+    prefix: str = "test",
+    **app_settings: Any,
 ) -> str:
     """A node of the cluster on ``redis`` (key prefix ``test``) serving app 1, with
     client events and ``app_settings`` (``webhooks=[...]``, say)."""
     return build_config(
         app(client_events=True, webhook_delay=webhook_delay, **app_settings),
         cluster={
-            "adapter": "redis",
+            "adapter": redis.adapter,
             "redis_url": redis.url,
-            "prefix": "test",
+            "prefix": prefix,
             "node_lease": lease,
         },
     )

@@ -11,12 +11,14 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from clarion import metrics
+from clarion.cluster.redis import topology
 from clarion.cluster.redis.keys import RedisKeys
 from clarion.config import redact_url
 
@@ -30,27 +32,27 @@ _T = TypeVar("_T")
 class RedisLink:
     """The Redis connection every subsystem shares, its health, and reconnection."""
 
-    def __init__(self, url: str, prefix: str, timeout: float = 1.0) -> None:
+    def __init__(self, url: str, prefix: str, timeout: float = 1.0, cluster: bool = False) -> None:
         self.url = url
         self.prefix = prefix
         # Seconds Redis has to answer a publish or the health ping before the link is
         # marked down: a frozen Redis keeps the connections open and never answers.
         self.timeout = timeout
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
-        self.keys = RedisKeys(prefix, self.node_id)
-        # A blocking pool: a burst of subscribes (each a script call) waits for a free
-        # connection instead of failing, which would read as Redis being down.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=64,
-            timeout=10,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-            health_check_interval=10,
-            # CLIENT LIST shows which node each connection belongs to.
-            client_name=f"clarion-{self.node_id}",
-        )
-        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self.keys = RedisKeys(prefix, self.node_id, sharded=cluster)
+        self.cluster = cluster
+        # How many times the link was marked down: a publish whose send spans one is not
+        # answered 200 on Redis Cluster (see .sharded).
+        self.failures = 0
+        if cluster:  # Redis Cluster: its own client (topology.py), same command surface
+            self.client: aioredis.Redis = cast(
+                aioredis.Redis, topology.cluster_client(url, f"clarion-{self.node_id}")
+            )
+            topology.watch_topology(
+                cast(RedisCluster, self.client), lambda why: self.failed(ConnectionError(why))
+            )
+        else:
+            self.client = self._standalone_client(url)
         self.up = False
         self.up_since = 0.0  # time.monotonic() when the link last came up
         # The other nodes last seen in the cluster, and those of them not yet registered
@@ -64,6 +66,29 @@ class RedisLink:
         self._lost = asyncio.Event()
         self._closed = False
         self._up_gauge, self._rtt = metrics.redis_metrics()
+
+    def _standalone_client(self, url: str) -> aioredis.Redis:
+        # A blocking pool: a burst of subscribes (each a script call) waits for a free
+        # connection instead of failing, which would read as Redis being down.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=64,
+            timeout=10,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            health_check_interval=10,
+            # CLIENT LIST shows which node each connection belongs to.
+            client_name=f"clarion-{self.node_id}",
+        )
+        return aioredis.Redis(connection_pool=pool)
+
+    async def _drop_idle(self) -> None:
+        """Drop every idle pooled connection (they may predate an outage); on Redis
+        Cluster, read its topology again too (a failover moved slots)."""
+        if self.cluster:
+            await topology.refresh(cast(RedisCluster, self.client))
+        else:
+            await self.client.connection_pool.disconnect(inuse_connections=False)
 
     @property
     def whole(self) -> bool:
@@ -108,6 +133,7 @@ class RedisLink:
         if self.up:
             log.error("Redis connection lost (%s): serving local subscribers only", exc)
         self.up = False
+        self.failures += 1
         self._up_gauge.set(0)
         self._lost.set()
 
@@ -166,7 +192,7 @@ class RedisLink:
                     # on a publish or a subscribe, and look like a new outage. Those in
                     # use stay: the subscription may have outlived the outage (a frozen
                     # Redis), and a broken one in use fails on its own.
-                    await self.client.connection_pool.disconnect(inuse_connections=False)
+                    await self._drop_idle()
                     await self._ping()
                     # Up before the listeners run: they write through the link (the
                     # first of them holds back what must not reach Redis ahead of it).
