@@ -57,6 +57,11 @@ class RedisClusterNode(RedisServer):
             f"nodes-{self.port}.conf",
             "--cluster-node-timeout",
             str(NODE_TIMEOUT_MS),
+            # A replica syncs at once (a replica not yet synced never takes over).
+            "--repl-diskless-sync-delay",
+            "0",
+            "--logfile",
+            str(self.workdir / "redis.log"),
         ]
 
     def info(self, section: str) -> dict[str, str]:
@@ -64,6 +69,14 @@ class RedisClusterNode(RedisServer):
         return dict(
             line.split(":", 1) for line in reply.splitlines() if ":" in line and "$" not in line
         )
+
+    def synced(self) -> bool:
+        """A master, or a replica whose link to its master is up (it may take over)."""
+        try:
+            reply = self.command("INFO", "replication").decode(errors="replace")
+        except OSError:
+            return False
+        return "role:master" in reply or "master_link_status:up" in reply
 
     def role(self) -> str:
         """ "master" or "slave", as this process sees itself."""
@@ -88,7 +101,12 @@ class RedisCluster:
         return f"redis://{seeds}"
 
     def start(self) -> None:
-        self.nodes = [RedisClusterNode(_cluster_port(), self.workdir) for _ in range(6)]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ports = [_cluster_port() for _ in range(6)]
+        # A directory each: a replica's full sync writes an RDB file there.
+        self.nodes = [RedisClusterNode(port, self.workdir / str(port)) for port in ports]
+        for node in self.nodes:
+            node.workdir.mkdir()
         for node in self.nodes:
             node.start()
         subprocess.run(
@@ -117,8 +135,12 @@ class RedisCluster:
                 infos = [node.info("info") for node in live]
             except OSError:
                 infos = []
-            if infos and all(
-                i.get("cluster_state") == "ok" and i.get("cluster_size") == "3" for i in infos
+            if (
+                infos
+                and all(
+                    i.get("cluster_state") == "ok" and i.get("cluster_size") == "3" for i in infos
+                )
+                and all(node.synced() for node in live)
             ):
                 return
             time.sleep(0.05)

@@ -44,7 +44,7 @@ from clarion.cluster.interfaces import MarkOp
 from clarion.cluster.memory import MemoryState
 from clarion.cluster.redis import scripts, topology
 from clarion.cluster.redis.jobs import RedisHeldMarks
-from clarion.cluster.redis.link import RedisLink, stop_tasks, text
+from clarion.cluster.redis.link import RedisLink, stop_tasks, text, texts
 from clarion.cluster.redis.membership import Membership, reaped_changes
 from clarion.cluster.redis.pubsub import RedisBroker
 
@@ -158,8 +158,12 @@ class ShardedMembership(Membership):
             share = self._info_codec.encode(per_app.get(app_id, [])).decode()
             await self._register_share(keys=[keys.share(app_id)], args=[share, *templates])
         self._apps = set(before | set(per_app))
-        # Peers count as back once they checked their subscriptions after this.
+        # Peers count as back once they checked their subscriptions after this: those
+        # seen before the outage, and any other node holding a lease now (one that
+        # started just before the outage, unseen yet, may have lost a shard too).
         self.round = int(await client.incr(keys.round))
+        present = set(texts(await client.zrange(keys.nodes, 0, -1)))
+        self.link.waiting_for |= present - {keys.node_id}
 
     async def _exchange_connections(self, mine: Callable[[], dict[str, int]]) -> None:
         await self._read_heard()
