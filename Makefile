@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 JS     := tests/js
 JSSTAMP := $(JS)/node_modules/.installed
 
-.PHONY: run test lint unit setup bench clean lock
+.PHONY: test-redis-cluster run test lint unit setup bench clean lock
 
 $(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Clarion needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -34,6 +34,13 @@ lint: $(STAMP)
 
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The cluster suite again, on a Redis Cluster (three masters, three replicas) through the
+# redis-cluster adapter; CI runs it after `make test` (the files that start Redis
+# processes of their own already ran there).
+test-redis-cluster: setup
+	CLARION_REDIS_TOPOLOGY=cluster $(BIN)/pytest tests/cluster $(PYTEST_ARGS) \
+		--ignore=tests/cluster/test_redis_cluster.py --ignore=tests/cluster/test_redis_connection.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)

@@ -146,6 +146,11 @@ class RedisCluster:
             time.sleep(0.05)
         raise RuntimeError("the Redis Cluster did not become ok")
 
+    def flush(self) -> None:
+        """Empty every master (between two tests sharing the cluster)."""
+        for node in self.masters():
+            node.command("FLUSHALL")
+
     def masters(self) -> list[RedisClusterNode]:
         return [n for n in self.nodes if n.process is not None and n.role() == "master"]
 
