@@ -403,6 +403,10 @@ class ShardedBroker(RedisBroker):
                     await self._subscribe(name)
         finally:
             self._pubsub = self._shards
+        # Channels left while the subscriptions were being made again (unwatch() could
+        # not unsubscribe them then).
+        for name in [name for name in self._where if name not in self._interest]:
+            await self._unsubscribe(name)
         for future in self._confirm.values():
             if not future.done():
                 future.set_result(None)
