@@ -12,7 +12,7 @@ JSSTAMP := $(JS)/node_modules/.installed
 CHAT   := examples/chat
 CHATSTAMP := $(CHAT)/node_modules/.installed
 
-.PHONY: run chat test lint unit setup bench clean lock
+.PHONY: run chat test test-redis-cluster lint unit setup bench clean lock
 
 $(STAMP): pyproject.toml setup.py src/clarion/_speedups.c requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Clarion needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -54,6 +54,13 @@ test: setup lint
 ifneq ($(strip $(FALLBACK_TESTS)),)
 	CLARION_NO_EXTENSIONS=1 $(BIN)/pytest $(PYTEST_ARGS) $(FALLBACK_TESTS)
 endif
+
+# The cluster suite again, on a Redis Cluster (three masters, three replicas) through the
+# redis-cluster adapter; CI runs it after `make test` (the files that start Redis
+# processes of their own already ran there).
+test-redis-cluster: setup
+	CLARION_TEST_TOPOLOGY=cluster $(BIN)/pytest tests/cluster $(PYTEST_ARGS) \
+		--ignore=tests/cluster/test_redis_cluster.py --ignore=tests/cluster/test_redis_connection.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)

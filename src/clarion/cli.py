@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if workers < 1:
         print("clarion: --workers must be at least 1", file=sys.stderr)
         return 2
-    if workers > 1 and settings.cluster.adapter != "redis":
+    if workers > 1 and settings.cluster.adapter not in ("redis", "redis-cluster"):
         print(
             'clarion: --workers > 1 needs [cluster] adapter = "redis": worker processes share '
             "no memory, so channels, presence and fan-out must go through Redis to act as one "

@@ -133,7 +133,8 @@ class AppsStoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
 class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How nodes share state (``[cluster]``)."""
 
-    # "memory": this process alone; "redis": every node on the same Redis is one server.
+    # "memory": this process alone; "redis": every node on the same Redis is one server;
+    # "redis-cluster": the same on a Redis Cluster (redis_url names seed nodes).
     adapter: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Key and channel prefix, so several Clarion clusters can share one Redis.
@@ -476,8 +477,19 @@ def _validate(settings: Settings) -> None:
     if not 0 <= settings.metrics.port <= 65535:
         raise ConfigError(f"metrics.port must be between 0 and 65535, got {settings.metrics.port}")
     cluster = settings.cluster
-    if cluster.adapter not in ("memory", "redis"):
-        raise ConfigError(f'cluster.adapter must be "memory" or "redis", got {cluster.adapter!r}')
+    if cluster.adapter not in ("memory", "redis", "redis-cluster"):
+        raise ConfigError(
+            f'cluster.adapter must be "memory", "redis" or "redis-cluster", got {cluster.adapter!r}'
+        )
+    if cluster.adapter == "redis-cluster":
+        from clarion.cluster.redis.topology import seeds  # redis-py only when asked for
+
+        try:
+            seeds(cluster.redis_url)
+        except ValueError as exc:
+            raise ConfigError(f"cluster.redis_url: {exc}") from None
+        if "{" in cluster.prefix or "}" in cluster.prefix:
+            raise ConfigError("cluster.prefix must contain no '{' or '}' on Redis Cluster")
     if cluster.adapter == "redis" and not cluster.redis_url.startswith(
         ("redis://", "rediss://", "unix://")
     ):
@@ -485,6 +497,11 @@ def _validate(settings: Settings) -> None:
     if not cluster.prefix or ":" in cluster.prefix:
         raise ConfigError("cluster.prefix must be non-empty and contain no ':'")
     if cluster.sentinels:
+        if cluster.adapter != "redis":
+            raise ConfigError(
+                "cluster.sentinels is for adapter = \"redis\" (a Redis Cluster fails over "
+                "by itself: give its nodes in redis_url)"
+            )
         _validate_sentinels(cluster)
     if cluster.node_lease < 2:
         raise ConfigError("cluster.node_lease must be at least 2 seconds")

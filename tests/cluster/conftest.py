@@ -6,6 +6,12 @@ instead (a primary, a replica, three sentinels: tests/support/sentinel.py), star
 for the session and emptied before each test; the nodes find the master through the
 sentinels. Tests that stop the one Redis and start it empty are skipped there, saying so
 (the Sentinel failover has its own tests, test_sentinel.py).
+
+``CLARION_TEST_TOPOLOGY=cluster`` runs the same suite on a Redis Cluster instead (three
+masters, three replicas; one for the session, emptied before each test), through the
+``redis-cluster`` adapter. A test that drives its redis-server process itself (kills
+and restarts it, sends it raw commands) is marked ``standalone_redis`` and does not run
+there: the Redis Cluster's own failover is tested in test_redis_cluster.py.
 """
 
 from __future__ import annotations
@@ -17,13 +23,20 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import RedisTopology, cluster_config, running_redis
+from tests.support.redis_cluster import RedisCluster
 from tests.support.sentinel import SentinelTopology
 from tests.support.server import RunningServer
 
-TOPOLOGIES = ("standalone", "sentinel")
+TOPOLOGIES = ("standalone", "sentinel", "cluster")
 TOPOLOGY = os.environ.get("CLARION_TEST_TOPOLOGY", "standalone")
 if TOPOLOGY not in TOPOLOGIES:
     raise pytest.UsageError(f"CLARION_TEST_TOPOLOGY must be one of {TOPOLOGIES}: {TOPOLOGY!r}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "standalone_redis: drives its redis-server process itself (not on a cluster)"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +49,29 @@ def shared_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentin
         topology.stop()
 
 
+@pytest.fixture(scope="session")
+def session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("session-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.kill()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RedisTopology]:
     if TOPOLOGY == "sentinel":
         topology: SentinelTopology = request.getfixturevalue("shared_sentinel")
         topology.command("FLUSHALL")  # what an earlier test's nodes left
         yield topology
+        return
+    if TOPOLOGY == "cluster":
+        if request.node.get_closest_marker("standalone_redis") is not None:
+            pytest.skip("drives one redis-server process itself: standalone topology only")
+        cluster: RedisCluster = request.getfixturevalue("session_cluster")
+        cluster.flush()
+        yield cluster
         return
     yield from running_redis(tmp_path)
 

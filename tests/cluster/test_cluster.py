@@ -387,6 +387,7 @@ def test_max_connections_holds_for_the_cluster(
     asyncio.run(main())
 
 
+@pytest.mark.standalone_redis
 def test_a_vacated_seen_by_one_node_during_an_outage_is_checked_before_it_is_sent(
     receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
@@ -425,6 +426,7 @@ def test_a_vacated_seen_by_one_node_during_an_outage_is_checked_before_it_is_sen
     asyncio.run(main())
 
 
+@pytest.mark.standalone_redis
 def test_a_held_vacated_whose_mark_redis_lost_is_still_sent(
     receiver: Receiver, redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
@@ -477,6 +479,7 @@ def test_webhooks_keep_their_order_behind_a_cluster_check(
     asyncio.run(main())
 
 
+@pytest.mark.standalone_redis
 def test_after_an_outage_publishes_say_so_until_every_node_is_back(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
@@ -554,6 +557,7 @@ def test_a_drained_client_that_moves_to_another_node_sends_no_webhooks(
     asyncio.run(main())
 
 
+@pytest.mark.standalone_redis
 def test_redis_outage_local_service_and_recovery(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
@@ -643,6 +647,7 @@ def _kill_connections_of(redis_server: RedisServer, node_id: str, pubsub: bool) 
     return len(ids)
 
 
+@pytest.mark.standalone_redis
 def test_connections_killed_under_a_node_again_and_again(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
@@ -672,6 +677,7 @@ def test_connections_killed_under_a_node_again_and_again(
     asyncio.run(main())
 
 
+@pytest.mark.standalone_redis
 def test_boot_waits_for_redis(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> None:
@@ -685,6 +691,7 @@ def test_boot_waits_for_redis(
     assert any("not reachable" in line for line in node.output)
 
 
+@pytest.mark.standalone_redis
 def test_workers_share_the_port_and_refuse_the_memory_adapter(
     redis_server: RedisServer, tmp_path: object
 ) -> None:

@@ -126,6 +126,7 @@ def test_presence_user_on_two_nodes_is_one_member(
         assert api(node).users_info(room) == {"users": [{"id": "w"}]}
 
 
+@pytest.mark.standalone_redis
 def test_killed_node_users_leave_once_within_the_lease(
     redis_server: RedisServer,
     make_server: Callable[..., RunningServer],
@@ -170,6 +171,7 @@ def test_killed_node_users_leave_once_within_the_lease(
     assert watcher.inspect(room)["channel"]["members"]["count"] == 2
 
 
+@pytest.mark.standalone_redis
 def test_redis_restart_keeps_pusherjs_subscriptions(
     redis_server: RedisServer,
     make_server: Callable[..., RunningServer],
@@ -254,6 +256,7 @@ def test_node_relays_to_its_remaining_subscribers_after_one_leaves(
         "presence-news",
     ],
 )
+@pytest.mark.standalone_redis
 def test_node_stops_listening_when_its_last_subscriber_leaves(
     channel: str,
     redis_server: RedisServer,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from clarion.cluster.interfaces import Member
 from clarion.cluster.redis import RedisLink, RedisState
 from tests.support.cluster import RedisServer
@@ -20,6 +22,7 @@ async def _counts(link: RedisLink, app_id: str) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
+@pytest.mark.standalone_redis
 def test_a_subscribe_racing_a_registration_is_neither_lost_nor_counted_twice(
     redis_server: RedisServer,
 ) -> None:

@@ -141,7 +141,8 @@ def running_redis(workdir: Path) -> Iterator[RedisServer]:
 
 class RedisTopology(Protocol):
     """What the cluster tests ask of the Redis they run on: one server
-    (:class:`RedisServer`) or a Sentinel deployment (tests/support/sentinel.py)."""
+    (:class:`RedisServer`), a Sentinel deployment (tests/support/sentinel.py) or a Redis
+    Cluster (tests/support/redis_cluster.py)."""
 
     @property
     def url(self) -> str: ...
@@ -158,7 +159,11 @@ def free_port() -> int:
 
 
 def cluster_config(
-    redis: RedisTopology, lease: float = 3.0, webhook_delay: float = 0, **app_settings: Any
+    redis: RedisTopology,
+    lease: float = 3.0,
+    webhook_delay: float = 0,
+    prefix: str = "test",
+    **app_settings: Any,
 ) -> str:
     """A node of the cluster on ``redis`` (key prefix ``test``) serving app 1, with
     client events and ``app_settings`` (``webhooks=[...]``, say)."""
@@ -167,7 +172,7 @@ def cluster_config(
         cluster={
             "adapter": "redis",
             **redis.cluster_table(),
-            "prefix": "test",
+            "prefix": prefix,
             "node_lease": lease,
         },
     )

@@ -128,6 +128,15 @@ def test_many_apps_each_with_limits(tmp_path: Path) -> None:
         ("[server]\nmax_unfinished_heads_per_ip = -1\n", {}, "max_unfinished_heads_per_ip"),
         ("[server]\nmax_messages_per_second = 0\n", {}, "max_messages_per_second"),
         ("[server]\nreserved_files = -1\n", {}, "reserved_files"),
+        ('[cluster]\nadapter = "cluster"\n', {}, "redis-cluster"),
+        ('[cluster]\nadapter = "redis-cluster"\nredis_url = "redis://h1"\n', {}, "host:port"),
+        ('[cluster]\nadapter = "redis-cluster"\nprefix = "a{b"\n', {}, "'{' or '}'"),
+        (
+            '[cluster]\nadapter = "redis-cluster"\nredis_url = "redis://h1:7000"\n'
+            'sentinels = ["127.0.0.1:26379"]\n',
+            {},
+            "cluster.sentinels is for adapter",
+        ),
     ],
 )
 def test_invalid_configuration_is_refused_clearly(
@@ -137,6 +146,12 @@ def test_invalid_configuration_is_refused_clearly(
     with pytest.raises(ConfigError) as info:
         load(path, env=env)
     assert message in str(info.value)
+
+
+def test_a_redis_cluster_takes_seed_nodes(tmp_path: Path) -> None:
+    text = '[cluster]\nadapter = "redis-cluster"\nredis_url = "redis://h1:7000,h2:7001"\n'
+    cluster = load(_write(tmp_path, text), env={}).cluster
+    assert (cluster.adapter, cluster.redis_url) == ("redis-cluster", "redis://h1:7000,h2:7001")
 
 
 def test_missing_file() -> None:
@@ -464,3 +479,4 @@ def test_bad_sentinel_settings_are_refused(tmp_path: Path, cluster: str, message
     path = _write(tmp_path, f'[cluster]\nadapter = "redis"\n{cluster}\n')
     with pytest.raises(ConfigError, match=message):
         load(path, env={})
+

@@ -43,6 +43,7 @@ from clarion.cluster.redis import (
     RedisState,
 )
 from clarion.cluster.redis.sentinel import SentinelEndpoint
+from clarion.cluster.redis.sharded import ShardedBroker, ShardedHeldMarks, ShardedMembership
 from clarion.config import AppConfig, ClusterSettings, ConfigError, Settings, validate_apps
 from clarion.hub.channels import Hub
 from clarion.protocol.errors import CloseCode
@@ -111,14 +112,28 @@ class RedisBackend(Backend):
     eager = False
 
     def __init__(self, cluster: ClusterSettings) -> None:
+        sharded = cluster.adapter == "redis-cluster"
         endpoint = None
         if cluster.sentinels:
             endpoint = SentinelEndpoint(
                 cluster.redis_url, cluster.sentinels, cluster.sentinel_master
             )
         self.link = link = RedisLink(
-            cluster.redis_url, cluster.prefix, cluster.publish_timeout, endpoint
+            cluster.redis_url,
+            cluster.prefix,
+            cluster.publish_timeout,
+            endpoint,
+            cluster=sharded,
         )
+        if sharded:  # Redis Cluster: the parts that differ (cluster/redis/sharded.py)
+            super().__init__(
+                ShardedBroker(link),
+                RedisState(link, cluster.node_lease, ShardedMembership),
+                RedisRateLimiter(link),
+                jobs=RedisJobStore(link),
+                marks=ShardedHeldMarks(link),
+            )
+            return
         super().__init__(
             RedisBroker(link),
             RedisState(link, cluster.node_lease),
@@ -139,7 +154,7 @@ class RedisBackend(Backend):
 
 def open_backend(cluster: ClusterSettings) -> Backend:
     """The backend ``[cluster] adapter`` names (not connected yet)."""
-    if cluster.adapter == "redis":
+    if cluster.adapter in ("redis", "redis-cluster"):
         return RedisBackend(cluster)
     return Backend(MemoryBroker(), MemoryState(), MemoryRateLimiter())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from redis.crc import key_slot
 
 from clarion.cluster.interfaces import HeldKey
 from clarion.cluster.redis import scripts
@@ -98,3 +99,47 @@ def test_the_templates_are_read_in_the_order_they_are_passed() -> None:
     source = scripts.source("reap")
     names = re.findall(r"K\.(\w+)", source.split("local K = {}")[1].split("end")[0])
     assert names == ["ver", "subs", "members", "info", "usercount", "users"]
+
+
+# --- Redis Cluster: hash tags ---------------------------------------------------------
+
+
+def test_on_a_cluster_every_key_a_state_script_touches_shares_its_apps_slot() -> None:
+    keys = RedisKeys("P", "N1", sharded=True)
+    app = "A"
+    touched = [
+        *keys.channel_keys(app, "presence-c"),
+        keys.left(app, "presence-c", "ann"),
+        keys.users(app),
+        keys.cache(app, "cache-c"),
+        keys.countturn(app, "c"),
+        keys.share(app, "N2"),
+        keys.held(HeldKey(app, "member_removed", "presence-c", "a}b{c")),
+        *keys.held_condition(HeldKey(app, "channel_vacated", "c", ""))[:1],
+    ]
+    # Keys the scripts build from the templates too (reap_share.lua, register_share.lua).
+    touched += [_lua_format(t, app, "presence-c") for t in keys.script_templates()]
+    assert {key_slot(k.encode()) for k in touched} == {key_slot(b"{A}")}
+    assert keys.channel_keys(app, "c")[:2] == ["P:subs:{A}", "P:node:{A}:N1"]
+
+
+def test_on_a_cluster_the_bookkeeping_shares_the_prefixs_slot_and_channels_spread() -> None:
+    keys = RedisKeys("P", "N1", sharded=True)
+    bookkeeping = [keys.nodes, keys.reaping, keys.round, keys.heard, keys.own_conns]
+    bookkeeping += [keys.conns("N2"), keys.apps("N2")]
+    assert {key_slot(k.encode()) for k in bookkeeping} == {key_slot(b"{P}")}
+    assert keys.nodes == "P:{P}:nodes"
+    due, jobs = keys.job_keys("Q")
+    assert key_slot(due.encode()) == key_slot(jobs.encode())
+    # Pub/sub channels carry no tag: one app's channels spread over the slots.
+    channels = {key_slot(keys.redis_channel("A", f"c-{i}").encode()) for i in range(50)}
+    assert len(channels) > 40
+
+
+def test_standalone_keys_carry_no_tags_and_a_cluster_prefix_no_braces() -> None:
+    keys = RedisKeys("P", "N1")
+    assert keys.share("A") == keys.own_node == "P:node:N1"
+    assert keys.share("A", "N2") == "P:node:N2"
+    assert keys.left("A", "c", "u") == f"P:left:{encode('A', 'c', 'u')}"
+    with pytest.raises(ValueError, match="may not contain"):
+        RedisKeys("a{b}", "N1", sharded=True)

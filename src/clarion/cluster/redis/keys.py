@@ -63,8 +63,22 @@ The reaping scripts build the keys of whatever apps a node's share names from th
 templates of :meth:`RedisKeys.script_templates` (``%s`` for the app id and channel),
 so that they too take their keys from here.
 
-Needs a standalone Redis (or a primary with replicas), not Redis Cluster mode: the
-scripts touch keys of many apps at once.
+On Redis Cluster (``sharded=True``, the ``redis-cluster`` adapter) every script must touch
+one hash slot, so the same keys carry hash tags (docs/cluster.md, "Slots"):
+
+* every key of app A is tagged ``{A}`` (``P:subs:{A}``, ``P:members:{A}:C``,
+  ``P:held:{A}:enc(A,E,C,U)`` ...): an app's state lives on one shard;
+* node N's share is split per app, ``P:node:{A}:N``, in its app's slot, so that join,
+  leave and sign stay one single-slot script; ``P:{P}:apps:N`` (the set of apps N has a
+  share in) lets a reaper find them;
+* the leases, connection counts and the cluster's own bookkeeping are tagged with the
+  prefix: ``P:{P}:nodes``, ``P:{P}:conns:N``, ``P:{P}:reaping`` (dead nodes being reaped:
+  node -> claim expiry), ``P:{P}:round`` and ``P:{P}:heard`` (see :mod:`.sharded`);
+* a webhook queue Q is tagged ``{Q}``; rate windows and cache keys are single keys;
+* pub/sub channels ``P:ch:A:C`` are **not** tagged: each Pusher channel hashes to its own
+  slot, so the fan-out of one app spreads over every shard (sharded pub/sub).
+
+Standalone keys carry no tags (as before).
 """
 
 from __future__ import annotations
@@ -98,10 +112,14 @@ def decode(encoded: str | bytes) -> list[str]:
     return parts
 
 
-def _template(prefix: str, kind: str, parts: int) -> str:
+def _template(prefix: str, kind: str, parts: int, tagged: bool = False) -> str:
     """``P:kind:%s[:%s]``: a key with ``parts`` slots for ``%`` formatting (in Python)
-    and ``string.format`` (in Lua); a ``%`` in the prefix is escaped for both."""
-    return ":".join((prefix.replace("%", "%%"), kind, *["%s"] * parts))
+    and ``string.format`` (in Lua); a ``%`` in the prefix is escaped for both. ``tagged``:
+    the first slot (the app id) is a hash tag, ``P:kind:{%s}:%s``."""
+    slots = ["%s"] * parts
+    if tagged:
+        slots[0] = "{%s}"
+    return ":".join((prefix.replace("%", "%%"), kind, *slots))
 
 
 class RedisKeys:
@@ -110,9 +128,12 @@ class RedisKeys:
     __slots__ = (
         "_cache",
         "_countturn",
+        "_global",
         "_info",
         "_members",
+        "_share",
         "_subs",
+        "_tag",
         "_usercount",
         "_users",
         "_ver",
@@ -122,22 +143,32 @@ class RedisKeys:
         "own_conns",
         "own_node",
         "prefix",
+        "sharded",
         "tap_prefix",
         "taps",
     )
 
-    def __init__(self, prefix: str, node_id: str) -> None:
+    def __init__(self, prefix: str, node_id: str, sharded: bool = False) -> None:
+        if sharded and ("{" in prefix or "}" in prefix):
+            raise ValueError("a Redis Cluster prefix may not contain '{' or '}'")
         self.prefix = prefix
         self.node_id = node_id
-        self._subs = _template(prefix, "subs", 1)
-        self._members = _template(prefix, "members", 2)
-        self._info = _template(prefix, "info", 2)
-        self._usercount = _template(prefix, "usercount", 1)
-        self._ver = _template(prefix, "ver", 1)
-        self._users = _template(prefix, "users", 1)
-        self._cache = _template(prefix, "cache", 2)
-        self._countturn = _template(prefix, "countturn", 2)
-        self.nodes = f"{prefix}:nodes"
+        self.sharded = sharded
+        t = sharded
+        self._subs = _template(prefix, "subs", 1, t)
+        self._members = _template(prefix, "members", 2, t)
+        self._info = _template(prefix, "info", 2, t)
+        self._usercount = _template(prefix, "usercount", 1, t)
+        self._ver = _template(prefix, "ver", 1, t)
+        self._users = _template(prefix, "users", 1, t)
+        self._cache = _template(prefix, "cache", 2, t)
+        self._countturn = _template(prefix, "countturn", 2, t)
+        # Per-app share of a node (Redis Cluster only): P:node:{A}:N.
+        self._share = _template(prefix, "node", 2, True)
+        # The prefix's own slot on Redis Cluster: P:{P}:..., standalone P:...
+        self._global = f"{prefix}:{{{prefix}}}" if sharded else prefix
+        self._tag = "{%s}" if sharded else "%s"
+        self.nodes = f"{self._global}:nodes"
         self.own_node = self.node(node_id)
         self.own_conns = self.conns(node_id)
         # Pub/sub channels are this prefix followed by "A:C".
@@ -172,11 +203,19 @@ class RedisKeys:
     def countturn(self, app_id: str, channel: str) -> str:
         return self._countturn % (app_id, channel)
 
+    def share(self, app_id: str, node_id: str | None = None) -> str:
+        """The hash holding node N's (default: this node's) share of app A's counts:
+        ``P:node:N`` for every app on a standalone Redis, ``P:node:{A}:N`` on a cluster."""
+        node_id = self.node_id if node_id is None else node_id
+        if not self.sharded:
+            return self.own_node if node_id == self.node_id else self.node(node_id)
+        return self._share % (app_id, node_id)
+
     def channel_keys(self, app_id: str, channel: str) -> list[str]:
         """KEYS of ``join.lua`` and ``leave.lua``, in their order."""
         return [
             self._subs % app_id,
-            self.own_node,
+            self.share(app_id),
             self._members % (app_id, channel),
             self._info % (app_id, channel),
             self._usercount % app_id,
@@ -190,10 +229,32 @@ class RedisKeys:
     # --- nodes ------------------------------------------------------------------------
 
     def node(self, node_id: str) -> str:
+        """Node N's whole share (standalone Redis only; see :meth:`share`)."""
         return f"{self.prefix}:node:{node_id}"
 
     def conns(self, node_id: str) -> str:
-        return f"{self.prefix}:conns:{node_id}"
+        return f"{self._global}:conns:{node_id}"
+
+    # --- Redis Cluster only: the bookkeeping of per-app shares (see .sharded) ------------
+
+    def apps(self, node_id: str) -> str:
+        """The set of apps node N has a share in."""
+        return f"{self._global}:apps:{node_id}"
+
+    @property
+    def reaping(self) -> str:
+        """Dead nodes being reaped: node -> when the reaper's claim runs out (ms)."""
+        return f"{self._global}:reaping"
+
+    @property
+    def round(self) -> str:
+        """Grows each time a node comes back from an outage of its link."""
+        return f"{self._global}:round"
+
+    @property
+    def heard(self) -> str:
+        """node -> the last round at whose start its subscriptions all answered."""
+        return f"{self._global}:heard"
 
     def here(self, node_id: str) -> str:
         return f"{self.prefix}:here:{node_id}"
@@ -208,10 +269,17 @@ class RedisKeys:
 
     def left(self, app_id: str, channel: str, user_id: str) -> str:
         """Marks a presence member who left within the hold-back (join.lua, leave.lua)."""
-        return f"{self.prefix}:left:{encode(app_id, channel, user_id)}"
+        return f"{self._tagged('left', app_id)}{encode(app_id, channel, user_id)}"
 
     def held(self, key: HeldKey) -> str:
-        return f"{self.prefix}:held:{encode(*key)}"
+        return f"{self._tagged('held', key.app_id)}{encode(*key)}"
+
+    def _tagged(self, kind: str, app_id: str) -> str:
+        """``P:kind:`` standalone, ``P:kind:{A}:`` on a cluster (then followed by the
+        encoded parts, which repeat A)."""
+        if not self.sharded:
+            return f"{self.prefix}:{kind}:"
+        return f"{self.prefix}:{kind}:{{{app_id}}}:"
 
     def held_condition(self, key: HeldKey) -> tuple[str, str]:
         """The cluster hash and field whose absence means the held event still holds."""
@@ -223,12 +291,14 @@ class RedisKeys:
 
     def job_keys(self, queue: str) -> list[str]:
         """KEYS of the job scripts: the due times, then the payloads."""
-        return [f"{self.prefix}:wh:due:{queue}", f"{self.prefix}:wh:jobs:{queue}"]
+        tag = self._tag % queue
+        return [f"{self.prefix}:wh:due:{tag}", f"{self.prefix}:wh:jobs:{tag}"]
 
     # --- the admin console ------------------------------------------------------------
 
     def about(self, node_id: str) -> str:
-        return f"{self.prefix}:about:{node_id}"
+        # In the prefix's slot: written in one transaction with the node's connection count.
+        return f"{self._global}:about:{node_id}"
 
     def tap_rows(self, app_id: str) -> str:
         return f"{self.tap_prefix}{app_id}"

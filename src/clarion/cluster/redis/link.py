@@ -11,12 +11,14 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from clarion import metrics
+from clarion.cluster.redis import topology
 from clarion.cluster.redis.keys import RedisKeys
 from clarion.config import redact_url
 
@@ -97,7 +99,12 @@ class RedisLink:
     """The Redis connection every subsystem shares, its health, and reconnection."""
 
     def __init__(
-        self, url: str, prefix: str, timeout: float = 1.0, endpoint: Endpoint | None = None
+        self,
+        url: str,
+        prefix: str,
+        timeout: float = 1.0,
+        endpoint: Endpoint | None = None,
+        cluster: bool = False,
     ) -> None:
         self.url = url
         self.endpoint: Endpoint = Direct(url) if endpoint is None else endpoint
@@ -106,10 +113,22 @@ class RedisLink:
         # marked down: a frozen Redis keeps the connections open and never answers.
         self.timeout = timeout
         self.node_id = secrets.token_hex(NODE_ID_LENGTH // 2)
-        self.keys = RedisKeys(prefix, self.node_id)
-        # CLIENT LIST shows which node each connection belongs to.
-        pool = self.endpoint.pool({**POOL_OPTIONS, "client_name": f"clarion-{self.node_id}"})
-        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self.keys = RedisKeys(prefix, self.node_id, sharded=cluster)
+        self.cluster = cluster
+        # How many times the link was marked down: a publish whose send spans one is not
+        # answered 200 on Redis Cluster (see .sharded).
+        self.failures = 0
+        if cluster:  # Redis Cluster: its own client (topology.py), same command surface
+            self.client: aioredis.Redis = cast(
+                aioredis.Redis, topology.cluster_client(url, f"clarion-{self.node_id}")
+            )
+            topology.watch_topology(
+                cast(RedisCluster, self.client), lambda why: self.failed(ConnectionError(why))
+            )
+        else:
+            # CLIENT LIST shows which node each connection belongs to.
+            pool = self.endpoint.pool({**POOL_OPTIONS, "client_name": f"clarion-{self.node_id}"})
+            self.client = aioredis.Redis(connection_pool=pool)
         self.up = False
         self.up_since = 0.0  # time.monotonic() when the link last came up
         # The other nodes last seen in the cluster, and those of them not yet registered
@@ -123,6 +142,15 @@ class RedisLink:
         self._lost = asyncio.Event()
         self._closed = False
         self._up_gauge, self._rtt = metrics.redis_metrics()
+
+    async def _drop_idle(self) -> None:
+        """Drop every idle pooled connection (they may predate an outage); on Redis
+        Cluster, read its topology again too (a failover moved slots)."""
+        if self.cluster:
+            await topology.refresh(cast(RedisCluster, self.client))
+        else:
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+            self.endpoint.follow()  # Sentinel: the master agreed on may have moved
 
     @property
     def whole(self) -> bool:
@@ -167,6 +195,7 @@ class RedisLink:
         if self.up:
             log.error("Redis connection lost (%s): serving local subscribers only", exc)
         self.up = False
+        self.failures += 1
         self._up_gauge.set(0)
         self._lost.set()
 
@@ -231,8 +260,7 @@ class RedisLink:
                     # on a publish or a subscribe, and look like a new outage. Those in
                     # use stay: the subscription may have outlived the outage (a frozen
                     # Redis), and a broken one in use fails on its own.
-                    await self.client.connection_pool.disconnect(inuse_connections=False)
-                    self.endpoint.follow()
+                    await self._drop_idle()
                     await self._ping()
                     # Up before the listeners run: they write through the link (the
                     # first of them holds back what must not reach Redis ahead of it).
@@ -261,7 +289,10 @@ class RedisLink:
         """PING within the timeout (an absolute one: a frozen Redis never answers)."""
         try:
             async with asyncio.timeout(self.timeout):
-                await self.client.ping()
+                if self.cluster:  # every master (a dead replica is no outage)
+                    await self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+                else:
+                    await self.client.ping()
         except TimeoutError as exc:  # say what happened: its own text is empty
             raise TimeoutError(f"no answer from Redis within {self.timeout:g} s") from exc
 

@@ -80,6 +80,10 @@ class Membership:
     def on_reaped(self, callback: OnReaped) -> None:
         self._on_reaped = callback
 
+    async def note_app(self, app_id: str) -> None:
+        """This node is about to take a share in app ``app_id`` (a join, a sign-in):
+        nothing to do on a standalone Redis, where its share is one hash."""
+
     async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run a script; None when Redis is not there."""
         return await self.link.guarded(lambda: script(keys=keys, args=args))
@@ -100,10 +104,11 @@ class Membership:
         self._conn_task = asyncio.create_task(self._share_connections(mine))
         return self.elsewhere
 
-    def _note_peers(self, present: set[str]) -> None:
-        """Track the other nodes: after an outage, those seen before it come back."""
+    def _note_peers(self, present: set[str], back: set[str] | None = None) -> None:
+        """Track the other nodes: after an outage, those seen before it come back
+        (``back``: those of them known to be back, by default every one present)."""
         link = self.link
-        link.waiting_for -= present
+        link.waiting_for -= present if back is None else back
         if link.whole and present != link.peers:
             log.info(
                 "cluster: %d other node(s) (joined %s, gone %s)",

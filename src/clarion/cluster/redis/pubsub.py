@@ -177,7 +177,6 @@ class RedisBroker(Broker):
 
     async def _writer(self) -> None:
         """Send queued frames in order, pipelined: one round trip per batch."""
-        client = self.link.client
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -194,10 +193,7 @@ class RedisBroker(Broker):
             try:
                 # Absolute: a frozen Redis accepts the bytes and never answers.
                 async with asyncio.timeout(self.timeout):
-                    async with client.pipeline(transaction=False) as pipe:
-                        for name, payload in batch:
-                            pipe.publish(name, payload)
-                        await pipe.execute()
+                    await self._send(batch)
             except (RedisError, OSError) as exc:  # TimeoutError is an OSError
                 failure = str(exc) or f"no answer within {self.timeout:g} s"
                 log.error("%d frame(s) for other nodes not acknowledged: %s", len(batch), failure)
@@ -219,6 +215,13 @@ class RedisBroker(Broker):
                     pending.set_result(None)
                 else:
                     pending.set_exception(BrokerUnavailable(f"Redis failed: {failure}"))
+
+    async def _send(self, batch: list[tuple[str, bytes]]) -> None:
+        """One batch of frames to Redis, one round trip."""
+        async with self.link.client.pipeline(transaction=False) as pipe:
+            for name, payload in batch:
+                pipe.publish(name, payload)
+            await pipe.execute()
 
     async def watch(self, app_id: str, channel: str) -> None:
         name = self._redis_channel(app_id, channel)

@@ -66,12 +66,14 @@ class RedisState(ChannelState):
     """The cluster state in Redis, this node's share beside it, and (in ``membership``)
     this node's lease, re-registration and the reaping of dead nodes."""
 
-    def __init__(self, link: RedisLink, lease: float) -> None:
+    def __init__(
+        self, link: RedisLink, lease: float, membership: type[Membership] = Membership
+    ) -> None:
         self.link = link
         self.keys = link.keys
         self.lease = lease
         self.local = MemoryState()  # this node's share; answers while Redis is down
-        self.membership = Membership(link, self.local, lease)
+        self.membership = membership(link, self.local, lease)
         self._gate = self.membership.gate
         client = link.client
         self._join = scripts.register(client, "join")
@@ -103,6 +105,7 @@ class RedisState(ChannelState):
         keys = self.keys.channel_keys(app_id, channel)
         if member is not None:
             keys.append(self.keys.left(app_id, channel, user))
+        await self.membership.note_app(app_id)
         result = await self._call(self._join, keys, [channel, app_id, user, info, member_limit])
         if result is not None and result[0] == -1:
             raise PresenceFull(channel)
@@ -149,7 +152,9 @@ class RedisState(ChannelState):
         return {text(k): msgspec.json.decode(v) for k, v in flat.items()}
 
     async def _signed(self, app_id: str, user_id: str, delta: int) -> int | None:
-        keys = [self.keys.users(app_id), self.keys.own_node]
+        keys = [self.keys.users(app_id), self.keys.share(app_id)]
+        if delta > 0:
+            await self.membership.note_app(app_id)
         result = await self._call(self._sign, keys, [user_id, app_id, delta])
         return None if result is None else int(result)
 

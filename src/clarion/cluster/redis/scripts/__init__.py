@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 
 # Every script, by file name without ".lua".
 NAMES = (
+    "cluster_heartbeat",
+    "cluster_rejoin",
     "count_turn",
     "heartbeat",
     "held_release",
@@ -27,7 +29,9 @@ NAMES = (
     "leave",
     "rate",
     "reap",
+    "reap_share",
     "register",
+    "register_share",
     "sign",
 )
 
