@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.admin.conftest import TIMEOUT_MS, Admin
+from tests.admin.conftest import Admin
+from tests.support.browser import TIMEOUT_MS
 from tests.support.paths import ROOT
 from tests.support.pusherjs import Driver
 from tests.support.sdk import python_sdk

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.admin.conftest import TIMEOUT_MS, TOKEN, Admin, console_of
+from tests.admin.conftest import TOKEN, Admin, console_of
 from tests.admin.test_http import Stream, sign_in, signed_in
+from tests.support.browser import TIMEOUT_MS
 from tests.support.cluster import RedisServer, api, connect, running_redis
 from tests.support.config import app, build_config
 from tests.support.polling import until
