@@ -683,12 +683,15 @@ def test_boot_waits_for_redis(
 ) -> None:
     redis_server.kill()
     config = cluster_config(redis_server)
-    import threading
 
-    threading.Timer(1.0, redis_server.start).start()
-    node = make_server(config)  # returns once listening, i.e. after Redis came up
+    def start_redis_once_waited_for(line: str) -> None:
+        # Started only once the node has said it waits: a fixed delay raced a slow boot.
+        if "not reachable" in line and redis_server.process is None:
+            redis_server.start()
+
+    node = make_server(config, on_line=start_redis_once_waited_for)
+    assert redis_server.process is not None, node.output  # it waited, then listened
     assert ready(node) == 200
-    assert any("not reachable" in line for line in node.output)
 
 
 @pytest.mark.standalone_redis

@@ -62,9 +62,11 @@ def start_server(
     config: str = DEFAULT_CONFIG,
     env: dict[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> RunningServer:
     """Start a server; ``preexec_fn`` runs in its process before it starts (say, to lower
-    a resource limit)."""
+    a resource limit); ``on_line`` is called with each line it prints before it listens
+    (say, to start what it waits for once it says it waits)."""
     path = config_dir / "clarion.toml"
     path.write_text(textwrap.dedent(config))
     process = subprocess.Popen(
@@ -90,6 +92,8 @@ def start_server(
         if not line:
             break
         output.append(line)
+        if on_line is not None:
+            on_line(line)
         match = _LISTENING.search(line)
         if match:
             server = RunningServer(
