@@ -1,6 +1,7 @@
 """The console of a cluster: two real nodes on a real redis-server. A console open on
 one node shows the other node's rows with that node's name, only while it is open, and
-the overview lists the nodes from the cluster's membership data."""
+the overview lists the nodes from the cluster's membership data. The rows also cross
+nodes on a six-process Redis Cluster, over sharded pub/sub."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.support.config import app, build_config
 from tests.support.polling import until
 from tests.support.pusherjs import Driver
 from tests.support.raw import recv_json
+from tests.support.redis_cluster import RedisCluster, running_cluster
 from tests.support.server import RunningServer
 
 
@@ -28,22 +30,30 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     yield from running_redis(tmp_path)
 
 
+def two_consoles(
+    make_server: Callable[..., RunningServer], cluster: dict[str, object]
+) -> tuple[Admin, Admin]:
+    """Two nodes with their admin console, on the Redis ``cluster`` names."""
+    config = build_config(
+        app(client_events=True),
+        server={"host": "127.0.0.1"},
+        cluster={**cluster, "prefix": "test", "node_lease": 3.0},
+        admin={"host": "127.0.0.1", "port": 0, "token": TOKEN},
+    )
+    return console_of(make_server(config)), console_of(make_server(config))
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """Six processes (three masters, three replicas), for the test of sharded pub/sub."""
+    yield from running_cluster(tmp_path / "redis-cluster")
+
+
 @pytest.fixture
 def consoles(
     redis_server: RedisServer, make_server: Callable[..., RunningServer]
 ) -> tuple[Admin, Admin]:
-    config = build_config(
-        app(client_events=True),
-        server={"host": "127.0.0.1"},
-        cluster={
-            "adapter": "redis",
-            "redis_url": redis_server.url,
-            "prefix": "test",
-            "node_lease": 3.0,
-        },
-        admin={"host": "127.0.0.1", "port": 0, "token": TOKEN},
-    )
-    return console_of(make_server(config)), console_of(make_server(config))
+    return two_consoles(make_server, {"adapter": "redis", "redis_url": redis_server.url})
 
 
 def nodes(console: Admin) -> list[dict[str, object]]:
@@ -54,9 +64,11 @@ def nodes(console: Admin) -> list[dict[str, object]]:
     return found
 
 
-def row_subscribers(redis_server: RedisServer) -> int:
-    """Subscribers of app 1's rows channel (``PUBSUB NUMSUB`` answers ``*2 name n``)."""
-    reply = redis_server.command("PUBSUB", "NUMSUB", "test:tap:1")
+def row_subscribers(redis_server: RedisServer, sharded: bool = False) -> int:
+    """Subscribers of app 1's rows channel on ``redis_server`` (``PUBSUB NUMSUB``, or
+    ``SHARDNUMSUB`` on the master of its slot, answers ``*2 name n``)."""
+    numsub = "SHARDNUMSUB" if sharded else "NUMSUB"
+    reply = redis_server.command("PUBSUB", numsub, "test:tap:1")
     return int(reply.rsplit(b":", 1)[1])
 
 
@@ -90,6 +102,22 @@ def test_the_overview_lists_the_nodes_of_the_cluster(consoles: tuple[Admin, Admi
 def test_a_console_shows_the_rows_of_every_node_with_its_name(
     consoles: tuple[Admin, Admin], redis_server: RedisServer
 ) -> None:
+    rows_of_both_nodes(consoles, lambda: row_subscribers(redis_server))
+
+
+def test_on_a_redis_cluster_a_console_shows_the_rows_of_every_node(
+    redis_cluster: RedisCluster, make_server: Callable[..., RunningServer]
+) -> None:
+    """The same over sharded pub/sub: announcements and rows SPUBLISHed, SSUBSCRIBEd on
+    the masters of their slots."""
+    consoles = two_consoles(make_server, redis_cluster.cluster_table())
+    master = redis_cluster.master_of("test:tap:1")
+    rows_of_both_nodes(consoles, lambda: row_subscribers(master, sharded=True))
+
+
+def rows_of_both_nodes(consoles: tuple[Admin, Admin], subscribers: Callable[[], int]) -> None:
+    """A console on node a shows node b's rows with b's name, and a's own with a's; the
+    rows channel has a subscriber (``subscribers()``) only while the console is open."""
     a, b = consoles
     b_name = next(n["name"] for n in nodes(b) if n["this"])
     a_name = next(n["name"] for n in nodes(a) if n["this"])
@@ -97,7 +125,7 @@ def test_a_console_shows_the_rows_of_every_node_with_its_name(
     rows = Stream(http, "1")
     try:
         # The console's subscription exists only while it is open.
-        until(lambda: row_subscribers(redis_server) == 1, what="node a's subscription to rows")
+        until(lambda: subscribers() == 1, what="node a's subscription to rows")
 
         async def on_b() -> None:
             ws, socket_id = await connect(b.server)
@@ -118,7 +146,7 @@ def test_a_console_shows_the_rows_of_every_node_with_its_name(
         rows.close()
         http.close()
 
-    until(lambda: row_subscribers(redis_server) == 0, what="no subscription once closed")
+    until(lambda: subscribers() == 0, what="no subscription once closed")
 
 
 def test_in_the_browser_rows_of_another_node_show_its_name(

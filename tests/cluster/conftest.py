@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import RedisTopology, cluster_config, running_redis
-from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_cluster import RedisCluster, running_cluster
 from tests.support.sentinel import SentinelTopology
 from tests.support.server import RunningServer
 
@@ -51,12 +51,7 @@ def shared_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentin
 
 @pytest.fixture(scope="session")
 def session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(tmp_path_factory.mktemp("session-cluster"))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.kill()
+    yield from running_cluster(tmp_path_factory.mktemp("session-cluster"))
 
 
 @pytest.fixture

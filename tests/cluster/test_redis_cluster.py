@@ -2,8 +2,9 @@
 ``redis-cluster`` adapter, with sharded pub/sub and hash-tagged keys.
 
 What only a cluster has (channels spread over the shards, the kill of a master during
-publishing) is tested here; the whole cluster suite also runs on a Redis Cluster with
-``CLARION_TEST_TOPOLOGY=cluster`` (see conftest.py), as CI does."""
+publishing, Clarion nodes dying during and after that failover) is tested here; the
+whole cluster suite also runs on a Redis Cluster with ``CLARION_TEST_TOPOLOGY=cluster``
+(see conftest.py), as CI does."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from typing import Any
 import pusher
 import pytest
 
-from tests.support.cluster import api, cluster_config, connect
-from tests.support.polling import eventually
+from tests.cluster.test_cluster_pusherjs import member, on
+from tests.cluster.test_sentinel import Publisher, hooks, members
+from tests.support.cluster import api, cluster_config, connect, whole
+from tests.support.polling import eventually, until
 from tests.support.pusherjs import Driver
 from tests.support.raw import recv_json, subscribe
-from tests.support.redis_cluster import RedisCluster, RedisClusterNode
+from tests.support.redis_cluster import RedisCluster, RedisClusterNode, running_cluster
 from tests.support.server import RunningServer
+from tests.support.webhook_receiver import Receiver
 
 SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret")
 
@@ -30,12 +34,7 @@ SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret")
 @pytest.fixture
 def fresh_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     """A cluster of its own, for a test that kills a master."""
-    cluster = RedisCluster(tmp_path / "redis-cluster")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.kill()
+    yield from running_cluster(tmp_path / "redis-cluster")
 
 
 def channel_on(cluster: RedisCluster, master: RedisClusterNode, prefix: str, stem: str) -> str:
@@ -48,12 +47,7 @@ def channel_on(cluster: RedisCluster, master: RedisClusterNode, prefix: str, ste
 
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.kill()
+    yield from running_cluster(tmp_path_factory.mktemp("redis-cluster"))
 
 
 def test_publish_presence_and_state_across_two_nodes(
@@ -210,3 +204,68 @@ def test_a_master_killed_during_publishing_loses_no_acknowledged_publish(
             await ws.close()
 
     asyncio.run(main())
+
+
+def one_master_prefix(cluster: RedisCluster) -> tuple[str, RedisClusterNode]:
+    """A key prefix whose leases, app 1's state and channel ``feed`` are all on one
+    master, and that master."""
+    for index in range(500):
+        prefix = f"rf{index}"
+        master = cluster.master_of(f"{prefix}:subs:{{1}}")
+        if (
+            cluster.master_of(f"{prefix}:{{{prefix}}}:nodes") is master
+            and cluster.master_of(f"{prefix}:ch:1:feed") is master
+        ):
+            return prefix, master
+    raise AssertionError("no prefix found with everything on one master")
+
+
+def test_nodes_dying_during_and_after_a_failover_are_reaped_once(
+    fresh_cluster: RedisCluster,
+    receiver: Receiver,
+    make_server: Callable[..., RunningServer],
+    make_driver: Callable[[RunningServer], Driver],
+) -> None:
+    """kill -9 of the master holding the leases, app 1's state and the slot of the
+    channel published on; kill -9 of a Clarion node during the failover and of another
+    after it. Each is reaped from the new master with one member_removed webhook, and
+    every publish answered 200 reaches the surviving nodes' clients."""
+    cluster = fresh_cluster
+    prefix, victim = one_master_prefix(cluster)
+    # Longer than the failover (~3 s): the survivors' leases do not run out meanwhile.
+    config = cluster_config(cluster, lease=6.0, prefix=prefix, webhooks=hooks(receiver))
+    a, b, c = make_server(config), make_server(config), make_server(config)
+    js = make_driver(a)
+    on_a, on_b, on_c = on(js, "on-a", a), on(js, "on-b", b), on(js, "on-c", c)
+    for client, user in ((on_a, "ann"), (on_b, "ben"), (on_c, "cid")):
+        client.subscribe("feed")
+        client.subscribe("presence-room", presence=member(user))
+    receiver.wait_for(lambda _: sorted(members(receiver, "member_added")) == ["ann", "ben", "cid"])
+    # Every node checked its shard subscriptions once: the others count it as present.
+    heard = f"{prefix}:{{{prefix}}}:heard"
+    until(lambda: victim.command("HLEN", heard) == b":3\r\n", 10, "three nodes heard")
+
+    publisher = Publisher([a, b], "feed")
+    publisher.start()
+    until(lambda: len(publisher.ok) >= 10, 10, "publishes before the failover")
+    victim.kill()
+    killed = time.monotonic()
+    c.process.kill()  # a node dying during the failover
+    cluster.wait_ok()  # the victim's replica took its slots over
+
+    back = publisher.back_after(killed)
+    assert back - killed < 15, f"publishes flowed again {back - killed:.1f} s after"
+    assert publisher.failed, "no publish answered 503 while the master was gone"
+    publisher.check_delivered([on_a, on_b], killed)
+    receiver.wait_for(lambda _: members(receiver, "member_removed") == ["cid"], 20)
+    for node in (a, b):
+        until(lambda node=node: whole(node), 10, "node whole")
+
+    b.process.kill()  # a node dying after the failover
+    receiver.wait_for(lambda _: members(receiver, "member_removed") == ["cid", "ben"], 20)
+    until(lambda: api(a).channel_info("feed", ["subscription_count"])["subscription_count"] == 1)
+    users = api(a).users_info("presence-room")["users"]
+    assert [u["id"] for u in users] == ["ann"]
+    # Once each: no second reaping of either, no survivor reaped by mistake.
+    assert members(receiver, "member_removed") == ["cid", "ben"]
+    assert [r["member"]["id"] for r in on_a.find(type="member_removed")] == ["cid", "ben"]

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,14 @@ class RedisCluster:
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+def running_cluster(workdir: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of six processes for the duration of a fixture (killed after,
+    also when it failed to form)."""
+    cluster = RedisCluster(workdir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.kill()

@@ -189,11 +189,8 @@ class Membership:
 
     async def _nodes(self) -> list[NodeInfo]:
         client, keys = self.link.client, self.keys
-        async with asyncio.timeout(self.link.timeout), client.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.zrange(keys.nodes, 0, -1, withscores=True)
-            (seconds, micros), leases = await pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        async with asyncio.timeout(self.link.timeout):
+            now_ms, leases = await self._clock_and_leases()
         ids = [text(node) for node, _ in leases]
         async with asyncio.timeout(self.link.timeout), client.pipeline(transaction=False) as pipe:
             for node in ids:
@@ -217,6 +214,14 @@ class Membership:
                 )
             )
         return found
+
+    async def _clock_and_leases(self) -> tuple[int, list[Any]]:
+        """The Redis clock (ms) and the leases with their expiry, in one round trip."""
+        async with self.link.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrange(self.keys.nodes, 0, -1, withscores=True)
+            (seconds, micros), leases = await pipe.execute()
+        return int(seconds) * 1000 + int(micros) // 1000, leases
 
     async def _beat(self) -> list[str]:
         result = await self._run(

@@ -421,7 +421,7 @@ class RedisBroker(Broker):
         """Listen to the announcements (kept across outages with the other channels),
         and ask the nodes already watching to say so."""
         self._interest[self._taps] = self._interest.get(self._taps, 0) + 1
-        await self._pubsub.subscribe(self._taps)
+        await self._subscribe(self._taps)  # on its shard, on a Redis Cluster
         self._queue_extra(self._taps, self._node + TAP_HELLO, self.max_queued_bytes)
         self._tasks.append(asyncio.create_task(self._announce_taps()))
 

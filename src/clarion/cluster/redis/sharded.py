@@ -90,6 +90,14 @@ class ShardedMembership(Membership):
         if added is not None:
             self._apps.add(app_id)
 
+    async def _clock_and_leases(self) -> tuple[int, list[Any]]:
+        # A Redis Cluster pipeline refuses TIME (it names no key): asked of the master
+        # holding the leases, whose clock their expiries are on.
+        client, nodes = _cluster(self.link), self.keys.nodes
+        seconds, micros = await client.time(target_nodes=client.get_node_from_key(nodes))
+        leases = await client.zrange(nodes, 0, -1, withscores=True)
+        return int(seconds) * 1000 + int(micros) // 1000, leases
+
     async def _beat(self) -> list[str]:
         keys = self.keys
         result = await self._run(
@@ -441,6 +449,10 @@ class ShardedBroker(RedisBroker):
             asyncio.create_task(self._writer()),
             asyncio.create_task(self._affirm()),
         ]
+        # The admin console's announcements (P:taps) and rows (P:tap:A) go over sharded
+        # pub/sub like the frames: _send SPUBLISHes them, _subscribe SSUBSCRIBEs them on
+        # their shard, and _receive_sharded hands their messages to _receive.
+        await self._start_taps()
 
     async def _drop_pubsub(self) -> None:
         for shard in list(self._shards.values()):
