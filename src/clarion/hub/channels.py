@@ -331,7 +331,7 @@ class Hub:
         A duplicate subscribe changes nothing and answers subscription_succeeded again.
         Raises PresenceFull when a new user would exceed the app's presence member limit.
         """
-        app = self.app(app_id)
+        app = self._apps.get(app_id) or self.app(app_id)  # (a call only for a new app)
         local = app.channels.get(name)
         presence = names.channel_kind(name) is names.ChannelKind.PRESENCE
         if local is not None and sub in local:
