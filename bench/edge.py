@@ -246,10 +246,12 @@ def bench_memory(ctx: Any, n: int) -> dict[str, float]:
 
 
 def run_here(args: argparse.Namespace) -> dict[str, float]:
-    if args.src:
-        sys.path.insert(0, str(Path(args.src).resolve()))
-    else:
-        sys.path.insert(0, str(ROOT / "src"))
+    src = Path(args.src).resolve() if args.src else ROOT / "src"
+    if not (src / "clarion").is_dir():
+        # Else the import would find the installed clarion (this tree's), and an A/B
+        # would compare the tree with itself.
+        sys.exit(f"{src} has no clarion package: give the src/ directory of a tree")
+    sys.path.insert(0, str(src))
     import logging
 
     logging.disable(logging.CRITICAL)
@@ -283,6 +285,8 @@ def main() -> None:
             for key, value in figures.items():
                 print(f"{key:15} {value:10.2f}")
         return
+    if not (Path(args.ab) / "clarion").is_dir():
+        parser.error(f"--ab {args.ab}: no clarion package there (give a tree's src/ directory)")
     sides = {"A": str(ROOT / "src"), "B": args.ab}
     results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     base = [

@@ -331,7 +331,7 @@ class Hub:
         A duplicate subscribe changes nothing and answers subscription_succeeded again.
         Raises PresenceFull when a new user would exceed the app's presence member limit.
         """
-        app = self.app(app_id)
+        app = self._apps.get(app_id) or self.app(app_id)  # (a call only for a new app)
         local = app.channels.get(name)
         presence = names.channel_kind(name) is names.ChannelKind.PRESENCE
         if local is not None and sub in local:
@@ -346,13 +346,15 @@ class Hub:
             # Listen before the join is counted: a member event caused by any later
             # change then reaches this node, and is held for this socket until its
             # member list is out (a version tells which the list accounts for).
-            await self._listen(app, name, first=local is None and len(joining) == 1)
+            if self.broker.needs_watch:  # (a single node's broker needs none)
+                await self._listen(app, name, first=local is None and len(joining) == 1)
             joined = await self.state.join(
                 app_id,
                 name,
                 sub.socket_id,
                 member if presence else None,
-                self.presence_limit(app_id),
+                # The limit counts users: it is read only for a presence channel's member.
+                self.presence_limit(app_id) if presence else names.MAX_PRESENCE_MEMBERS,
             )
         except BaseException:
             self._joined(app, name, sub)
@@ -404,7 +406,9 @@ class Hub:
         if buffer.overflowed:
             sub.disconnect(4100, "Too many messages for the channel while subscribing")
             return Subscribed(frames, new=True)
-        return Subscribed(frames + buffer.after(joined.version), new=True)
+        if buffer.frames:
+            frames += buffer.after(joined.version)
+        return Subscribed(frames, new=True)
 
     async def _listen(self, app: AppChannels, name: str, first: bool) -> None:
         """Return once frames of ``name`` published on other nodes reach this one."""

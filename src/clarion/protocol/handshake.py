@@ -47,31 +47,33 @@ def query_value(query: str, name: str) -> str | None:
     return None
 
 
-def app_key(path: str, query: str, prefix: str) -> str:
-    """The app key of a connect URL after the path and protocol rules (1, 2); raise
-    :class:`ConnectRefused` when one is broken."""
-    start = prefix + "/app/"
-    key = path[len(start) :] if path.startswith(start) else ""
-    if not key or "/" in key:
-        raise ConnectRefused(CloseCode.PATH_NOT_FOUND, f"Path not found: {path}")
-    protocol = query_value(query, "protocol")
-    if protocol is not None:
-        if not protocol.isdigit():
-            # A protocol that is not an integer is unsupported, like one out of range.
-            raise ConnectRefused(
-                CloseCode.UNSUPPORTED_PROTOCOL, f"Invalid protocol version: {protocol!r}"
-            )
-        if not MIN_PROTOCOL <= int(protocol) <= MAX_PROTOCOL:
-            raise ConnectRefused(
-                CloseCode.UNSUPPORTED_PROTOCOL,
-                f"Unsupported protocol version {protocol}: this server speaks 7",
-            )
-    return key
+# What every client sends first (pusher-js: ?protocol=7&client=js&...): the protocol
+# rule is then met without reading the query further.
+_PROTOCOL_7 = "protocol=7&"
 
 
 def connect_app(path: str, query: str, prefix: str, lookup: Callable[[str], A | None]) -> A:
     """The app a connect URL names, after every rule above; raise :class:`ConnectRefused`."""
-    key = app_key(path, query, prefix)
+    # 1. the path
+    start = prefix + "/app/" if prefix else "/app/"
+    key = path[len(start) :] if path.startswith(start) else ""
+    if not key or "/" in key:
+        raise ConnectRefused(CloseCode.PATH_NOT_FOUND, f"Path not found: {path}")
+    # 2. the protocol
+    if not query.startswith(_PROTOCOL_7):
+        protocol = query_value(query, "protocol")
+        if protocol is not None:
+            if not protocol.isdigit():
+                # A protocol that is not an integer is unsupported, like one out of range.
+                raise ConnectRefused(
+                    CloseCode.UNSUPPORTED_PROTOCOL, f"Invalid protocol version: {protocol!r}"
+                )
+            if not MIN_PROTOCOL <= int(protocol) <= MAX_PROTOCOL:
+                raise ConnectRefused(
+                    CloseCode.UNSUPPORTED_PROTOCOL,
+                    f"Unsupported protocol version {protocol}: this server speaks 7",
+                )
+    # 3. and 4. the app
     app = lookup(key)
     if app is None:
         raise ConnectRefused(CloseCode.APP_NOT_FOUND, f"App key {key} does not exist.")

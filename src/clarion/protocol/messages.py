@@ -98,7 +98,17 @@ def json_string(value: Any) -> str:
 # --- server -> client -------------------------------------------------------------
 
 
+_ESTABLISHED = (
+    b'{"event":"pusher:connection_established","data":'
+    b'"{\\"socket_id\\":\\"%s\\",\\"activity_timeout\\":%d}"}'
+)
+
+
 def connection_established(socket_id: str, activity_timeout: int) -> bytes:
+    if socket_id.replace(".", "", 1).isdigit() and type(activity_timeout) is int:
+        # Once per connection: a socket id the server made ("123.456") needs no
+        # escaping, so the frame is written out rather than encoded twice.
+        return ws_text(_ESTABLISHED % (socket_id.encode(), activity_timeout))
     data = json_string({"socket_id": socket_id, "activity_timeout": activity_timeout})
     return ws_text(_encode({"event": "pusher:connection_established", "data": data}))
 
@@ -200,7 +210,13 @@ class ClientMessage:
 def parse_client_frame(payload: bytes | str) -> ClientMessage:
     """Decode a client text frame; raise :class:`BadMessage` when it is unusable."""
     try:
-        obj = _decode(payload)
+        if isinstance(payload, str):
+            brackets = payload.count("[") + payload.count("{")
+        else:
+            brackets = payload.count(b"[") + payload.count(b"{")
+        # check_depth's own first test, spared a call once per message: almost every
+        # frame has fewer brackets than the limit; the others go through decode_json.
+        obj = _msgspec_decode(payload) if brackets <= MAX_JSON_DEPTH else _decode(payload)
     except msgspec.DecodeError as exc:
         raise BadMessage(f"Invalid JSON: {exc}") from None
     if not isinstance(obj, dict):

@@ -320,14 +320,27 @@ class Session(Generic[A]):
         channel = data.get("channel")
         if not isinstance(channel, str):
             raise BadMessage("Missing parameter: data.channel")
-        problem = names.channel_name_error(channel, app.limits.max_subscribe_channel_name)
-        if problem:
-            return _refused(channel, "InvalidChannel", problem, 400)
+        # The happy path, straight: a public channel subscribed to before passed the name
+        # rules then (only the length depends on the app), and needs no more checks.
+        join = _JOINS.get(channel)
+        known = (
+            join is not None
+            and join.kind is _PUBLIC
+            and len(channel) <= names.MAX_CHANNEL_NAME_SUBSCRIBE
+            and len(channel) <= app.limits.max_channel_name_length
+        )
+        if not known:
+            problem = names.channel_name_error(channel, app.limits.max_subscribe_channel_name)
+            if problem:
+                return _refused(channel, "InvalidChannel", problem, 400)
         limit = app.config.max_channels_per_connection
-        if len(self.channels) >= limit and channel not in self.channels:
+        channels = self.channels
+        if len(channels) >= limit and channel not in channels:
             return _refused(
                 channel, "LimitReached", f"A connection may subscribe to {limit} channels", 4100
             )
+        if known and join is not None:
+            return join
         kind = names.channel_kind(channel)
         if kind is _PRIVATE or kind is _ENCRYPTED:
             problem = self._auth_problem(channel, data.get("auth"))

@@ -160,10 +160,13 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         ctx = self.ctx
         now = time.monotonic()
         self._http_start(now)
-        self.peer = admission.socket_opened(ctx, transport)
-        self._spare = admission.spare(ctx)
+        self.peer = self._via = admission.socket_opened(ctx, transport)
+        files = ctx.files
+        # spare() decides only near the reserved descriptors: far from them, no call.
+        self._spare = files.sockets + files.others > files.reserved_from and admission.spare(ctx)
         ctx.http_connections[self] = None
-        self._forwarding_start(now)
+        if ctx.settings.proxy_protocol:  # (else the forwarding layer has nothing to start)
+            self._forwarding_start(now)
 
     def data_received(self, data: bytes) -> None:
         if self._held is not None:
@@ -343,7 +346,9 @@ class Connection(ForwardingLayer, WebSocketLayer, Session[App], asyncio.Protocol
         established = self.start(app, ctx.new_socket_id(), time.monotonic())
         self._allowance = self._message_burst()
         admission.opened(ctx, self, app)
-        taps.connection_opened(ctx.hub.taps, app.id, self.socket_id, self.peer)
+        hub_taps = ctx.hub.taps
+        if app.id in hub_taps.apps:  # (nothing to tell while no console watches the app)
+            taps.connection_opened(hub_taps, app.id, self.socket_id, self.peer)
         # A subscriber that stops reading makes its transport call pause_writing here.
         self.transport.set_write_buffer_limits(high=ctx.settings.write_buffer_limit)
         self.transport.write(switching + established)

@@ -47,7 +47,7 @@ class ForwardingLayer(HttpLayer):
     def _forwarding_start(self, now: float) -> bool:
         """At connection_made, once ``peer`` is the socket's: await a PROXY header if the
         server requires one. False when the peer may not send one (the socket is
-        dropped)."""
+        dropped). (The connection skips the call when ``proxy_protocol`` is off.)"""
         self._via = self.peer
         settings = self.ctx.settings
         if not settings.proxy_protocol:

@@ -75,6 +75,7 @@ def test_the_protocol_value_is_percent_decoded_and_the_first_one_counts() -> Non
     assert connect("/app/app-key", "protocol=%37") is APPS["app-key"]
     assert connect("/app/app-key", "protocol=7&protocol=9") is APPS["app-key"]
     assert refusal("/app/app-key", "protocol=9&protocol=7").code is CloseCode.UNSUPPORTED_PROTOCOL
+    assert refusal("/app/app-key", "protocol=70&client=js").code is CloseCode.UNSUPPORTED_PROTOCOL
 
 
 def test_an_unknown_key_is_4001() -> None:

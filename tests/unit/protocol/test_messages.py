@@ -10,6 +10,7 @@ import json
 import struct
 from typing import Any
 
+import msgspec
 import pytest
 
 from clarion.protocol import messages
@@ -50,6 +51,21 @@ def test_connection_established_data_is_a_json_string() -> None:
     assert frame["event"] == "pusher:connection_established"
     assert isinstance(frame["data"], str)
     assert json.loads(frame["data"]) == {"socket_id": "123456.7890123", "activity_timeout": 120}
+
+
+@pytest.mark.parametrize(
+    "socket_id", ["123456.7890123", "1.2", "abc", 'a"b\\c', "1.2.3", "\u0661.\u0662"]
+)
+def test_connection_established_is_the_encoded_frame(socket_id: str) -> None:
+    # The server's own socket ids take a written-out path; any id gives the same bytes
+    # as encoding the frame.
+    data = json.dumps(
+        {"socket_id": socket_id, "activity_timeout": 120}, separators=(",", ":"), ensure_ascii=False
+    )
+    expected = {"event": "pusher:connection_established", "data": data}
+    frame = messages.connection_established(socket_id, 120)
+    assert decode(frame) == expected
+    assert frame == messages.ws_text(msgspec.json.encode(expected))
 
 
 def test_connection_established_activity_timeout_is_an_integer() -> None:

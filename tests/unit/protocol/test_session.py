@@ -627,6 +627,27 @@ def test_subscribe_follows_the_apps_channel_name_limit_up_to_164() -> None:
     assert (kind, status) == ("InvalidChannel", 400)
 
 
+def test_a_known_public_channel_still_meets_each_apps_name_limit() -> None:
+    # A long name subscribed to under a high cap is known to the session module then;
+    # another app's lower cap still refuses it.
+    name = "known-" + "b" * 20
+    assert isinstance(subscribe(new_session(max_channel_name_length=100), name), Join)
+    short = new_session(max_channel_name_length=10)
+    kind, status, _ = subscription_error(subscribe(short, name), name)
+    assert (kind, status) == ("InvalidChannel", 400)
+
+
+def test_a_known_public_channel_still_counts_against_the_channels_cap() -> None:
+    for name in ("known-a", "known-b"):
+        assert isinstance(subscribe(new_session(), name), Join)
+    session = new_session(max_channels_per_connection=1)
+    join(session, "known-a")
+    kind, status, _ = subscription_error(subscribe(session, "known-b"), "known-b")
+    assert (kind, status) == ("LimitReached", 4100)
+    # The channel it has is subscribed to again, not refused.
+    assert isinstance(subscribe(session, "known-a"), Join)
+
+
 def test_client_event_rules_in_order() -> None:
     disabled = new_session()
     join(disabled, "private-room", auth=sign(f"{SOCKET_ID}:private-room"))
