@@ -21,10 +21,23 @@ from tests.support.cluster import RedisServer
 NODE_TIMEOUT_MS = 1000  # cluster-node-timeout: a dead master's replica takes over in ~2 s
 
 
+def _ephemeral_start() -> int:
+    """The first port the kernel hands out to outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too (and below 65536)."""
+    """A free port whose cluster bus port (port + 10000) is free too, both below the
+    kernel's ephemeral range: a port merely free when probed can be taken by any outgoing
+    connection before redis-server binds it (seen: the bus port, "Address already in
+    use")."""
+    top = max(_ephemeral_start() - 10000, 12000)
     for _ in range(200):
-        port = random.randrange(20000, 55000)
+        port = random.randrange(10000, top)
         try:
             for candidate in (port, port + 10000):
                 with socket.socket() as probe:
